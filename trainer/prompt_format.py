@@ -1,0 +1,104 @@
+"""The chat/prompt format, defined once and reused by training, evaluation, Ollama and benchmarks.
+
+`prepare` resolves the format for the model, saves it as `prompt_format.json` in the run folder,
+and every later stage loads that file (`load(run_dir)`), so the text a model was trained on is
+exactly the text it is asked with, in-process, in llama.cpp and in Ollama (the Modelfile TEMPLATE
+is `ollama_template`, rendered by Ollama's Go template engine).
+
+No BOS token in the text: the tokenizer (or llama.cpp/Ollama for GGUF) adds it where the model
+wants one. The answer ends with the end-of-turn marker so the model learns to stop.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from trainer.runfolder import read_json, write_json
+
+
+@dataclass(frozen=True)
+class PromptFormat:
+    name: str
+    system: str
+    # Python format strings with {system} and {user}; the completion with {answer}.
+    prompt_template: str
+    completion_template: str
+    # Ollama Modelfile TEMPLATE (Go template) producing the same prompt text.
+    ollama_template: str
+    # Strings that end a turn: passed as Ollama `stop` parameters and llama.cpp stop words.
+    stop: tuple[str, ...]
+
+    def user_text(self, instruction: str, input_text: str = "") -> str:
+        instruction = instruction.strip()
+        input_text = (input_text or "").strip()
+        return f"{instruction}\n\n{input_text}" if input_text else instruction
+
+    def prompt(self, instruction: str, input_text: str = "") -> str:
+        return self.prompt_template.format(system=self.system, user=self.user_text(instruction, input_text))
+
+    def completion(self, answer: str) -> str:
+        return self.completion_template.format(answer=answer)
+
+    def clean_answer(self, generated: str) -> str:
+        """Cut a generated continuation at the first end marker and strip it."""
+        cut = len(generated)
+        for marker in self.stop:
+            pos = generated.find(marker)
+            if pos != -1:
+                cut = min(cut, pos)
+        return generated[:cut].strip()
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["stop"] = list(self.stop)
+        return data
+
+
+_FORMATS: dict[str, dict[str, Any]] = {
+    # Meta's Llama-2 chat format; the official Ollama llama2 template has the same shape.
+    "llama2": {
+        "prompt_template": "[INST] <<SYS>>\n{system}\n<</SYS>>\n\n{user} [/INST]",
+        "completion_template": " {answer} </s>",
+        "ollama_template": "[INST] <<SYS>>\n{{ .System }}\n<</SYS>>\n\n{{ .Prompt }} [/INST]",
+        "stop": ("[INST]", "[/INST]", "<<SYS>>", "<</SYS>>", "</s>"),
+    },
+    # ChatML, the template shipped with SmolLM2-Instruct (and Qwen).
+    "chatml": {
+        "prompt_template": "<|im_start|>system\n{system}<|im_end|>\n<|im_start|>user\n{user}<|im_end|>\n"
+        "<|im_start|>assistant\n",
+        "completion_template": "{answer}<|im_end|>",
+        "ollama_template": "<|im_start|>system\n{{ .System }}<|im_end|>\n<|im_start|>user\n{{ .Prompt }}"
+        "<|im_end|>\n<|im_start|>assistant\n",
+        "stop": ("<|im_start|>", "<|im_end|>", "<|endoftext|>"),
+    },
+}
+
+FILE_NAME = "prompt_format.json"
+
+
+def names() -> list[str]:
+    return sorted(_FORMATS)
+
+
+def build(name: str, system: str) -> PromptFormat:
+    spec = _FORMATS[name]
+    return PromptFormat(name=name, system=system, **spec)
+
+
+def detect(chat_template: str | None) -> str:
+    """Pick the format matching a tokenizer's own chat template (Llama-2 when it has none)."""
+    if chat_template and "<|im_start|>" in chat_template:
+        return "chatml"
+    return "llama2"
+
+
+def save(fmt: PromptFormat, path: Path) -> None:
+    write_json(path, fmt.to_dict())
+
+
+def load(run_dir: Path) -> PromptFormat:
+    data = read_json(Path(run_dir) / FILE_NAME)
+    data["stop"] = tuple(data["stop"])
+    return PromptFormat(**data)
