@@ -84,6 +84,19 @@ def _summary(outcomes, run_dir, total_s: float) -> None:
     console.print(f"Total time this invocation: {total_s:.1f} s")
 
 
+def _preload_unsloth(cfg, run_dir, args) -> None:
+    """Unsloth patches trl/transformers/peft at import, so it must load before `prepare` imports them."""
+    from trainer.pipeline import is_current
+
+    will_train = args.command == "train" or (
+        args.command == "all" and (args.force or not is_current(cfg, run_dir, "train"))
+    )
+    if will_train and cfg.train.backend != "peft":
+        from trainer.train import unsloth_available
+
+        unsloth_available()
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["test"]:
@@ -107,6 +120,7 @@ def main(argv: list[str] | None = None) -> int:
         from trainer.pipeline import prepare_run_dir
 
         prepare_run_dir(cfg, run_dir)
+        _preload_unsloth(cfg, run_dir, args)
         t0 = time.perf_counter()
         if args.command == "all":
             print(f"Running all stages into {run_dir.path}", flush=True)
@@ -117,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
                 on_start=lambda s: print(f"==> {s}: {STAGES[s][1]}", flush=True),
             )
         else:
-            outcomes = [run_stage(args.command, cfg, run_dir)]
+            outcomes = [run_stage(args.command, cfg, run_dir, force=args.force)]
         _summary(outcomes, run_dir, time.perf_counter() - t0)
         return 0
     except UserError as exc:

@@ -56,7 +56,7 @@ class ModelConfig:
         }
     )
     # Vocabulary size of the SentencePiece tokenizer trained for the tiny model.
-    tiny_vocab_size: int = 800
+    tiny_vocab_size: int = 2048
 
 
 @dataclass

@@ -55,8 +55,15 @@ def prepare_run_dir(cfg: PipelineConfig, run_dir: RunDir) -> None:
     write_json(run_dir / "env.json", environment())
 
 
-def run_stage(stage: str, cfg: PipelineConfig, run_dir: RunDir) -> StageOutcome:
-    """Run one stage and record `<stage>.json`. A user error is recorded and re-raised."""
+def run_stage(stage: str, cfg: PipelineConfig, run_dir: RunDir, force: bool = False) -> StageOutcome:
+    """Run one stage and record `<stage>.json`. A user error is recorded and re-raised.
+
+    With `force`, a stage module's optional `reset(run_dir)` drops its resumable state first.
+    """
+    if force:
+        reset = getattr(importlib.import_module(STAGES[stage][0]), "reset", None)
+        if reset:
+            reset(run_dir)
     fingerprint = stage_fingerprint(cfg, stage)
     started = now_iso()
     t0 = time.perf_counter()
@@ -113,7 +120,7 @@ def run_all(
         else:
             if on_start:
                 on_start(stage)
-            outcome = run_stage(stage, cfg, run_dir)
+            outcome = run_stage(stage, cfg, run_dir, force=force)
         outcomes.append(outcome)
         if on_done:
             on_done(outcome)

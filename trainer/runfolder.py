@@ -89,6 +89,9 @@ class RunDir:
     def __truediv__(self, other: str) -> Path:
         return self.path / other
 
+    def __fspath__(self) -> str:
+        return str(self.path)
+
     def stage_file(self, stage: str) -> Path:
         return self.path / f"{stage}.json"
 

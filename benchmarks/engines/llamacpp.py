@@ -1,0 +1,296 @@
+"""llama.cpp engine of `python -m benchmarks --engine llamacpp` / `python run.py benchmark`.
+
+Starts `python -m llama_cpp.server --model X.gguf --host 127.0.0.1 --port P --n_ctx N --n_threads T
+--n_threads_batch T` as a child process (log to a file), waits until GET /v1/models answers,
+streams POST /v1/completions with the raw prompt text (rendered with the run's prompt format, so
+the template matches training) and times each request client-side: the server's stream has no
+usage or timings. It is stopped afterwards, also on an error or Ctrl-C.
+
+Fixed output length: llama-cpp-python's server has no `ignore_eos`; every end-of-generation token
+id from the GGUF header gets `logit_bias` -1000 (its `min_tokens` would only cover the one EOS
+id), no stop strings are sent, so each request runs to max_tokens (finish_reason "length").
+`--interrupt_requests False`: by default the server cancels a streaming request as soon as another
+one arrives, which would cut every concurrent request short. The server runs one request at a
+time (a lock), so concurrency > 1 measures queueing, not batching.
+Reads the GGUF file; writes the server log.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from benchmarks.memory import PeakSampler
+from benchmarks.modelinfo import GGUFInfo, check_gguf, read_gguf
+from benchmarks.spec import BenchSettings, RawResult, RequestSpec
+from trainer.errors import UserError
+
+HOST = "127.0.0.1"
+EOG_BIAS = -1000.0
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((HOST, 0))
+        return sock.getsockname()[1]
+
+
+def port_in_use(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind((HOST, port))
+        except OSError:
+            return True
+    return False
+
+
+def _log_tail(path: Path, lines: int = 15) -> str:
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return ""
+    return "\n".join(text.strip().splitlines()[-lines:])
+
+
+class LlamaCppEngine:
+    name = "llamacpp"
+
+    def __init__(self, settings: BenchSettings) -> None:
+        self.settings = settings
+        self.model_path = Path(settings.model).resolve()
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.sampler: PeakSampler | None = None
+        self.client: httpx.Client | None = None
+        self.port = 0
+        self._log_fh: Any = None
+        self._info_future: Future[GGUFInfo] | None = None
+        self.startup_s: float | None = None
+        self.command: list[str] = []
+
+    # -- lifecycle --------------------------------------------------------------------------
+    def start(self) -> LlamaCppEngine:
+        check_gguf(self.model_path)
+        if self.settings.port:
+            if port_in_use(self.settings.port):
+                raise UserError(
+                    f"port {self.settings.port} on {HOST} is in use.",
+                    fix="pass another --port, or 0 (the default) to pick a free one",
+                )
+            self.port = self.settings.port
+        else:
+            self.port = free_port()
+        # Reading the header (slow for a big vocabulary) overlaps the server's start-up.
+        pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="bench-gguf")
+        self._info_future = pool.submit(read_gguf, self.model_path)
+        pool.shutdown(wait=False)
+        log_path = self.settings.server_log
+        if log_path is None:
+            fd, name = tempfile.mkstemp(prefix="llamacpp-server-", suffix=".log")
+            os.close(fd)
+            log_path = Path(name)
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        self.log_path = log_path
+        self._log_fh = open(log_path, "wb")  # noqa: SIM115 (closed in close())
+        t = str(self.settings.threads)
+        self.command = [
+            sys.executable, "-m", "llama_cpp.server",
+            "--model", str(self.model_path),
+            "--host", HOST, "--port", str(self.port),
+            "--n_ctx", str(self.settings.num_ctx),
+            "--n_threads", t, "--n_threads_batch", t,
+            "--n_gpu_layers", str(self.settings.n_gpu_layers),
+            "--seed", str(self.settings.seed),
+            "--interrupt_requests", "False",
+        ]  # fmt: skip
+        t0 = time.perf_counter()
+        # Own session: a Ctrl-C in the terminal reaches only us, and we stop the server in order.
+        self.proc = subprocess.Popen(
+            self.command, stdout=self._log_fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )  # fmt: skip
+        self.sampler = PeakSampler(self.proc.pid).start()
+        timeout = httpx.Timeout(connect=5.0, read=self.settings.request_timeout_s, write=30.0, pool=None)
+        self.client = httpx.Client(
+            base_url=f"http://{HOST}:{self.port}", timeout=timeout,
+            limits=httpx.Limits(max_connections=max(self.settings.concurrency) + 4),
+        )  # fmt: skip
+        try:
+            self._wait_ready(t0)
+            self.info = self._info_future.result()
+        except BaseException:
+            self.close()
+            raise
+        self.startup_s = time.perf_counter() - t0
+        return self
+
+    def _wait_ready(self, t0: float) -> None:
+        assert self.proc is not None and self.client is not None
+        deadline = t0 + self.settings.startup_timeout_s
+        while time.perf_counter() < deadline:
+            code = self.proc.poll()
+            if code is not None:
+                self._log_fh.flush()
+                tail = _log_tail(self.log_path)
+                if "address already in use" in tail.lower():
+                    raise UserError(
+                        f"the llama.cpp server could not listen on {HOST}:{self.port}: the port is in use.",
+                        fix="pass another --port, or 0 (the default) to pick a free one",
+                    )
+                raise UserError(
+                    f"the llama.cpp server exited during start-up (exit code {code}). Last log lines "
+                    f"({self.log_path}):\n{tail}",
+                    fix="check that the model is a valid GGUF for this llama-cpp-python version",
+                )
+            with contextlib.suppress(httpx.HTTPError):
+                if self.client.get("/v1/models", timeout=2.0).status_code == 200:
+                    return
+            time.sleep(0.25)
+        raise UserError(
+            f"the llama.cpp server did not answer on {HOST}:{self.port} within "
+            f"{self.settings.startup_timeout_s:g} s. Last log lines:\n{_log_tail(self.log_path)}",
+            fix="raise --startup-timeout (a large model loads slowly) or check the log",
+        )
+
+    def close(self) -> None:
+        if self.sampler is not None:
+            self.memory_result = self.sampler.result()
+            self.sampler.stop()
+            self.sampler = None
+        if self.client is not None:
+            self.client.close()
+            self.client = None
+        if self.proc is not None and self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(timeout=10)
+        if self._log_fh is not None:
+            self._log_fh.close()
+            self._log_fh = None
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    # -- requests ---------------------------------------------------------------------------
+    def count_tokens(self, text: str) -> int | None:
+        if self.client is None:
+            return None
+        try:
+            response = self.client.post("/extras/tokenize/count", json={"input": text}, timeout=30.0)
+            return int(response.json()["count"]) if response.status_code == 200 else None
+        except (httpx.HTTPError, KeyError, ValueError):
+            return None
+
+    def generate(self, req: RequestSpec) -> RawResult:
+        body = {
+            "prompt": req.text,
+            "max_tokens": req.max_tokens,
+            "temperature": 0.0,
+            "seed": req.seed,
+            "stream": True,
+            "logit_bias": {str(i): EOG_BIAS for i in self.info.eog_token_ids},
+        }
+        start = time.perf_counter()
+        result = RawResult(ok=False, start_s=start, end_s=start)
+        deadline = start + req.timeout_s
+        pieces: list[str] = []
+        done = False
+        try:
+            assert self.client is not None
+            with self.client.stream("POST", "/v1/completions", json=body) as response:
+                if response.status_code != 200:
+                    response.read()
+                    result.error = f"HTTP {response.status_code}: {response.text.strip()[:300]}"
+                    return result
+                for line in response.iter_lines():
+                    now = time.perf_counter()
+                    if not line.startswith("data:"):
+                        continue
+                    data = line[len("data:") :].strip()
+                    if data == "[DONE]":
+                        done = True
+                        break
+                    choice = json.loads(data)["choices"][0]
+                    if choice.get("text"):
+                        if result.first_token_s is None:
+                            result.first_token_s = now
+                        result.chunk_times_s.append(now)
+                        pieces.append(choice["text"])
+                    if choice.get("finish_reason"):
+                        result.finish_reason = choice["finish_reason"]
+                    if now > deadline:
+                        result.error = f"request timed out after {req.timeout_s:g} s (request timeout)"
+                        return result
+        except httpx.TimeoutException:
+            result.error = f"request timed out: no data for {req.timeout_s:g} s (request timeout)"
+            return result
+        except (httpx.HTTPError, json.JSONDecodeError, KeyError, IndexError, AssertionError) as exc:
+            result.error = f"{type(exc).__name__}: {exc}"
+            return result
+        finally:
+            result.end_s = time.perf_counter()
+            result.text = "".join(pieces)
+        if not done or result.finish_reason is None:
+            result.error = "the stream ended early (no finish_reason / [DONE]): was the server stopped?"
+            return result
+        result.ok = True
+        if result.finish_reason == "length":
+            result.output_tokens = req.max_tokens
+            result.output_tokens_source = "max_tokens"
+        # otherwise the runner retokenizes the text (untimed, after the level)
+        return result
+
+    # -- facts ------------------------------------------------------------------------------
+    def memory(self) -> dict[str, Any]:
+        if self.sampler is not None:
+            return self.sampler.result()
+        return getattr(
+            self,
+            "memory_result",
+            {"server_peak_rss_bytes": None, "vram_bytes": None, "vram_reason": "not sampled"},
+        )
+
+    def describe(self) -> dict[str, Any]:
+        info = self.info
+        import importlib.metadata as md
+
+        return {
+            "model": str(self.model_path),
+            "model_size_bytes": info.file_size_bytes,
+            "quantization": info.quantization,
+            "file_type": info.file_type,
+            "gguf": info.to_dict(),
+            "server_command": " ".join(self.command),
+            "server_log": str(self.log_path),
+            "server_startup_s": self.startup_s,
+            "llama_cpp_python": md.version("llama_cpp_python"),
+            "fixed_length": f"yes: logit_bias {EOG_BIAS:g} on end-of-generation ids {info.eog_token_ids}, "
+            "no stop strings",
+            "device": "cpu" if not (self.memory().get("vram_bytes") or 0) else "gpu",
+            "arch": {
+                "params": info.params,
+                "weight_bytes": info.tensor_bytes,
+                "weight_bytes_source": "GGUF tensor bytes",
+                "kv_bytes_per_position": info.kv_bytes_per_position(2),
+            },
+        }
+
+
+def open_engine(settings: BenchSettings) -> LlamaCppEngine:
+    return LlamaCppEngine(settings).start()

@@ -1,0 +1,253 @@
+"""Ollama engine of `python -m benchmarks --engine ollama` / `python run.py benchmark`.
+
+Streams POST /api/generate (NDJSON) and times it client-side (TTFT, chunk arrivals), next to the
+server's own numbers from the final `done: true` object (prompt_eval_count/duration,
+eval_count/duration, load_duration, in ns). Options are pinned: num_ctx, num_predict, temperature
+0, a seed and num_thread. With a known prompt format the request is `raw` (the prompt text is
+rendered here exactly as in training, Ollama's template is bypassed); without one Ollama applies
+the model's own template. Ollama cannot ignore EOS, so a request may stop before num_predict: the
+actual eval_count is recorded. Memory: GET /api/ps (`size`, `size_vram`); model facts: /api/show
+and /api/tags. Reads nothing from disk, writes nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from typing import Any
+
+import httpx
+
+from benchmarks import metrics
+from benchmarks.spec import BenchSettings, RawResult, RequestSpec
+from trainer.errors import UserError
+
+DEFAULT_HOST = "http://127.0.0.1:11434"
+
+
+def resolve_host(host: str | None = None) -> str:
+    """`host`, else OLLAMA_HOST, else the default, parsed as the official client does (default port
+    11434); `0.0.0.0` (a bind address, common in OLLAMA_HOST) becomes loopback."""
+    from ollama._client import _parse_host  # the client's own rules, so both agree
+
+    url = _parse_host(host or os.environ.get("OLLAMA_HOST") or DEFAULT_HOST)
+    return url.replace("://0.0.0.0:", "://127.0.0.1:")
+
+
+def answers(host: str, timeout_s: float = 2.0) -> bool:
+    """True when an Ollama server answers GET /api/version at `host`."""
+    try:
+        return httpx.get(f"{host}/api/version", timeout=timeout_s).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def _same_model(a: str, b: str) -> bool:
+    def norm(name: str) -> str:
+        return name if ":" in name else f"{name}:latest"
+
+    return norm(a) == norm(b)
+
+
+def _error_text(response: httpx.Response) -> str:
+    try:
+        return str(response.json().get("error", response.text))
+    except (json.JSONDecodeError, AttributeError):
+        return response.text.strip() or f"HTTP {response.status_code}"
+
+
+class OllamaEngine:
+    name = "ollama"
+
+    def __init__(self, settings: BenchSettings) -> None:
+        self.settings = settings
+        self.host = resolve_host(settings.host)
+        self.model = settings.model
+        self.raw = settings.prompt_format is not None
+        timeout = httpx.Timeout(connect=5.0, read=settings.request_timeout_s, write=30.0, pool=None)
+        limits = httpx.Limits(max_connections=max(settings.concurrency) + 4)
+        self.client = httpx.Client(base_url=self.host, timeout=timeout, limits=limits)
+        self.show: dict[str, Any] = {}
+        self.last_ps: dict[str, Any] | None = None
+
+    def start(self) -> OllamaEngine:
+        try:
+            version = self.client.get("/api/version", timeout=5.0)
+        except httpx.HTTPError as exc:
+            self.close()
+            raise UserError(
+                f"the Ollama server at {self.host} is unreachable ({type(exc).__name__}: {exc}).",
+                fix="start it with `ollama serve`, set OLLAMA_HOST / --host, or use --engine llamacpp",
+            ) from None
+        if version.status_code != 200:
+            self.close()
+            raise UserError(
+                f"{self.host} answered /api/version with HTTP {version.status_code}: is it Ollama?"
+            )
+        self.version = version.json().get("version")
+        response = self.client.post("/api/show", json={"model": self.model}, timeout=30.0)
+        if response.status_code == 404:
+            self.close()
+            raise UserError(
+                f"model '{self.model}' not found on the Ollama server at {self.host} ({_error_text(response)}).",
+                fix="create it with `python run.py deploy`, or check the name with `ollama list`",
+            )
+        if response.status_code != 200:
+            self.close()
+            raise UserError(
+                f"Ollama /api/show for '{self.model}' failed: HTTP {response.status_code} "
+                f"{_error_text(response)}"
+            )
+        self.show = response.json()
+        return self
+
+    def _options(self, req: RequestSpec) -> dict[str, Any]:
+        return {
+            "num_ctx": self.settings.num_ctx,
+            "num_predict": req.max_tokens,
+            "temperature": 0,
+            "seed": req.seed,
+            "num_thread": self.settings.threads,
+        }
+
+    def generate(self, req: RequestSpec) -> RawResult:
+        if self.raw:
+            body: dict[str, Any] = {"model": self.model, "prompt": req.text, "raw": True}
+        else:
+            body = {"model": self.model, "prompt": f"{req.tag} {req.question}"}
+        body.update({"stream": True, "options": self._options(req)})
+        start = time.perf_counter()
+        result = RawResult(ok=False, start_s=start, end_s=start)
+        deadline = start + req.timeout_s
+        pieces: list[str] = []
+        final: dict[str, Any] | None = None
+        try:
+            with self.client.stream("POST", "/api/generate", json=body) as response:
+                if response.status_code != 200:
+                    response.read()
+                    result.error = f"HTTP {response.status_code}: {_error_text(response)}"
+                    return result
+                for line in response.iter_lines():
+                    now = time.perf_counter()
+                    if not line.strip():
+                        continue
+                    obj = json.loads(line)
+                    if "error" in obj:
+                        result.error = f"Ollama error mid-stream: {obj['error']}"
+                        return result
+                    if obj.get("response"):
+                        if result.first_token_s is None:
+                            result.first_token_s = now
+                        result.chunk_times_s.append(now)
+                        pieces.append(obj["response"])
+                    if obj.get("done"):
+                        final = obj
+                        break
+                    if now > deadline:
+                        result.error = f"request timed out after {req.timeout_s:g} s (request timeout)"
+                        return result
+        except httpx.TimeoutException:
+            result.error = f"request timed out: no data for {req.timeout_s:g} s (request timeout)"
+            return result
+        except (httpx.HTTPError, json.JSONDecodeError) as exc:
+            result.error = f"{type(exc).__name__}: {exc}"
+            return result
+        finally:
+            result.end_s = time.perf_counter()
+            result.text = "".join(pieces)
+        if final is None:
+            result.error = "the stream ended without a final done object"
+            return result
+        timings = metrics.server_timings(final)
+        result.ok = True
+        result.server = timings
+        result.finish_reason = final.get("done_reason")
+        result.output_tokens = final.get("eval_count")
+        result.output_tokens_source = "server"
+        result.prompt_tokens = final.get("prompt_eval_count")
+        return result
+
+    def count_tokens(self, text: str) -> int | None:
+        return None  # Ollama reports prompt_eval_count itself
+
+    def alive(self) -> bool:
+        return True
+
+    def _ps_entry(self) -> dict[str, Any] | None:
+        try:
+            response = self.client.get("/api/ps", timeout=10.0)
+            models = response.json().get("models", []) if response.status_code == 200 else []
+        except (httpx.HTTPError, json.JSONDecodeError):
+            return None
+        return next((m for m in models if _same_model(m.get("name", ""), self.model)), None)
+
+    def memory(self) -> dict[str, Any]:
+        entry = self._ps_entry()
+        out: dict[str, Any] = {
+            "server_peak_rss_bytes": None,
+            "server_peak_rss_reason": "the Ollama server is an outside process: not sampled; see ollama_size_bytes",
+        }
+        if entry is None:
+            out.update(
+                vram_bytes=None,
+                vram_reason="the model was not listed by /api/ps after the run",
+                ollama_size_bytes=None,
+            )
+            return out
+        self.last_ps = entry
+        vram = entry.get("size_vram")
+        out["vram_bytes"] = vram
+        out["vram_method"] = "Ollama /api/ps size_vram"
+        if vram == 0:
+            out["vram_reason"] = "Ollama reports size_vram 0: the model runs on the CPU"
+        out["ollama_size_bytes"] = entry.get("size")
+        out["ollama_context_length"] = entry.get("context_length")
+        return out
+
+    def describe(self) -> dict[str, Any]:
+        info = self.show.get("model_info") or {}
+        arch = info.get("general.architecture", "llama")
+        details = (self.last_ps or {}).get("details") or self.show.get("details") or {}
+        size = None
+        try:
+            tags = self.client.get("/api/tags", timeout=10.0).json().get("models", [])
+            size = next((m.get("size") for m in tags if _same_model(m.get("name", ""), self.model)), None)
+        except (httpx.HTTPError, json.JSONDecodeError):
+            pass
+        n_layer = info.get(f"{arch}.block_count")
+        n_head_kv = info.get(f"{arch}.attention.head_count_kv")
+        head_dim = info.get(f"{arch}.attention.key_length")
+        if (
+            head_dim is None
+            and info.get(f"{arch}.embedding_length")
+            and info.get(f"{arch}.attention.head_count")
+        ):
+            head_dim = info[f"{arch}.embedding_length"] // info[f"{arch}.attention.head_count"]
+        kv = 2 * n_layer * n_head_kv * head_dim * 2 if n_layer and n_head_kv and head_dim else None
+        return {
+            "model": self.model,
+            "model_size_bytes": size,
+            "quantization": details.get("quantization_level"),
+            "file_type": info.get("general.file_type"),
+            "server_version": getattr(self, "version", None),
+            "host": self.host,
+            "prompt_mode": "raw (prompt rendered with the run's prompt format)"
+            if self.raw
+            else "Ollama's model template",
+            "fixed_length": "no: Ollama stops at EOS/stop words; actual eval_count recorded",
+            "device": "gpu" if (self.last_ps or {}).get("size_vram") else "cpu",
+            "arch": {
+                "params": info.get("general.parameter_count"),
+                "weight_bytes": size,
+                "weight_bytes_source": "Ollama /api/tags model size (file size, approx. tensor bytes)",
+                "kv_bytes_per_position": kv,
+            },
+        }
+
+    def close(self) -> None:
+        self.client.close()
+
+
+def open_engine(settings: BenchSettings) -> OllamaEngine:
+    return OllamaEngine(settings).start()

@@ -1,0 +1,196 @@
+"""Serving metrics as pure functions of recorded timings (no I/O, no clocks).
+
+Used by `python -m benchmarks` and `python run.py benchmark` to turn each request's timestamps
+into TTFT, TPOT, inter-token latency, end-to-end latency and tokens/s, to summarise a concurrency
+level (mean, p50, p90, p99; aggregate tokens/s; requests/s), and to compute the roofline decode
+limit. Definitions follow vLLM's benchmark_serving:
+
+- TTFT: request sent -> first generated text arrives.
+- TPOT: (e2e - TTFT) / (output_tokens - 1); undefined (None) with fewer than two tokens.
+- ITL: gaps between consecutive streamed chunks (one chunk is usually one token; a Chinese
+  character split over two tokens arrives as one chunk).
+- decode tokens/s per request: (output_tokens - 1) / (e2e - TTFT); aggregate tokens/s of a level:
+  all output tokens of the level / the level's wall time.
+
+Times come in seconds and leave in milliseconds where the key says `_ms`.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+PERCENTILES = (50, 90, 99)
+
+
+def percentile(values: Sequence[float], q: float) -> float | None:
+    """The q-th percentile with linear interpolation (numpy's default); None for no values."""
+    data = sorted(v for v in values if v is not None and not math.isnan(v))
+    if not data:
+        return None
+    if not 0 <= q <= 100:
+        raise ValueError(f"percentile {q} is outside [0, 100]")
+    rank = (len(data) - 1) * q / 100.0
+    low = math.floor(rank)
+    high = math.ceil(rank)
+    if low == high:
+        return float(data[low])
+    return float(data[low] + (data[high] - data[low]) * (rank - low))
+
+
+def distribution(values: Iterable[float | None]) -> dict[str, float | None]:
+    """{mean, p50, p90, p99} of the values that exist; all None when there are none."""
+    data = [float(v) for v in values if v is not None and not math.isnan(v)]
+    out: dict[str, float | None] = {"mean": sum(data) / len(data) if data else None}
+    for q in PERCENTILES:
+        out[f"p{q}"] = percentile(data, q)
+    return out
+
+
+def tpot_ms(e2e_s: float, ttft_s: float | None, output_tokens: int | None) -> float | None:
+    """Time per output token after the first, in ms; None when it is undefined (< 2 tokens)."""
+    if ttft_s is None or output_tokens is None or output_tokens < 2:
+        return None
+    return (e2e_s - ttft_s) / (output_tokens - 1) * 1000.0
+
+
+def inter_token_latencies_ms(chunk_times_s: Sequence[float]) -> list[float]:
+    """Gaps between consecutive chunk arrivals, in ms (empty for fewer than two chunks)."""
+    return [(b - a) * 1000.0 for a, b in itertools.pairwise(chunk_times_s)]
+
+
+def decode_tokens_per_s(e2e_s: float, ttft_s: float | None, output_tokens: int | None) -> float | None:
+    """Tokens after the first per second of decoding; None when undefined."""
+    if ttft_s is None or output_tokens is None or output_tokens < 2:
+        return None
+    decode_s = e2e_s - ttft_s
+    if decode_s <= 0:
+        return None
+    return (output_tokens - 1) / decode_s
+
+
+def prompt_tokens_per_s(prompt_tokens: int | None, ttft_s: float | None) -> float | None:
+    """Client-side prompt processing speed: prompt tokens / TTFT (includes queueing and network)."""
+    if prompt_tokens is None or ttft_s is None or ttft_s <= 0:
+        return None
+    return prompt_tokens / ttft_s
+
+
+def request_metrics(
+    start_s: float,
+    end_s: float,
+    first_token_s: float | None,
+    chunk_times_s: Sequence[float],
+    output_tokens: int | None,
+    prompt_tokens: int | None,
+) -> dict[str, Any]:
+    """Per-request metrics from absolute timestamps (same clock) and token counts."""
+    e2e_s = end_s - start_s
+    ttft_s = None if first_token_s is None else first_token_s - start_s
+    itl = inter_token_latencies_ms(chunk_times_s)
+    return {
+        "ttft_ms": None if ttft_s is None else ttft_s * 1000.0,
+        "e2e_ms": e2e_s * 1000.0,
+        "tpot_ms": tpot_ms(e2e_s, ttft_s, output_tokens),
+        "itl_ms": itl,
+        "decode_tokens_per_s": decode_tokens_per_s(e2e_s, ttft_s, output_tokens),
+        "prompt_tokens_per_s": prompt_tokens_per_s(prompt_tokens, ttft_s),
+    }
+
+
+def server_timings(final: dict[str, Any]) -> dict[str, Any]:
+    """Ollama's own timings from its final (`done: true`) object; durations come in ns."""
+
+    def ms(key: str) -> float | None:
+        value = final.get(key)
+        return None if value is None else value / 1e6
+
+    eval_count = final.get("eval_count")
+    eval_ns = final.get("eval_duration")
+    prompt_count = final.get("prompt_eval_count")
+    prompt_ns = final.get("prompt_eval_duration")
+    return {
+        "prompt_eval_count": prompt_count,
+        "prompt_eval_ms": ms("prompt_eval_duration"),
+        "eval_count": eval_count,
+        "eval_ms": ms("eval_duration"),
+        "load_ms": ms("load_duration"),
+        "total_ms": ms("total_duration"),
+        "decode_tokens_per_s": eval_count / eval_ns * 1e9 if eval_count and eval_ns else None,
+        "prompt_tokens_per_s": prompt_count / prompt_ns * 1e9 if prompt_count and prompt_ns else None,
+    }
+
+
+def _mean(values: Iterable[float | None]) -> float | None:
+    data = [v for v in values if v is not None]
+    return sum(data) / len(data) if data else None
+
+
+def summarize_level(samples: Sequence[dict[str, Any]], concurrency: int, wall_s: float) -> dict[str, Any]:
+    """One row of `summary`: the requests of one concurrency level (all repetitions).
+
+    `wall_s` is the summed wall time of the level's repetitions, first send to last completion.
+    Failed requests count in `failures` and nowhere else.
+    """
+    ok = [s for s in samples if s.get("ok")]
+    output_tokens_total = sum(s.get("output_tokens") or 0 for s in ok)
+    row: dict[str, Any] = {
+        "concurrency": concurrency,
+        "requests": len(samples),
+        "completed": len(ok),
+        "failures": len(samples) - len(ok),
+        "ttft_ms": distribution(s.get("ttft_ms") for s in ok),
+        "tpot_ms": distribution(s.get("tpot_ms") for s in ok),
+        "itl_ms": distribution(v for s in ok for v in (s.get("itl_ms") or [])),
+        "e2e_ms": distribution(s.get("e2e_ms") for s in ok),
+        "decode_tokens_per_s": _mean(s.get("decode_tokens_per_s") for s in ok),
+        "prompt_tokens_per_s": _mean(s.get("prompt_tokens_per_s") for s in ok),
+        "output_tokens_total": output_tokens_total,
+        "output_tokens_mean": output_tokens_total / len(ok) if ok else None,
+        "prompt_tokens_mean": _mean(s.get("prompt_tokens") for s in ok),
+        "wall_s": wall_s,
+        "aggregate_tokens_per_s": output_tokens_total / wall_s if ok and wall_s > 0 else None,
+        "requests_per_s": len(ok) / wall_s if ok and wall_s > 0 else None,
+    }
+    server = [s.get("server") for s in ok if s.get("server")]
+    if server:
+        row["server_decode_tokens_per_s"] = _mean(t.get("decode_tokens_per_s") for t in server)
+        row["server_prompt_tokens_per_s"] = _mean(t.get("prompt_tokens_per_s") for t in server)
+    if not ok:
+        row["reason"] = "all requests failed" if samples else "no requests were run"
+    return row
+
+
+def roofline(
+    bandwidth_bytes_per_s: float | None,
+    bytes_per_token: float | None,
+    peak_flops_per_s: float | None,
+    params: int | None,
+    achieved_tokens_per_s: float | None,
+) -> dict[str, Any]:
+    """Decode speed limit: min(bandwidth / bytes read per token, peak FLOP/s / (2 x params)).
+
+    Each decoded token reads every weight once (plus the KV cache) and does ~2 FLOPs per weight.
+    `achieved_fraction` = achieved / limit; None where an input is missing.
+    """
+    memory_limit = (
+        bandwidth_bytes_per_s / bytes_per_token if bandwidth_bytes_per_s and bytes_per_token else None
+    )
+    compute_limit = peak_flops_per_s / (2 * params) if peak_flops_per_s and params else None
+    limits = {k: v for k, v in (("memory", memory_limit), ("compute", compute_limit)) if v is not None}
+    bound = min(limits, key=lambda k: limits[k]) if limits else None
+    limit = limits[bound] if bound else None
+    return {
+        "bandwidth_bytes_per_s": bandwidth_bytes_per_s,
+        "bytes_per_token": bytes_per_token,
+        "memory_limit_tokens_per_s": memory_limit,
+        "peak_flops_per_s": peak_flops_per_s,
+        "params": params,
+        "compute_limit_tokens_per_s": compute_limit,
+        "limit_tokens_per_s": limit,
+        "bound": bound,
+        "achieved_tokens_per_s": achieved_tokens_per_s,
+        "achieved_fraction": achieved_tokens_per_s / limit if achieved_tokens_per_s and limit else None,
+    }

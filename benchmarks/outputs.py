@@ -1,0 +1,156 @@
+"""Benchmark outputs: the per-request CSV and the terminal table.
+
+Used by `python -m benchmarks` (CSV beside the JSON) and `python run.py benchmark`
+(`benchmark_requests.csv` in the run folder). Files are written atomically
+(`trainer.runfolder.write_text`).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+from typing import Any
+
+from trainer.runfolder import write_text
+
+CSV_COLUMNS = [
+    "repetition",
+    "concurrency",
+    "request",
+    "prompt_id",
+    "ok",
+    "error",
+    "start_offset_s",
+    "prompt_tokens",
+    "output_tokens",
+    "output_tokens_source",
+    "finish_reason",
+    "ttft_ms",
+    "tpot_ms",
+    "itl_mean_ms",
+    "itl_max_ms",
+    "e2e_ms",
+    "decode_tokens_per_s",
+    "prompt_tokens_per_s",
+    "server_prompt_eval_count",
+    "server_prompt_eval_ms",
+    "server_eval_count",
+    "server_eval_ms",
+    "server_load_ms",
+    "server_decode_tokens_per_s",
+]
+
+
+def _round(value: Any) -> Any:
+    return round(value, 3) if isinstance(value, float) else value
+
+
+def csv_rows(samples: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    rows = []
+    for s in samples:
+        itl = s.get("itl_ms") or []
+        server = s.get("server") or {}
+        row = {k: s.get(k) for k in CSV_COLUMNS if k in s}
+        row["itl_mean_ms"] = sum(itl) / len(itl) if itl else None
+        row["itl_max_ms"] = max(itl) if itl else None
+        for key in (
+            "prompt_eval_count",
+            "prompt_eval_ms",
+            "eval_count",
+            "eval_ms",
+            "load_ms",
+            "decode_tokens_per_s",
+        ):
+            row[f"server_{key}"] = server.get(key)
+        rows.append({k: _round(row.get(k)) for k in CSV_COLUMNS})
+    return rows
+
+
+def write_csv(path: Path, samples: list[dict[str, Any]]) -> None:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=CSV_COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    for row in csv_rows(samples):
+        writer.writerow({k: "" if v is None else v for k, v in row.items()})
+    write_text(path, buf.getvalue())
+
+
+def _fmt(value: Any, digits: int = 1) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def _mib(value: Any) -> str:
+    return "-" if value is None else f"{value / 2**20:.1f} MiB"
+
+
+def print_table(results: dict[str, Any], console: Any = None) -> None:
+    """A rich table per concurrency level plus memory and roofline lines."""
+    from rich.console import Console
+    from rich.table import Table
+
+    console = console or Console()
+    settings = results["settings"]
+    title = (
+        f"{results['engine']} | {Path(str(results['model'])).name} | {results.get('quantization')} | "
+        f"{settings['max_tokens']} tokens out, ctx {settings['num_ctx']}, {settings['threads']} thread(s)"
+    )
+    table = Table(title=title)
+    for name in (
+        "conc",
+        "ok/fail",
+        "TTFT p50/p99 ms",
+        "TPOT p50 ms",
+        "ITL p50/p99 ms",
+        "E2E p50/p99 ms",
+        "decode tok/s",
+        "aggregate tok/s",
+        "req/s",
+    ):
+        table.add_column(name, justify="right")
+    for row in results["summary"]:
+        table.add_row(
+            str(row["concurrency"]),
+            f"{row['completed']}/{row['failures']}",
+            f"{_fmt(row['ttft_ms']['p50'], 0)} / {_fmt(row['ttft_ms']['p99'], 0)}",
+            _fmt(row["tpot_ms"]["p50"]),
+            f"{_fmt(row['itl_ms']['p50'])} / {_fmt(row['itl_ms']['p99'])}",
+            f"{_fmt(row['e2e_ms']['p50'], 0)} / {_fmt(row['e2e_ms']['p99'], 0)}",
+            _fmt(row["decode_tokens_per_s"]),
+            _fmt(row["aggregate_tokens_per_s"]),
+            _fmt(row["requests_per_s"], 2),
+        )
+    console.print(table)
+    memory = results.get("memory") or {}
+    vram = (
+        _mib(memory.get("vram_bytes"))
+        if memory.get("vram_bytes") is not None
+        else f"null ({memory.get('vram_reason', 'not measured')})"
+    )
+    console.print(
+        f"model file: {_mib(results.get('model_size_bytes'))}   server peak RSS: "
+        f"{_mib(memory.get('server_peak_rss_bytes'))}   VRAM: {vram}"
+    )
+    roof = results.get("roofline") or {}
+    if roof.get("limit_tokens_per_s"):
+        console.print(
+            f"roofline: {_fmt(roof.get('bandwidth_bytes_per_s', 0) / 1e9)} GB/s / "
+            f"{_mib(roof.get('bytes_per_token'))} per token -> {_fmt(roof.get('memory_limit_tokens_per_s'))} tok/s; "
+            f"compute {_fmt((roof.get('peak_flops_per_s') or 0) / 1e9)} GFLOP/s -> "
+            f"{_fmt(roof.get('compute_limit_tokens_per_s'))} tok/s; achieved "
+            f"{_fmt(roof.get('achieved_tokens_per_s'))} tok/s = "
+            f"{_fmt((roof.get('achieved_fraction') or 0) * 100)}% of the {roof.get('bound')} limit"
+        )
+    else:
+        console.print(f"roofline: not computed ({roof.get('reason', 'unknown')})")
+    load = results.get("machine_load") or {}
+    if load:
+        b, a = load.get("before", {}), load.get("after", {})
+        console.print(
+            f"machine load: loadavg {b.get('loadavg_1m')} -> {a.get('loadavg_1m')}, busy cores "
+            f"before {b.get('busy_cores')} / after {a.get('busy_cores')} of {b.get('cpu_count')}"
+        )
+    for note in results.get("notes", []):
+        console.print(f"[yellow]note[/yellow] {note}")
+    if results.get("partial"):
+        console.print(f"[red]PARTIAL[/red]: {results.get('partial_reason')}")

@@ -1,0 +1,138 @@
+"""The benchmark stage: `python run.py benchmark` (entry point `run(cfg, run_dir)`).
+
+Reads from the run folder: `export.json` (results.gguf.path: the exported GGUF, relative to the run
+folder; results.merged.path for the transformers baseline), `deploy.json` (the Ollama model name
+and host when deployed) and `prompt_format.json` (the prompt text is rendered exactly as in
+training). Engine: `benchmark.engine`; "auto" is Ollama when the model was deployed and the server
+answers, else the llama.cpp server on the GGUF.
+
+Writes `benchmark_requests.csv` (one row per request), `report_assets/benchmark_latency.png`,
+`report_assets/benchmark_tokens_per_s.png` and `logs/benchmark_server.log` (llama.cpp); returns
+the results the runner stores in `benchmark.json` (docs/ARTIFACTS.md). Failed requests are
+counted, not raised; if every request failed the stage fails. Ctrl-C keeps what was measured in
+`benchmark_requests.csv` and `benchmark.partial.json`, then stops.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from benchmarks import outputs
+from benchmarks.engines.ollama import answers, resolve_host
+from benchmarks.prompts import load_prompts
+from benchmarks.runner import INTERRUPTED, default_threads, run_benchmark
+from benchmarks.spec import BenchSettings
+from trainer import prompt_format
+from trainer.config import PipelineConfig
+from trainer.errors import UserError
+from trainer.runfolder import RunDir, write_json
+
+CSV_NAME = "benchmark_requests.csv"
+ASSETS = "report_assets"
+
+
+def _stage_results(run_dir: RunDir, stage: str) -> dict[str, Any] | None:
+    done = run_dir.completed(stage)
+    return (done or {}).get("results")
+
+
+def choose_engine(cfg: PipelineConfig, run_dir: RunDir) -> tuple[str, str, str, str | None]:
+    """(engine, reason, model, gguf path) from the config and the export/deploy results."""
+    export = _stage_results(run_dir, "export")
+    if export is None:
+        raise UserError(
+            f"no completed export stage in {run_dir.path} (export.json): nothing to benchmark.",
+            fix="run `python run.py export` first (or `python run.py all`)",
+        )
+    gguf_rel = (export.get("gguf") or {}).get("path")
+    gguf = str((run_dir.path / gguf_rel).resolve()) if gguf_rel else None
+    deploy = _stage_results(run_dir, "deploy") or {}
+    deployed = deploy.get("status") == "deployed" and deploy.get("model_name")
+    host = resolve_host(deploy.get("host") or cfg.deploy.host or None)
+    engine = cfg.benchmark.engine
+
+    if engine == "transformers":
+        merged = (export.get("merged") or {}).get("path")
+        if not merged:
+            raise UserError(
+                "export.json has no merged model folder (results.merged.path).",
+                fix="re-run `python run.py export`, or use benchmark.engine=llamacpp",
+            )
+        return (
+            engine,
+            "benchmark.engine=transformers (the unexported baseline)",
+            str((run_dir.path / merged).resolve()),
+            gguf,
+        )
+    if engine == "ollama":
+        if not deployed:
+            raise UserError(
+                f"benchmark.engine=ollama but the model was not deployed (deploy.json status: "
+                f"{deploy.get('status', 'missing')}).",
+                fix="run `python run.py deploy` with Ollama running, or use benchmark.engine=llamacpp",
+            )
+        return engine, "benchmark.engine=ollama", str(deploy["model_name"]), gguf
+    if engine == "auto" and deployed and answers(host):
+        return (
+            "ollama",
+            f"auto: deployed as '{deploy['model_name']}' and Ollama answers at {host}",
+            str(deploy["model_name"]),
+            gguf,
+        )
+    if not gguf:
+        raise UserError(
+            "export.json has no GGUF file (results.gguf.path).", fix="re-run `python run.py export`"
+        )
+    reason = (
+        "benchmark.engine=llamacpp"
+        if engine == "llamacpp"
+        else (
+            f"auto: Ollama does not answer at {host}"
+            if deployed
+            else "auto: the model was not deployed to Ollama"
+        )
+    )
+    return "llamacpp", reason, gguf, gguf
+
+
+def run(cfg: PipelineConfig, run_dir: RunDir) -> dict[str, Any]:
+    run_dir = run_dir if isinstance(run_dir, RunDir) else RunDir(run_dir)
+    bench = cfg.benchmark
+    engine, reason, model, gguf = choose_engine(cfg, run_dir)
+    if bench.threads > 0:
+        threads, threads_reason = bench.threads, "benchmark.threads"
+    else:
+        threads, threads_reason = default_threads()
+    deploy = _stage_results(run_dir, "deploy") or {}
+    settings = BenchSettings(
+        engine=engine, engine_reason=reason, model=model, prompts=load_prompts(),
+        prompt_format=prompt_format.load(run_dir.path), prompt_format_source="run folder prompt_format.json",
+        concurrency=list(bench.concurrency), num_requests=bench.num_requests, max_tokens=bench.max_tokens,
+        num_ctx=bench.num_ctx, threads=threads, threads_reason=threads_reason,
+        warmup_requests=bench.warmup_requests, request_timeout_s=bench.request_timeout_s,
+        host=resolve_host(deploy.get("host") or cfg.deploy.host or None), gguf_path=gguf,
+        server_log=run_dir / "logs" / "benchmark_server.log" if engine == "llamacpp" else None,
+    )  # fmt: skip
+    results = run_benchmark(settings, progress=lambda msg: print(f"    {msg}", flush=True))
+
+    outputs.write_csv(run_dir / CSV_NAME, results["samples"])
+    from benchmarks.charts import write_charts
+
+    charts = write_charts(results, run_dir / ASSETS)
+    results["files"] = {
+        "csv": CSV_NAME,
+        "charts": [str(p.relative_to(run_dir.path)) for p in charts],
+    }
+    if settings.server_log:
+        results["files"]["server_log"] = str(settings.server_log.relative_to(run_dir.path))
+    if results.get("partial_reason") == INTERRUPTED:
+        write_json(run_dir / "benchmark.partial.json", results)
+        raise KeyboardInterrupt
+    if results["requests_total"] and results["failures_total"] == results["requests_total"]:
+        first = next(s["error"] for s in results["samples"] if not s["ok"])
+        raise UserError(
+            f"all {results['requests_total']} benchmark requests failed (first error: {first}); "
+            f"details in {run_dir / CSV_NAME}.",
+            fix="raise benchmark.request_timeout_s for a slow machine, or check the server log",
+        )
+    return results

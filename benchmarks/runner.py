@@ -1,0 +1,386 @@
+"""The benchmark procedure shared by `python -m benchmarks` and `python run.py benchmark`.
+
+1. Start the engine (`benchmarks.engines`); a start-up problem is a UserError.
+2. One sanity request (a short answer must come back, else UserError), then warm-up requests.
+3. For each repetition and each concurrency level: `num_requests` requests through a thread pool
+   of that size (closed loop: a new request starts when one finishes), prompts from the shipped
+   set in order, each with a unique cache-busting tag. Every request's result is kept; failures
+   are counted, never raised. Bounded: per-request timeout, and no new request after
+   `max_duration_s` (the run is then `partial`).
+4. Stop the engine (also on Ctrl-C: results so far are returned with `partial: true`).
+5. Summaries per level (`benchmarks.metrics`), memory, and the roofline limit.
+
+Returns the `benchmark.json` results dict (docs/ARTIFACTS.md); writes nothing itself.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from typing import Any
+
+import psutil
+
+from benchmarks import metrics, roofline
+from benchmarks.engines import open_engine
+from benchmarks.prompts import SANITY_PROMPT, cache_tag, new_nonce, render
+from benchmarks.spec import BenchSettings, Engine, RawResult, RequestSpec
+from trainer.errors import UserError
+
+INTERRUPTED = "interrupted (Ctrl-C)"
+SANITY_TOKENS = 8
+
+Progress = Callable[[str], None]
+
+
+def machine_load(interval_s: float = 0.5) -> dict[str, Any]:
+    """Load average and how many cores are busy right now (all processes)."""
+    busy_pct = psutil.cpu_percent(interval=interval_s)
+    count = psutil.cpu_count() or 1
+    return {
+        "loadavg_1m": round(os.getloadavg()[0], 2),
+        "cpu_count": count,
+        "busy_cores": round(busy_pct * count / 100.0, 2),
+    }
+
+
+def default_threads(load: dict[str, Any] | None = None) -> tuple[int, str]:
+    """Physical cores available to us, minus cores other processes keep busy right now.
+
+    ggml threads spin-wait: a thread that shares its core with another busy process slows every
+    other thread down (1 thread was 10x faster than 2 with one core taken), so do not count busy
+    cores.
+    """
+    try:
+        usable = len(os.sched_getaffinity(0))
+    except AttributeError:
+        usable = os.cpu_count() or 1
+    physical = psutil.cpu_count(logical=False) or usable
+    cores = max(1, min(usable, physical))
+    load = load or machine_load()
+    busy = load["busy_cores"]
+    free = max(1, cores - round(busy))
+    return free, f"{cores} physical core(s) usable, {busy:.1f} busy before the run -> {free} thread(s)"
+
+
+class _Requests:
+    """Builds the request specs: unique numbers and tags, prompts in order."""
+
+    def __init__(self, settings: BenchSettings) -> None:
+        self.settings = settings
+        self.nonce = new_nonce()
+        self.number = 0
+        self.next_prompt = 0
+
+    def make(
+        self, phase: str, item: dict[str, str] | None = None, max_tokens: int | None = None
+    ) -> RequestSpec:
+        self.number += 1
+        if item is None:
+            items = self.settings.prompts.items
+            item = items[self.next_prompt % len(items)]
+            self.next_prompt += 1
+        tag = cache_tag(self.nonce, self.number)
+        return RequestSpec(
+            number=self.number,
+            phase=phase,
+            prompt_id=item["id"],
+            question=item["prompt"],
+            text=render(self.settings.prompt_format, item["prompt"], tag),
+            tag=tag,
+            max_tokens=max_tokens or self.settings.max_tokens,
+            timeout_s=self.settings.request_timeout_s,
+            seed=self.settings.seed,
+        )
+
+
+def _sample(
+    spec: RequestSpec, raw: RawResult, level_t0: float, concurrency: int, repetition: int
+) -> dict[str, Any]:
+    """One flat per-request record (the JSON `samples` and the CSV rows)."""
+    record: dict[str, Any] = {
+        "phase": spec.phase,
+        "repetition": repetition,
+        "concurrency": concurrency,
+        "request": spec.number,
+        "prompt_id": spec.prompt_id,
+        "ok": raw.ok,
+        "error": raw.error,
+        "start_offset_s": raw.start_s - level_t0,
+        "prompt_tokens": raw.prompt_tokens,
+        "output_tokens": raw.output_tokens,
+        "output_tokens_source": raw.output_tokens_source,
+        "finish_reason": raw.finish_reason,
+    }
+    if raw.ok:
+        record.update(
+            metrics.request_metrics(raw.start_s, raw.end_s, raw.first_token_s, raw.chunk_times_s,
+                                    raw.output_tokens, raw.prompt_tokens)
+        )  # fmt: skip
+    else:
+        record.update(
+            ttft_ms=None,
+            e2e_ms=(raw.end_s - raw.start_s) * 1000.0,
+            tpot_ms=None,
+            itl_ms=[],
+            decode_tokens_per_s=None,
+            prompt_tokens_per_s=None,
+        )
+    record["server"] = raw.server
+    record["output_text"] = raw.text
+    return record
+
+
+def _fill_counts(engine: Engine, spec: RequestSpec, raw: RawResult) -> None:
+    """Token counts the stream did not give, counted after the level (outside the timing)."""
+    if raw.prompt_tokens is None:
+        raw.prompt_tokens = engine.count_tokens(spec.text)
+    if raw.ok and raw.output_tokens is None:
+        counted = engine.count_tokens(raw.text) if raw.text else 0
+        raw.output_tokens = counted
+        raw.output_tokens_source = "retokenized"
+
+
+def _run_level(
+    engine: Engine, specs: list[RequestSpec], concurrency: int, deadline: float
+) -> tuple[list[tuple[RequestSpec, RawResult]], float, float, int, bool]:
+    """Closed loop at `concurrency`.
+
+    Returns (finished requests, level start, wall s, requests not sent, interrupted). On Ctrl-C the
+    requests finished so far are returned and the rest are abandoned (the engine's close() ends
+    them).
+    """
+    pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix=f"bench-c{concurrency}")
+    pending: dict[Future[RawResult], RequestSpec] = {}
+    queue = list(specs)
+    done: list[tuple[RequestSpec, RawResult]] = []
+    interrupted = False
+    t0 = time.perf_counter()
+    try:
+        while queue or pending:
+            while queue and len(pending) < concurrency and time.perf_counter() < deadline:
+                spec = queue.pop(0)
+                pending[pool.submit(engine.generate, spec)] = spec
+            if not pending:
+                break  # time budget reached with requests left in the queue
+            finished, _ = wait(list(pending), return_when=FIRST_COMPLETED)
+            for fut in finished:
+                done.append((pending.pop(fut), fut.result()))
+    except KeyboardInterrupt:
+        interrupted = True
+    pool.shutdown(wait=not interrupted, cancel_futures=True)
+    end = max((raw.end_s for _, raw in done), default=t0)
+    return done, t0, end - t0, len(queue), interrupted
+
+
+def run_benchmark(settings: BenchSettings, progress: Progress | None = None) -> dict[str, Any]:
+    """Run the whole procedure; the results dict of benchmark.json (plus `partial`)."""
+    say = progress or (lambda _msg: None)
+    load_before = machine_load()
+    requests = _Requests(settings)
+    samples: list[dict[str, Any]] = []
+    walls: dict[int, float] = {}
+    notes: list[str] = []
+    partial_reason: str | None = None
+    sanity: dict[str, Any] = {}
+    warmup_failures = 0
+
+    say(f"starting {settings.engine} with {settings.model}")
+    engine = open_engine(settings)
+    t_start = time.perf_counter()
+    deadline = t_start + settings.max_duration_s
+    try:
+        try:
+            spec = requests.make("sanity", SANITY_PROMPT, max_tokens=min(SANITY_TOKENS, settings.max_tokens))
+            raw = engine.generate(spec)
+            if not raw.ok:
+                raise UserError(
+                    f"the sanity request to {settings.engine} ({settings.model}) failed: {raw.error}",
+                    fix="check that the server runs and the model loads; a timeout: raise --request-timeout",
+                )
+            _fill_counts(engine, spec, raw)
+            if not raw.output_tokens:
+                raise UserError(f"the sanity request to {settings.engine} returned no tokens.")
+            sanity = _sample(spec, raw, raw.start_s, 1, 0)
+            say(
+                f"sanity: {raw.output_tokens} tokens in {(raw.end_s - raw.start_s) * 1000:.0f} ms: {raw.text[:60]!r}"
+            )
+            for _ in range(settings.warmup_requests):
+                raw = engine.generate(requests.make("warmup"))
+                warmup_failures += 0 if raw.ok else 1
+            say(f"warm-up: {settings.warmup_requests} request(s), {warmup_failures} failed")
+            for repetition in range(settings.repetitions):
+                for concurrency in settings.concurrency:
+                    if time.perf_counter() >= deadline:
+                        partial_reason = f"time budget of {settings.max_duration_s:g} s reached"
+                        break
+                    specs = [requests.make("measured") for _ in range(settings.num_requests)]
+                    done, t0, wall, unsent, interrupted = _run_level(engine, specs, concurrency, deadline)
+                    for spec, raw in done:
+                        _fill_counts(engine, spec, raw)
+                        samples.append(_sample(spec, raw, t0, concurrency, repetition))
+                    walls[concurrency] = walls.get(concurrency, 0.0) + wall
+                    failed = sum(1 for _, r in done if not r.ok)
+                    say(
+                        f"concurrency {concurrency} (repetition {repetition + 1}/{settings.repetitions}): "
+                        f"{len(done)} requests, {failed} failed, {wall:.1f} s"
+                    )
+                    if interrupted:
+                        partial_reason = INTERRUPTED
+                        break
+                    if unsent:
+                        partial_reason = (
+                            f"time budget of {settings.max_duration_s:g} s reached: "
+                            f"{unsent} request(s) not sent"
+                        )
+                        break
+                    if not engine.alive():
+                        partial_reason = "the server process exited during the run"
+                        break
+                if partial_reason:
+                    break
+        except KeyboardInterrupt:
+            partial_reason = INTERRUPTED
+        memory = engine.memory()
+        model = engine.describe()
+    finally:
+        engine.close()
+    bench_s = time.perf_counter() - t_start
+    load_after = machine_load()
+
+    summary = [
+        metrics.summarize_level([s for s in samples if s["concurrency"] == c], c, walls[c])
+        for c in settings.concurrency
+        if c in walls
+    ]
+    total = len(samples)
+    failures = sum(1 for s in samples if not s["ok"])
+    if failures:
+        reasons: dict[str, int] = {}
+        for s in samples:
+            if not s["ok"]:
+                reasons[s["error"]] = reasons.get(s["error"], 0) + 1
+        notes.append(
+            f"{failures} of {total} requests failed: "
+            + "; ".join(f"{n} x {reason}" for reason, n in reasons.items())
+        )
+    if warmup_failures:
+        notes.append(f"{warmup_failures} warm-up request(s) failed")
+    if partial_reason:
+        notes.append(f"partial results: {partial_reason}")
+    if settings.engine != "ollama" and max(settings.concurrency) > 1:
+        notes.append(
+            f"{settings.engine} serves one request at a time: concurrency > 1 measures queueing "
+            "(TTFT grows), not batching"
+        )
+    short = [s for s in samples if s["ok"] and s.get("finish_reason") != "length"]
+    if short:
+        notes.append(
+            f"{len(short)} request(s) stopped before max_tokens (finish_reason != length); "
+            "their actual token counts are used"
+        )
+
+    roof = _roofline(settings, model, memory, summary, samples)
+    arch = model.pop("arch", {})
+    results: dict[str, Any] = {
+        "engine": settings.engine,
+        "model": model.pop("model"),
+        "model_size_bytes": model.pop("model_size_bytes"),
+        "quantization": model.pop("quantization"),
+        "engine_details": {**model, "arch": arch},
+        "settings": settings.to_dict(),
+        "summary": summary,
+        "memory": memory,
+        "roofline": roof,
+        "sanity": sanity,
+        "requests_total": total,
+        "failures_total": failures,
+        "partial": partial_reason is not None,
+        "partial_reason": partial_reason,
+        "duration_s": bench_s,
+        "machine_load": {"before": load_before, "after": load_after},
+        "samples": samples,
+        "notes": notes,
+    }
+    results["headline"] = headline(results)
+    return results
+
+
+def _roofline(
+    settings: BenchSettings, model: dict[str, Any], memory: dict[str, Any],
+    summary: list[dict[str, Any]], samples: list[dict[str, Any]],
+) -> dict[str, Any]:  # fmt: skip
+    arch = dict(model.get("arch") or {})
+    # A local GGUF of the same model gives exact tensor bytes even when Ollama serves it.
+    if settings.gguf_path and arch.get("weight_bytes_source") != "GGUF tensor bytes":
+        from benchmarks.modelinfo import read_gguf
+
+        info = read_gguf(settings.gguf_path)
+        arch.update(
+            params=info.params,
+            weight_bytes=info.tensor_bytes,
+            weight_bytes_source="GGUF tensor bytes",
+            kv_bytes_per_position=info.kv_bytes_per_position(2),
+        )
+    if not settings.measure_roofline:
+        return {
+            "limit_tokens_per_s": None,
+            "achieved_fraction": None,
+            "reason": "not measured (--no-roofline)",
+        }
+    rows = [r for r in summary if r.get("decode_tokens_per_s")]
+    if not rows:
+        return {"limit_tokens_per_s": None, "achieved_fraction": None, "reason": "no successful request"}
+    base = min(rows, key=lambda r: r["concurrency"])
+    ok = [s for s in samples if s["ok"] and s["concurrency"] == base["concurrency"]]
+    prompt_mean = metrics.distribution(s.get("prompt_tokens") for s in ok)["mean"] or 0.0
+    output_mean = metrics.distribution(s.get("output_tokens") for s in ok)["mean"] or 0.0
+    # Average context during decoding: the prompt plus half the answer.
+    context_tokens = prompt_mean + output_mean / 2
+    kv = arch.get("kv_bytes_per_position")
+    weights = arch.get("weight_bytes")
+    bytes_per_token = weights + (kv or 0) * context_tokens if weights else None
+    device = "cuda" if (memory.get("vram_bytes") or 0) > 0 or model.get("device") == "cuda" else "cpu"
+    machine = roofline.measure(settings.threads, device)
+    out = metrics.roofline(
+        machine.get("bandwidth_bytes_per_s"),
+        bytes_per_token,
+        machine.get("peak_flops_per_s"),
+        arch.get("params"),
+        base["decode_tokens_per_s"],
+    )
+    out.update(
+        achieved_source=f"mean client-side decode tokens/s per request at concurrency {base['concurrency']}",
+        weight_bytes=weights,
+        weight_bytes_source=arch.get("weight_bytes_source"),
+        kv_bytes_per_position=kv,
+        context_tokens=context_tokens,
+        device=device,
+        threads=settings.threads,
+        bandwidth_method=machine.get("bandwidth_method"),
+        peak_flops_method=machine.get("peak_flops_method"),
+    )
+    if machine.get("reason"):
+        out["reason"] = machine["reason"]
+    return out
+
+
+def headline(results: dict[str, Any]) -> str:
+    rows = [r for r in results["summary"] if r.get("decode_tokens_per_s")]
+    if not rows:
+        return f"{results['engine']}: no successful request"
+    first = rows[0]
+    ttft = first["ttft_ms"]["p50"]
+    text = (
+        f"{results['engine']} {results.get('quantization') or ''}: "
+        f"{first['decode_tokens_per_s']:.1f} tok/s decode, TTFT p50 {ttft:.0f} ms at concurrency "
+        f"{first['concurrency']}"
+    )
+    frac = (results.get("roofline") or {}).get("achieved_fraction")
+    if frac:
+        text += f", {frac * 100:.0f}% of the roofline limit"
+    if results.get("partial"):
+        text += " (PARTIAL)"
+    return text

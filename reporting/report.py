@@ -1,0 +1,244 @@
+"""The `report` stage: `python run.py report [--run-dir DIR] [--format md|pdf|both]`.
+
+Reads only the run folder: `config.resolved.yaml`, `env.json`, every `<stage>.json`,
+`logs/metrics.jsonl` and `evaluation_results.csv` (docs/ARTIFACTS.md). It never re-runs a stage,
+so it also works on a copied run folder. Writes, atomically:
+
+- `report_assets/*.png`: loss curve and benchmark charts (Chinese labels);
+- `report.md`: templates/report.md.j2 rendered with Jinja2 (StrictUndefined, every value
+  Markdown-escaped);
+- `report.pdf`: that same Markdown as HTML (markdown-it-py, raw HTML off) styled by
+  templates/report.css and laid out by WeasyPrint with Noto Sans CJK SC. A glyph missing from every
+  font (WeasyPrint's ".notdef glyph rendered" warning) is an error: such characters are replaced by
+  their code point (U+XXXX) and the PDF is laid out again, so tofu never ships.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import jinja2
+
+from reporting import charts, context, runfiles
+from reporting.text import escape_md
+from trainer.config import PipelineConfig, ReportConfig
+from trainer.runfolder import ROOT, RunDir, atomic_dir, atomic_path, now_iso, write_text
+
+TEMPLATES = ROOT / "templates"
+ASSETS = "report_assets"
+NOTDEF = ".notdef glyph rendered"
+
+
+class MissingGlyphs(RuntimeError):
+    """Characters that no installed font can draw; the PDF would show boxes for them."""
+
+    def __init__(self, chars: list[str]) -> None:
+        self.chars = chars
+        shown = ", ".join(f"U+{ord(c):04X}" for c in chars)
+        super().__init__(f"no font has a glyph for {len(chars)} character(s): {shown}")
+
+
+def run(cfg: PipelineConfig, run_dir: RunDir) -> dict[str, Any]:
+    """Render report.md and/or report.pdf (cfg.report.format) from the run folder's files."""
+    t0 = time.perf_counter()
+    files = runfiles.load(run_dir)
+    want_md = cfg.report.format in ("md", "both")
+    want_pdf = cfg.report.format in ("pdf", "both")
+
+    drawn, chart_reasons = _draw_charts(files, run_dir)
+    markdown = render_markdown(files, cfg.report, drawn, chart_reasons)
+    out: dict[str, str] = {}
+    notes = [f"运行目录中的问题：{w}" for w in files.warnings]
+    notes += [f"未画图：{r}" for r in chart_reasons.values()]
+    if want_md:
+        write_text(run_dir / "report.md", markdown)
+        out["md"] = "report.md"
+    pages = 0
+    replaced: list[str] = []
+    if want_pdf:
+        pdf = write_pdf(markdown, cfg.report, run_dir / "report.pdf", base_dir=run_dir.path)
+        pages, replaced = pdf.pages, pdf.replaced
+        out["pdf"] = "report.pdf"
+        if replaced:
+            notes.append(
+                "PDF 中以下字符没有可用字体，已替换为码位显示："
+                + "、".join(f"U+{ord(c):04X}" for c in replaced)
+            )
+    seconds = time.perf_counter() - t0
+    headline = " + ".join(out.values()) + (f"（PDF {pages} 页）" if pages else "") + f"，{seconds:.1f} s"
+    return {
+        "files": {**out, "assets": ASSETS},
+        "headline": headline,
+        "notes": notes,
+        "missing_glyphs": 0,
+        "replaced_glyphs": [f"U+{ord(c):04X}" for c in replaced],
+        "pages": pages,
+        "render_s": round(seconds, 3),
+    }
+
+
+def _draw_charts(files: runfiles.RunFiles, run_dir: RunDir) -> tuple[dict[str, charts.Chart | None], dict[str, str]]:
+    """Draw every chart into a fresh report_assets/ (swapped in whole, so old charts never linger)."""
+    tr, bm = files.stage("train"), files.stage("benchmark")
+    drawn: dict[str, charts.Chart | None] = {}
+    reasons: dict[str, str] = {}
+    with atomic_dir(run_dir / ASSETS) as tmp:
+        if files.metrics:
+            ckpts = [c.get("step") for c in tr.raw("checkpoints", default=[]) if isinstance(c, dict)]
+            best_step = tr.raw("best_checkpoint", "step")
+            best_loss = tr.raw("best_checkpoint", "eval_loss")
+            best = (best_step, best_loss) if best_step is not None and best_loss is not None else None
+            drawn["loss"] = charts.loss_chart(files.metrics, [s for s in ckpts if s is not None], best, tmp)
+            if drawn["loss"] is None:
+                reasons["loss"] = "logs/metrics.jsonl 中没有 loss 或 eval_loss 记录"
+        else:
+            reasons["loss"] = files.metrics_error or "logs/metrics.jsonl 为空"
+            if not tr.ok:
+                reasons["loss"] += f"（{tr.why_missing}）"
+        if bm.ok:
+            summary = [r for r in bm.raw("summary", default=[]) if isinstance(r, dict)]
+            samples = [s for s in bm.raw("samples", default=[]) if isinstance(s, dict)]
+            limit = bm.raw("roofline", "limit_tokens_per_s")
+            drawn["latency"] = charts.latency_chart(summary, samples, tmp)
+            drawn["throughput"] = charts.throughput_chart(
+                summary, float(limit) if isinstance(limit, (int, float)) else None, tmp
+            )
+            if not drawn["latency"] and not drawn["throughput"]:
+                reasons["benchmark"] = "benchmark.json 的 summary 中没有延迟或速度数据"
+        else:
+            reasons["benchmark"] = bm.why_missing
+    return drawn, reasons
+
+
+def _environment(directory: Path) -> jinja2.Environment:
+    return jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(directory)),
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+        autoescape=False,
+        finalize=escape_md,
+    )
+
+
+def render_markdown(
+    files: runfiles.RunFiles,
+    report_cfg: ReportConfig,
+    drawn: dict[str, charts.Chart | None],
+    chart_reasons: dict[str, str],
+    generated_at: str | None = None,
+) -> str:
+    """report.md text from the loaded run folder (charts already drawn under report_assets/)."""
+    ctx = context.build(files, report_cfg, drawn, chart_reasons, generated_at or _generated_at())
+    return _environment(TEMPLATES).get_template("report.md.j2").render(**ctx)
+
+
+def _generated_at() -> str:
+    return now_iso().replace("T", " ")
+
+
+def markdown_to_html(markdown: str) -> str:
+    """HTML body of report.md: CommonMark + tables, raw HTML off (so it shows as text, never as markup)."""
+    from markdown_it import MarkdownIt
+
+    md = MarkdownIt("commonmark", {"html": False}).enable("table")
+    tokens = md.parse(markdown)
+    for i, tok in enumerate(tokens[:-1]):
+        nxt = tokens[i + 1]
+        if tok.type == "paragraph_open" and nxt.type == "inline" and nxt.content.startswith("图："):
+            tok.attrSet("class", "figure-caption")
+    return md.renderer.render(tokens, md.options, {})
+
+
+def html_document(markdown: str, report_cfg: ReportConfig) -> str:
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(TEMPLATES)),
+        undefined=jinja2.StrictUndefined,
+        autoescape=True,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    return env.get_template("report.html.j2").render(
+        body=markdown_to_html(markdown), project_name=report_cfg.project_name, author=report_cfg.author
+    )
+
+
+@dataclass
+class PdfResult:
+    pages: int
+    replaced: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+
+@contextmanager
+def _weasyprint_log() -> Iterator[list[logging.LogRecord]]:
+    """Collect WeasyPrint's warnings (missing glyphs among them) while a document is laid out."""
+    records: list[logging.LogRecord] = []
+
+    class Collect(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            records.append(record)
+
+    logger = logging.getLogger("weasyprint")
+    handler = Collect(level=logging.WARNING)
+    old_level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.WARNING)  # even if the root logger is set to ERROR
+    try:
+        yield records
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(old_level)
+
+
+def _missing_chars(records: list[logging.LogRecord]) -> list[str]:
+    chars = []
+    for r in records:
+        if r.getMessage().startswith(NOTDEF) and r.args:
+            chars.append(str(r.args[0]))
+    return sorted(set(chars))
+
+
+def _layout(html: str, base_dir: Path) -> tuple[Any, list[logging.LogRecord]]:
+    import weasyprint
+
+    stylesheet = weasyprint.CSS(filename=str(TEMPLATES / "report.css"))
+    with _weasyprint_log() as records:
+        document = weasyprint.HTML(string=html, base_url=str(base_dir) + "/").render(stylesheets=[stylesheet])
+        # Glyphs are checked when text is drawn, i.e. while the PDF is written.
+        pdf_bytes = document.write_pdf()
+    return (document, pdf_bytes), records
+
+
+def render_pdf(markdown: str, report_cfg: ReportConfig, base_dir: Path) -> tuple[bytes, PdfResult]:
+    """PDF bytes of the report. Characters no font can draw are replaced by U+XXXX and laid out again;
+    if any glyph is still missing, MissingGlyphs is raised and nothing is returned."""
+    html = html_document(markdown, report_cfg)
+    (document, pdf_bytes), records = _layout(html, base_dir)
+    missing = _missing_chars(records)
+    replaced: list[str] = []
+    if missing:
+        replaced = missing
+        for ch in missing:
+            html = html.replace(ch, f"(U+{ord(ch):04X})")
+        (document, pdf_bytes), records = _layout(html, base_dir)
+        still = _missing_chars(records)
+        if still:
+            raise MissingGlyphs(still)
+    warnings = [r.getMessage() for r in records if not r.getMessage().startswith(NOTDEF)]
+    return pdf_bytes, PdfResult(len(document.pages), replaced, warnings)
+
+
+def write_pdf(markdown: str, report_cfg: ReportConfig, target: Path, base_dir: Path) -> PdfResult:
+    charts.cjk_font_files()  # a clear error (how to install the font) instead of a PDF of boxes
+    pdf_bytes, result = render_pdf(markdown, report_cfg, base_dir)
+    with atomic_path(target) as tmp:
+        tmp.write_bytes(pdf_bytes)
+    return result

