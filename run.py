@@ -119,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
         run_dir = RunDir(args.run_dir or ROOT / "outputs" / cfg.run_name)
         from trainer.pipeline import prepare_run_dir
 
-        prepare_run_dir(cfg, run_dir)
+        prepare_run_dir(cfg, run_dir, args.command)
         _preload_unsloth(cfg, run_dir, args)
         t0 = time.perf_counter()
         if args.command == "all":

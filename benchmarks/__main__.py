@@ -180,6 +180,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--charts", action="store_true", help="also write <name>_latency.png and <name>_tokens_per_s.png"
     )
+    p.add_argument("--markdown", action="store_true", help="also print the summary as a Markdown table")
     p.add_argument(
         "--no-roofline",
         action="store_true",
@@ -278,7 +279,8 @@ def main(argv: list[str] | None = None) -> int:
     from benchmarks.runner import INTERRUPTED, run_benchmark
     from trainer.runfolder import environment, write_json
 
-    console = Console()
+    # Piped output gets rich's 80 columns, too narrow for the table.
+    console = Console() if sys.stdout.isatty() else Console(width=140)
     out = Path(args.out) if args.out else Path("benchmark-results") / f"{datetime.now():%Y%m%d-%H%M%S}.json"
     try:
         settings = settings_from_args(args)
@@ -304,6 +306,8 @@ def main(argv: list[str] | None = None) -> int:
     results["files"] = files
     write_json(out, {"environment": environment(), **results})
     outputs.print_table(results, console)
+    if args.markdown:
+        print(outputs.markdown_table(results))
     console.print(f"wrote {out} and {csv_path}")
     if results.get("partial_reason") == INTERRUPTED:
         return EXIT_INTERRUPTED

@@ -79,9 +79,7 @@ def write_charts(results: dict[str, Any], folder: Path, prefix: str = "benchmark
     ax.bar([x + width / 2 for x in xs], aggregate, width, label=zh("总吞吐", "aggregate tok/s"))
     limit = (results.get("roofline") or {}).get("limit_tokens_per_s")
     if limit:
-        ax.axhline(
-            limit, color="grey", linestyle="--", label=zh("单流上限 (roofline)", "roofline limit, one stream")
-        )
+        ax.axhline(limit, color="grey", linestyle="--", label=zh("单流上限", "roofline limit, one stream"))
     ax.set_xticks(list(xs), [str(c) for c in levels])
     ax.set_xlabel(zh("并发数", "concurrency"))
     ax.set_ylabel(zh("词元/秒", "tokens/s"))

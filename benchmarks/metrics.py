@@ -160,6 +160,8 @@ def summarize_level(samples: Sequence[dict[str, Any]], concurrency: int, wall_s:
         row["server_prompt_tokens_per_s"] = _mean(t.get("prompt_tokens_per_s") for t in server)
     if not ok:
         row["reason"] = "all requests failed" if samples else "no requests were run"
+    if row["decode_tokens_per_s"] is None:
+        row["decode_tokens_per_s_reason"] = row.get("reason") or "no request produced 2 or more tokens"
     return row
 
 

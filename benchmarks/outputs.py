@@ -154,3 +154,22 @@ def print_table(results: dict[str, Any], console: Any = None) -> None:
         console.print(f"[yellow]note[/yellow] {note}")
     if results.get("partial"):
         console.print(f"[red]PARTIAL[/red]: {results.get('partial_reason')}")
+
+
+def markdown_table(results: dict[str, Any]) -> str:
+    """The per-level summary as a Markdown table (for RESULTS.md and notes)."""
+    head = (
+        "| concurrency | ok / failed | TTFT p50 / p90 / p99 ms | TPOT p50 ms | ITL p50 / p99 ms "
+        "| E2E p50 / p90 / p99 ms | decode tok/s (mean/request) | aggregate tok/s | req/s |"
+    )
+    lines = [head, "|" + "---:|" * 9]
+    for row in results["summary"]:
+        t, e, i = row["ttft_ms"], row["e2e_ms"], row["itl_ms"]
+        lines.append(
+            f"| {row['concurrency']} | {row['completed']} / {row['failures']} "
+            f"| {_fmt(t['p50'], 0)} / {_fmt(t['p90'], 0)} / {_fmt(t['p99'], 0)} | {_fmt(row['tpot_ms']['p50'])} "
+            f"| {_fmt(i['p50'])} / {_fmt(i['p99'])} | {_fmt(e['p50'], 0)} / {_fmt(e['p90'], 0)} / {_fmt(e['p99'], 0)} "
+            f"| {_fmt(row['decode_tokens_per_s'])} | {_fmt(row['aggregate_tokens_per_s'])} "
+            f"| {_fmt(row['requests_per_s'], 2)} |"
+        )
+    return "\n".join(lines) + "\n"

@@ -3,10 +3,11 @@
 Used by `python -m benchmarks` and `python run.py benchmark`. Reads `benchmarks/prompts_zh.jsonl`
 (or `--prompts FILE`: JSONL with `version`, `id`, `prompt`); writes nothing.
 
-Every request's text starts with a tag unique to this benchmark invocation and request
-(`[bench <nonce>-<n>]`), placed before the system prompt, so neither llama.cpp's prefix reuse nor
-Ollama's prompt cache can serve any part of a prompt from an earlier request (warm-up included):
-TTFT always includes processing the whole prompt. The rest of the text is the model's own prompt
+Every request's text starts with a random tag (`<6 hex digits>#<request number>`, the random part
+first), placed before the system prompt, so neither llama.cpp's prefix reuse nor Ollama's prompt
+cache can serve more than the format's first marker (`<|im_start|>system\n`: 3 tokens) from an
+earlier request, in this run or a previous one, warm-up included: TTFT includes processing the
+whole prompt. The rest of the text is the model's own prompt
 format (`trainer.prompt_format`), exactly as in training.
 """
 
@@ -73,12 +74,9 @@ def load_prompts(path: str | Path | None = None) -> PromptSet:
     return PromptSet(str(path), versions.pop(), hashlib.sha256(raw).hexdigest(), tuple(items))
 
 
-def new_nonce() -> str:
-    return secrets.token_hex(3)
-
-
-def cache_tag(nonce: str, number: int) -> str:
-    return f"[bench {nonce}-{number:03d}]"
+def cache_tag(number: int) -> str:
+    """Random first, so two requests' token sequences part at the tag's first token."""
+    return f"{secrets.token_hex(3)}#{number}"
 
 
 def render(fmt: PromptFormat | None, question: str, tag: str) -> str:

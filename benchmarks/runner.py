@@ -25,7 +25,7 @@ import psutil
 
 from benchmarks import metrics, roofline
 from benchmarks.engines import open_engine
-from benchmarks.prompts import SANITY_PROMPT, cache_tag, new_nonce, render
+from benchmarks.prompts import SANITY_PROMPT, cache_tag, render
 from benchmarks.spec import BenchSettings, Engine, RawResult, RequestSpec
 from trainer.errors import UserError
 
@@ -70,19 +70,23 @@ class _Requests:
 
     def __init__(self, settings: BenchSettings) -> None:
         self.settings = settings
-        self.nonce = new_nonce()
         self.number = 0
         self.next_prompt = 0
+        self.warmups = 0
 
     def make(
         self, phase: str, item: dict[str, str] | None = None, max_tokens: int | None = None
     ) -> RequestSpec:
         self.number += 1
-        if item is None:
-            items = self.settings.prompts.items
+        items = self.settings.prompts.items
+        if item is None and phase == "warmup":
+            # From the end of the set, so the measured requests always start at the first prompt.
+            item = items[-1 - (self.warmups % len(items))]
+            self.warmups += 1
+        elif item is None:
             item = items[self.next_prompt % len(items)]
             self.next_prompt += 1
-        tag = cache_tag(self.nonce, self.number)
+        tag = cache_tag(self.number)
         return RequestSpec(
             number=self.number,
             phase=phase,
@@ -160,11 +164,11 @@ def _run_level(
     t0 = time.perf_counter()
     try:
         while queue or pending:
-            while queue and len(pending) < concurrency and time.perf_counter() < deadline:
+            while queue and len(pending) < concurrency and time.perf_counter() < deadline and engine.alive():
                 spec = queue.pop(0)
                 pending[pool.submit(engine.generate, spec)] = spec
             if not pending:
-                break  # time budget reached with requests left in the queue
+                break  # time budget reached, or the server died, with requests left in the queue
             finished, _ = wait(list(pending), return_when=FIRST_COMPLETED)
             for fut in finished:
                 done.append((pending.pop(fut), fut.result()))
@@ -230,14 +234,16 @@ def run_benchmark(settings: BenchSettings, progress: Progress | None = None) -> 
                     if interrupted:
                         partial_reason = INTERRUPTED
                         break
+                    if not engine.alive():
+                        partial_reason = "the server process exited during the run" + (
+                            f": {unsent} request(s) not sent" if unsent else ""
+                        )
+                        break
                     if unsent:
                         partial_reason = (
                             f"time budget of {settings.max_duration_s:g} s reached: "
                             f"{unsent} request(s) not sent"
                         )
-                        break
-                    if not engine.alive():
-                        partial_reason = "the server process exited during the run"
                         break
                 if partial_reason:
                     break
@@ -317,7 +323,10 @@ def _roofline(
     if settings.gguf_path and arch.get("weight_bytes_source") != "GGUF tensor bytes":
         from benchmarks.modelinfo import read_gguf
 
-        info = read_gguf(settings.gguf_path)
+        try:
+            info = read_gguf(settings.gguf_path)
+        except UserError as exc:  # never lose a finished benchmark over the roofline
+            return {"limit_tokens_per_s": None, "achieved_fraction": None, "reason": str(exc)}
         arch.update(
             params=info.params,
             weight_bytes=info.tensor_bytes,

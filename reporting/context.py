@@ -39,6 +39,21 @@ from trainer.config import ReportConfig
 # Longest example text shown in full; the CSV holds every answer in full.
 EXAMPLE_CHARS = 1500
 API_ANSWER_CHARS = 80
+# Longest reason or note quoted from a stage file.
+REASON_CHARS = 300
+# benchmark.json settings shown in the report, in this order.
+BENCH_SETTING_KEYS = (
+    "concurrency",
+    "num_requests",
+    "repetitions",
+    "max_tokens",
+    "num_ctx",
+    "threads",
+    "warmup_requests",
+    "request_timeout_s",
+    "temperature",
+    "seed",
+)
 
 DROP_REASON_ZH = facts.DROP_REASON_ZH
 
@@ -48,7 +63,7 @@ def _nm(reason: str) -> str:
 
 
 def _with_reason(value: str, reason: Any) -> str:
-    reason = str(reason or "").strip()
+    reason = shorten(" ".join(str(reason or "").split()), REASON_CHARS)
     return f"{value}（{reason}）" if reason else value
 
 
@@ -72,13 +87,21 @@ def _project(run: RunFiles, report_cfg: ReportConfig) -> dict[str, Any]:
     base = tr.get("base_model").or_else(run.config_value("model", "name"))
     if tr.ok:
         quant = tr.raw("quantization")
-        method = "QLoRA（4-bit NF4 量化基础模型 + LoRA 适配器）" if quant == "4-bit NF4" else "LoRA（基础模型不量化）"
+        method = (
+            "QLoRA（4-bit NF4 量化基础模型 + LoRA 适配器）"
+            if quant == "4-bit NF4"
+            else "LoRA（基础模型不量化）"
+        )
         method += f"，训练后端 {tr.raw('backend', default='未记录')}"
     else:
         wants_4bit = run.config_value("model", "load_in_4bit")
         planned = "QLoRA" if wants_4bit.value is True else "LoRA"
         method = f"{planned}（配置值；实际方法{_nm(tr.why_missing)}）"
-    started = Measured((tr.record or {}).get("started_at")) if tr.ok else missing(tr.why_missing)
+    started = (
+        Measured((tr.record or {}).get("started_at"), "train.json 未记录 started_at")
+        if tr.ok
+        else missing(tr.why_missing)
+    )
     git = run.env_value("git_commit")
     return {
         "name": report_cfg.project_name,
@@ -102,7 +125,9 @@ def _dataset(run: RunFiles, report_cfg: ReportConfig) -> dict[str, Any]:
             for i in inputs.value
             if isinstance(i, dict)
         )
-        formats = sorted({str(i.get("format")) for i in inputs.value if isinstance(i, dict) and i.get("format")})
+        formats = sorted(
+            {str(i.get("format")) for i in inputs.value if isinstance(i, dict) and i.get("format")}
+        )
         format_type = "Alpaca 指令格式（instruction / input / output）"
         if formats:
             format_type += f"，源文件格式：{'、'.join(formats)}"
@@ -180,7 +205,7 @@ def _dataset(run: RunFiles, report_cfg: ReportConfig) -> dict[str, Any]:
         if got.ok and isinstance(got.value, dict):
             stats = got.value
             cells = [
-                fmt_float(stats[k], 1) if is_number(stats.get(k)) else "未记录"
+                fmt_general(round(float(stats[k]), 1)) if is_number(stats.get(k)) else "未记录"
                 for k in ("min", "mean", "p50", "p95", "max")
             ]
             lengths.append([label, *cells])
@@ -229,11 +254,9 @@ def _training_config(run: RunFiles) -> dict[str, Any]:
         reason = tr.raw("quantization_reason")
         quantization = _with_reason(quant, reason) if tr.get("quantization").ok else quant
         device = tr.get("device").text()
-        gpu_name = tr.raw("resources", "gpu_name")
-        if gpu_name:
-            device += f"（{gpu_name}）"
-        elif tr.raw("resources", "cpu_model"):
-            device += f"（{tr.raw('resources', 'cpu_model')}）"
+        detail = tr.raw("resources", "gpu_name") or tr.raw("resources", "cpu_model")
+        if detail and str(detail) not in device:
+            device += f"（{detail}）"
         backend = _with_reason(tr.get("backend").text(), tr.raw("backend_reason"))
         precision = _with_reason(tr.get("precision").text(), tr.raw("precision_reason"))
         total, trainable = tr.raw("params_total"), tr.raw("params_trainable")
@@ -296,14 +319,20 @@ def _training_config(run: RunFiles) -> dict[str, Any]:
     }
 
 
-def _training(run: RunFiles, charts: dict[str, Chart | None], chart_reasons: dict[str, str]) -> dict[str, Any]:
+def _training(
+    run: RunFiles, charts: dict[str, Chart | None], chart_reasons: dict[str, str]
+) -> dict[str, Any]:
     tr = run.stage("train")
     train_series = _metric_series(run, "loss")
     eval_series = _metric_series(run, "eval_loss")
     # Values from train.json; the loss log stands in for a first/last value the stage did not record.
-    log_first = Measured(train_series[0][1]) if train_series else missing(run.metrics_error or "日志中无训练 Loss")
+    log_first = (
+        Measured(train_series[0][1]) if train_series else missing(run.metrics_error or "日志中无训练 Loss")
+    )
     log_last = Measured(train_series[-1][1]) if train_series else log_first
-    eval_first = Measured(eval_series[0][1]) if eval_series else missing(run.metrics_error or "日志中无验证 Loss")
+    eval_first = (
+        Measured(eval_series[0][1]) if eval_series else missing(run.metrics_error or "日志中无验证 Loss")
+    )
     eval_last = Measured(eval_series[-1][1]) if eval_series else eval_first
 
     def first_of(key: str, fallback: Measured) -> Measured:
@@ -358,10 +387,16 @@ def _training(run: RunFiles, charts: dict[str, Chart | None], chart_reasons: dic
         "chart_caption": chart.caption if chart else "",
         "chart_missing": _nm(chart_reasons.get("loss", "")) if not chart else "",
         "metrics_warning": run.metrics_error if run.metrics and run.metrics_error else "",
-        "train_loss": _loss_change(first_of("train_loss_first", log_first), first_of("train_loss_last", log_last)),
-        "eval_loss": _loss_change(first_of("eval_loss_first", eval_first), first_of("eval_loss_last", eval_last)),
+        "train_loss": _loss_change(
+            first_of("train_loss_first", log_first), first_of("train_loss_last", log_last)
+        ),
+        "eval_loss": _loss_change(
+            first_of("eval_loss_first", eval_first), first_of("eval_loss_last", eval_last)
+        ),
         "wall_time": resources.text(fmt_duration),
-        "stage_time": fmt_duration(tr.duration_s) if tr.ok and tr.duration_s is not None else _nm(tr.why_missing),
+        "stage_time": fmt_duration(tr.duration_s)
+        if tr.ok and tr.duration_s is not None
+        else _nm(tr.why_missing),
         "global_step": tr.get("global_step").text(fmt_int),
         "throughput": throughput,
         "resumed": resumed_text,
@@ -376,7 +411,11 @@ def _improvement_text(m: dict[str, Any]) -> str:
     if not is_number(improvement):
         reason = m.get("improvement_reason") or m.get("reason")
         if not reason:
-            reason = "微调前或微调后未测量" if not (is_number(before) and is_number(after)) else "evaluate.json 未给出提升值"
+            reason = (
+                "微调前或微调后未测量"
+                if not (is_number(before) and is_number(after))
+                else "evaluate.json 未给出提升值"
+            )
         return _nm(str(reason))
     kind = m.get("improvement_kind")
     text = f"{fmt_signed(improvement)}%" if kind == "relative_pct" else f"{fmt_signed(improvement)} 分"
@@ -389,7 +428,7 @@ def _improvement_text(m: dict[str, Any]) -> str:
 def _side(m: dict[str, Any], side: str) -> str:
     value = m.get(side)
     if is_number(value):
-        return fmt_float(value)
+        return fmt_float(value, 4 if m.get("key") == "loss" else 2)
     return _nm(str(m.get(f"{side}_reason") or m.get("reason") or "evaluate.json 中该值为空，未说明原因"))
 
 
@@ -421,10 +460,14 @@ def _evaluation(run: RunFiles, assistant_name: str) -> dict[str, Any]:
         s = ev.results.get("settings") if isinstance(ev.results.get("settings"), dict) else {}
         decoding = "采样" if s.get("do_sample") else "贪心解码"
         if s.get("do_sample"):
-            decoding += f"（temperature={fmt_general(s.get('temperature'))}，top_p={fmt_general(s.get('top_p'))}）"
+            decoding += (
+                f"（temperature={fmt_general(s.get('temperature'))}，top_p={fmt_general(s.get('top_p'))}）"
+            )
         samples = s.get("samples")
         csv_rows = (
-            f"evaluation_results.csv 共 {fmt_int(run.eval_rows)} 行" if run.eval_rows is not None else run.eval_csv_error
+            f"evaluation_results.csv 共 {fmt_int(run.eval_rows)} 行"
+            if run.eval_rows is not None
+            else run.eval_csv_error
         )
         settings = (
             f"测试集样本 {fmt_int(samples) if is_number(samples) else '未记录'} 条（{csv_rows}）；{decoding}，"
@@ -432,7 +475,11 @@ def _evaluation(run: RunFiles, assistant_name: str) -> dict[str, Any]:
             "微调前后使用相同的解码设置。"
         )
         judge = ev.results.get("judge")
-        judge_text = "未启用评审模型（评价与分析均由下述规则从指标得出）" if judge is None else f"评审模型：{first_line(str(judge), 200)}"
+        judge_text = (
+            "未启用评审模型（评价与分析均由下述规则从指标得出）"
+            if judge is None
+            else f"评审模型：{first_line(str(judge), 200)}"
+        )
         identity = ev.get("identity")
         if identity.ok and isinstance(identity.value, dict):
             i = identity.value
@@ -443,7 +490,8 @@ def _evaluation(run: RunFiles, assistant_name: str) -> dict[str, Any]:
         else:
             identity_text = identity.text()
     else:
-        settings = judge_text = identity_text = _nm(ev.why_missing)
+        settings = identity_text = _nm(ev.why_missing)
+        judge_text = ""
 
     examples = []
     raw_examples = ev.raw("examples", default=[])
@@ -535,13 +583,19 @@ def _deployment(run: RunFiles) -> dict[str, Any]:
         a = api.value
         raw_cases = a.get("cases") if isinstance(a.get("cases"), list) else []
         ok = sum(1 for c in raw_cases if isinstance(c, dict) and c.get("ok"))
-        word = facts._api_test_word(a.get("status"))
+        word = facts.api_test_word(a.get("status"))
         if a.get("status") == "not_run":
             api_text = f"未运行：{a.get('reason') or reason or 'deploy.json 未说明原因'}"
         else:
             api_text = f"{word}（{ok}/{len(raw_cases)} 个用例成功，POST /api/generate）"
         matches = a.get("matches_llamacpp")
-        matches_text = {True: "一致", False: "不一致"}.get(matches, "未比较（matches_llamacpp 为空）")
+        compare_reason = (
+            (a.get("llamacpp") or {}).get("reason") if isinstance(a.get("llamacpp"), dict) else None
+        )
+        matches_text = {True: "一致", False: "不一致"}.get(
+            matches,
+            _nm(str(compare_reason or a.get("reason") or "deploy.json 中 matches_llamacpp 为空，未说明原因")),
+        )
         for n, c in enumerate(raw_cases, start=1):
             if not isinstance(c, dict):
                 continue
@@ -554,7 +608,9 @@ def _deployment(run: RunFiles) -> dict[str, Any]:
                     str(c.get("done_reason") or "未记录"),
                     fmt_general(c["eval_count"]) if is_number(c.get("eval_count")) else "未记录",
                     fmt_float(tps, 1) if is_number(tps) else "未记录",
-                    "通过" if c.get("ok") else "失败",
+                    "通过"
+                    if c.get("ok")
+                    else "失败：" + ("；".join(map(str, c.get("problems") or [])) or "未记录原因"),
                 ]
             )
     else:
@@ -584,9 +640,14 @@ def _pctl(stats: Any, key: str) -> str:
     return "—"
 
 
-def _resources(run: RunFiles, charts: dict[str, Chart | None], chart_reasons: dict[str, str]) -> dict[str, Any]:
+def _resources(
+    run: RunFiles, charts: dict[str, Chart | None], chart_reasons: dict[str, str]
+) -> dict[str, Any]:
     tr, bm = run.stage("train"), run.stage("benchmark")
+    no_gpu = not run.env_error and run.env.get("gpu") is None
     reserved = tr.get("resources", "peak_gpu_reserved_bytes", reason_key="gpu_reason")
+    if not reserved.ok and tr.ok and no_gpu:
+        reserved = missing(f"本次运行无GPU（env.json 中 gpu 为空；train.json：{reserved.reason}）")
     if reserved.ok:
         gpu_mem = f"峰值保留 {fmt_bytes(reserved.value)}"
         allocated = tr.raw("resources", "peak_gpu_allocated_bytes")
@@ -638,32 +699,56 @@ def _resources(run: RunFiles, charts: dict[str, Chart | None], chart_reasons: di
     else:
         speed = latency = _nm(bm.why_missing)
     vram = bm.get("memory", "vram_bytes")
+    if not vram.ok and bm.ok and no_gpu:
+        vram = missing(f"本次运行无GPU（env.json 中 gpu 为空；benchmark.json：{vram.reason}）")
     engine = bm.get("engine").text()
+    engine_reason = bm.raw("settings", "engine_reason")
     if bm.ok:
         model = bm.raw("model", default="模型未记录")
         quant = bm.raw("quantization")
         size = bm.raw("model_size_bytes")
-        engine += f"（{model}" + (f"，{quant}" if quant else "") + (f"，{fmt_bytes(size)}" if is_number(size) else "") + "）"
+        engine += (
+            f"（{model}"
+            + (f"，{quant}" if quant else "")
+            + (f"，{fmt_bytes(size)}" if is_number(size) else "")
+            + "）"
+        )
+        if engine_reason:
+            engine += f"；选择原因：{engine_reason}"
     roof = bm.get("roofline")
     if roof.ok and isinstance(roof.value, dict) and is_number(roof.value.get("limit_tokens_per_s")):
         r = roof.value
         roofline = f"{fmt_float(r['limit_tokens_per_s'], 1)} tokens/秒"
-        if is_number(r.get("bandwidth_bytes_per_s")) and is_number(r.get("bytes_per_token")):
+        if (
+            r.get("bound") == "compute"
+            and is_number(r.get("peak_flops_per_s"))
+            and is_number(r.get("params"))
+        ):
             roofline += (
-                f"（内存带宽 {fmt_float(r['bandwidth_bytes_per_s'] / 1e9, 1)} GB/s ÷ 每 token 读取 "
+                f"（受算力限制：峰值 {fmt_float(r['peak_flops_per_s'] / 1e12, 2)} TFLOP/s ÷ "
+                f"(2 × {fmt_params(r['params'])} 参数)）"
+            )
+        elif is_number(r.get("bandwidth_bytes_per_s")) and is_number(r.get("bytes_per_token")):
+            roofline += (
+                f"（受内存带宽限制：{fmt_float(r['bandwidth_bytes_per_s'] / 1e9, 1)} GB/s ÷ 每 token 读取 "
                 f"{fmt_bytes(r['bytes_per_token'])}）"
             )
         if is_number(r.get("achieved_fraction")):
             roofline += f"，实测达到 {fmt_float(r['achieved_fraction'] * 100, 1)}%"
-    elif roof.ok:
-        roofline = _nm(str(roof.value.get("reason") or "benchmark.json 未给出上限")) if isinstance(roof.value, dict) else roof.text()
+    elif roof.ok and isinstance(roof.value, dict):
+        roofline = _nm(str(roof.value.get("reason") or "benchmark.json 的 roofline 未给出上限与原因"))
     else:
         roofline = roof.text()
     settings = bm.get("settings")
     if settings.ok and isinstance(settings.value, dict):
-        settings_text = "，".join(
-            f"{k}={fmt_general(v)}" for k, v in settings.value.items() if isinstance(v, (str, int, float, bool))
-        ) or "无"
+        shown = []
+        for key in BENCH_SETTING_KEYS:
+            value = settings.value.get(key)
+            if isinstance(value, list):
+                value = ",".join(map(str, value))
+            if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+                shown.append(f"{key}={fmt_general(value)}")
+        settings_text = "，".join(shown) or "benchmark.json 的 settings 中没有已知设置项"
     else:
         settings_text = settings.text()
     levels = [
@@ -682,7 +767,9 @@ def _resources(run: RunFiles, charts: dict[str, Chart | None], chart_reasons: di
         for r in summary
     ]
     bench_charts = [
-        image(f"report_assets/{c.file}", c.caption) for c in (charts.get("latency"), charts.get("throughput")) if c
+        image(f"report_assets/{c.file}", c.caption)
+        for key, c in charts.items()
+        if c and (key in ("latency", "throughput") or key.startswith("benchmark_"))
     ]
     return {
         "train": train_res,
@@ -696,7 +783,9 @@ def _resources(run: RunFiles, charts: dict[str, Chart | None], chart_reasons: di
             "settings": settings_text,
         },
         "levels": levels,
-        "levels_note": "" if levels else (_nm(bm.why_missing) if not bm.ok else "benchmark.json 的 summary 为空。"),
+        "levels_note": ""
+        if levels
+        else (_nm(bm.why_missing) if not bm.ok else "benchmark.json 的 summary 为空。"),
         "charts": bench_charts,
         "charts_missing": "" if bench_charts else _nm(chart_reasons.get("benchmark", bm.why_missing)),
     }
@@ -787,7 +876,11 @@ def _environment(run: RunFiles) -> list[list[str]]:
         ["记录时间", run.env_value("created_at").text(fmt_time)],
         ["Python", run.env_value("python").text()],
         ["平台", run.env_value("platform").text()],
-        ["CPU", run.env_value("cpu_model").text() + (f"（{run.env['cpu_count']} 核）" if run.env.get("cpu_count") else "")],
+        [
+            "CPU",
+            run.env_value("cpu_model").text()
+            + (f"（{run.env['cpu_count']} 核）" if run.env.get("cpu_count") else ""),
+        ],
         ["内存", run.env_value("memory_bytes").text(fmt_bytes)],
         ["GPU", gpu_text],
         ["代码版本（git）", run.env_value("git_commit").text()],

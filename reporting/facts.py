@@ -22,6 +22,7 @@ from reporting.text import (
     fmt_loss,
     fmt_signed,
     is_number,
+    shorten,
 )
 
 # ROUGE-L change (points, 0-100 scale) above which one example counts as better or worse.
@@ -120,7 +121,7 @@ def example_verdict(example: dict[str, Any]) -> str:
         parts.append("evaluate.json 未给出该示例的 ROUGE-L，无法按分数评价")
     if kind:
         parts.append(f"示例{kind}")
-    verdict = str(example.get("verdict") or "").strip()
+    verdict = shorten(" ".join(str(example.get("verdict") or "").split()), 300)
     if verdict:
         parts.append(f"评估阶段结论：{verdict}")
     return "；".join(parts) + "。"
@@ -144,9 +145,13 @@ def qualitative(run: RunFiles) -> list[tuple[str, str]]:
             rows.append((label, f"以“{measure}”衡量，未能比较：{reason}"))
             continue
         verdict = direction(before, after, better_direction(item))
-        word = {"变好": "有所改善", "变差": "有所变差", "持平": "基本不变", "上升": "数值上升", "下降": "数值下降"}[
-            verdict or "持平"
-        ]
+        word = {
+            "变好": "有所改善",
+            "变差": "有所变差",
+            "持平": "基本不变",
+            "上升": "数值上升",
+            "下降": "数值下降",
+        }[verdict or "持平"]
         rows.append(
             (
                 label,
@@ -193,7 +198,9 @@ def _train_findings(run: RunFiles) -> list[Finding]:
     if not tr.ok:
         return []
     out = []
-    requested_backend = run.config.get("train", {}).get("backend") if isinstance(run.config.get("train"), dict) else None
+    requested_backend = (
+        run.config.get("train", {}).get("backend") if isinstance(run.config.get("train"), dict) else None
+    )
     backend = tr.raw("backend")
     if requested_backend in ("unsloth", "auto") and backend and backend != "unsloth":
         out.append(
@@ -370,6 +377,13 @@ def _benchmark_findings(run: RunFiles) -> list[Finding]:
                     "提高 benchmark.request_timeout_s 或降低并发数后重新测试。",
                 )
             )
+    if bm.raw("partial") is True:
+        out.append(
+            Finding(
+                f"基准测试结果不完整：{bm.raw('partial_reason', default='benchmark.json 未说明原因')}。",
+                "重新运行 “python run.py benchmark --force” 得到完整结果。",
+            )
+        )
     fraction = bm.raw("roofline", "achieved_fraction")
     limit = bm.raw("roofline", "limit_tokens_per_s")
     if is_number(fraction) and fraction < ROOFLINE_FRACTION:
@@ -420,7 +434,7 @@ def conclusion(run: RunFiles) -> list[str]:
             ("验证 Loss", tr.raw("eval_loss_first"), tr.raw("eval_loss_last")),
         ):
             if is_number(first) and is_number(last) and first:
-                sentence += f"；{label}由 {fmt_loss(first)} 变为 {fmt_loss(last)}（{fmt_signed((last - first) / first * 100, 1)}%）"
+                sentence += f"；{label} 由 {fmt_loss(first)} 变为 {fmt_loss(last)}（{fmt_signed((last - first) / first * 100, 1)}%）"
         out.append(sentence + "。")
     else:
         out.append(f"训练未完成：{tr.why_missing}，因此无法判断微调效果。")
@@ -457,7 +471,7 @@ def conclusion(run: RunFiles) -> list[str]:
     if dp.ok:
         status = dp.raw("status")
         if status == "deployed":
-            sentence += f"，已部署到 Ollama（模型名 {dp.raw('model_name')}，API 测试 {_api_test_word(dp.raw('api_test', 'status'))}）"
+            sentence += f"，已部署到 Ollama（模型名 {dp.raw('model_name')}，API 测试{api_test_word(dp.raw('api_test', 'status'))}）"
         else:
             sentence += f"，未部署到 Ollama：{dp.raw('reason', default='deploy.json 未说明原因')}"
     else:
@@ -481,5 +495,6 @@ def conclusion(run: RunFiles) -> list[str]:
     return out
 
 
-def _api_test_word(status: Any) -> str:
+def api_test_word(status: Any) -> str:
+    """deploy.json api_test.status in Chinese."""
     return {"passed": "通过", "failed": "未通过", "not_run": "未运行"}.get(str(status), f"状态 {status}")

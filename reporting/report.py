@@ -4,7 +4,8 @@ Reads only the run folder: `config.resolved.yaml`, `env.json`, every `<stage>.js
 `logs/metrics.jsonl` and `evaluation_results.csv` (docs/ARTIFACTS.md). It never re-runs a stage,
 so it also works on a copied run folder. Writes, atomically:
 
-- `report_assets/*.png`: loss curve and benchmark charts (Chinese labels);
+- `report_assets/report_*.png`: loss curve and, unless the benchmark stage left its own
+  `report_assets/benchmark_*.png` (embedded as they are), latency and tokens/s charts;
 - `report.md`: templates/report.md.j2 rendered with Jinja2 (StrictUndefined, every value
   Markdown-escaped);
 - `report.pdf`: that same Markdown as HTML (markdown-it-py, raw HTML off) styled by
@@ -28,11 +29,12 @@ import jinja2
 from reporting import charts, context, runfiles
 from reporting.text import escape_md
 from trainer.config import PipelineConfig, ReportConfig
-from trainer.runfolder import ROOT, RunDir, atomic_dir, atomic_path, now_iso, write_text
+from trainer.runfolder import ROOT, RunDir, atomic_path, now_iso, write_text
 
 TEMPLATES = ROOT / "templates"
 ASSETS = "report_assets"
 NOTDEF = ".notdef glyph rendered"
+NOWRAP_CHARS = 6
 
 
 class MissingGlyphs(RuntimeError):
@@ -61,9 +63,10 @@ def run(cfg: PipelineConfig, run_dir: RunDir) -> dict[str, Any]:
         out["md"] = "report.md"
     pages = 0
     replaced: list[str] = []
+    pdf_warnings: list[str] = []
     if want_pdf:
         pdf = write_pdf(markdown, cfg.report, run_dir / "report.pdf", base_dir=run_dir.path)
-        pages, replaced = pdf.pages, pdf.replaced
+        pages, replaced, pdf_warnings = pdf.pages, pdf.replaced, pdf.warnings
         out["pdf"] = "report.pdf"
         if replaced:
             notes.append(
@@ -78,42 +81,76 @@ def run(cfg: PipelineConfig, run_dir: RunDir) -> dict[str, Any]:
         "notes": notes,
         "missing_glyphs": 0,
         "replaced_glyphs": [f"U+{ord(c):04X}" for c in replaced],
+        "pdf_warnings": pdf_warnings,
         "pages": pages,
         "render_s": round(seconds, 3),
     }
 
 
-def _draw_charts(files: runfiles.RunFiles, run_dir: RunDir) -> tuple[dict[str, charts.Chart | None], dict[str, str]]:
-    """Draw every chart into a fresh report_assets/ (swapped in whole, so old charts never linger)."""
+def _draw_charts(
+    files: runfiles.RunFiles, run_dir: RunDir
+) -> tuple[dict[str, charts.Chart | None], dict[str, str]]:
+    """Draw the report's charts into report_assets/ (each file written atomically).
+
+    The benchmark stage keeps its own charts in the same folder (results.files.charts): when they
+    exist they are embedded as they are and only the loss curve is drawn here.
+    """
     tr, bm = files.stage("train"), files.stage("benchmark")
+    out_dir = run_dir / ASSETS
+    out_dir.mkdir(parents=True, exist_ok=True)
     drawn: dict[str, charts.Chart | None] = {}
     reasons: dict[str, str] = {}
-    with atomic_dir(run_dir / ASSETS) as tmp:
-        if files.metrics:
-            ckpts = [c.get("step") for c in tr.raw("checkpoints", default=[]) if isinstance(c, dict)]
-            best_step = tr.raw("best_checkpoint", "step")
-            best_loss = tr.raw("best_checkpoint", "eval_loss")
-            best = (best_step, best_loss) if best_step is not None and best_loss is not None else None
-            drawn["loss"] = charts.loss_chart(files.metrics, [s for s in ckpts if s is not None], best, tmp)
-            if drawn["loss"] is None:
-                reasons["loss"] = "logs/metrics.jsonl 中没有 loss 或 eval_loss 记录"
+    if files.metrics:
+        ckpts = [c.get("step") for c in tr.raw("checkpoints", default=[]) if isinstance(c, dict)]
+        best_step = tr.raw("best_checkpoint", "step")
+        best_loss = tr.raw("best_checkpoint", "eval_loss")
+        best = (best_step, best_loss) if best_step is not None and best_loss is not None else None
+        drawn["loss"] = charts.loss_chart(files.metrics, [s for s in ckpts if s is not None], best, out_dir)
+        if drawn["loss"] is None:
+            reasons["loss"] = "logs/metrics.jsonl 中没有 loss 或 eval_loss 记录"
+    else:
+        reasons["loss"] = files.metrics_error or "logs/metrics.jsonl 为空"
+        if not tr.ok:
+            reasons["loss"] += f"（{tr.why_missing}）"
+    if bm.ok:
+        stage_charts = _benchmark_stage_charts(files, bm)
+        if stage_charts:
+            for i, chart in enumerate(stage_charts):
+                drawn[f"benchmark_{i}"] = chart
         else:
-            reasons["loss"] = files.metrics_error or "logs/metrics.jsonl 为空"
-            if not tr.ok:
-                reasons["loss"] += f"（{tr.why_missing}）"
-        if bm.ok:
             summary = [r for r in bm.raw("summary", default=[]) if isinstance(r, dict)]
             samples = [s for s in bm.raw("samples", default=[]) if isinstance(s, dict)]
             limit = bm.raw("roofline", "limit_tokens_per_s")
-            drawn["latency"] = charts.latency_chart(summary, samples, tmp)
+            drawn["latency"] = charts.latency_chart(summary, samples, out_dir)
             drawn["throughput"] = charts.throughput_chart(
-                summary, float(limit) if isinstance(limit, (int, float)) else None, tmp
+                summary, float(limit) if isinstance(limit, (int, float)) else None, out_dir
             )
             if not drawn["latency"] and not drawn["throughput"]:
                 reasons["benchmark"] = "benchmark.json 的 summary 中没有延迟或速度数据"
-        else:
-            reasons["benchmark"] = bm.why_missing
+    else:
+        reasons["benchmark"] = bm.why_missing
+    # A chart that could not be drawn this time must not survive from an earlier report.
+    written = {c.file for c in drawn.values() if c}
+    for name in charts.REPORT_FILES:
+        if name not in written and (out_dir / name).exists():
+            (out_dir / name).unlink()
     return drawn, reasons
+
+
+def _benchmark_stage_charts(files: runfiles.RunFiles, bm: runfiles.Stage) -> list[charts.Chart]:
+    """The benchmark stage's own chart files under report_assets/, when all of them exist."""
+    listed = bm.raw("files", "charts", default=[])
+    found = []
+    for rel in listed if isinstance(listed, list) else []:
+        path = runfiles.inside(files.path, rel)
+        if not (path.is_file() and path.suffix.lower() in (".png", ".svg") and path.parent.name == ASSETS):
+            return []
+        caption = {
+            "benchmark_latency": "延迟随并发数的变化（基准测试阶段绘制）",
+            "benchmark_tokens_per_s": "解码速度（tokens/秒）随并发数的变化（基准测试阶段绘制）",
+        }.get(path.stem, f"基准测试图表 {path.name}（基准测试阶段绘制）")
+        found.append(charts.Chart(path.name, caption))
+    return found
 
 
 def _environment(directory: Path) -> jinja2.Environment:
@@ -141,7 +178,8 @@ def render_markdown(
 
 
 def _generated_at() -> str:
-    return now_iso().replace("T", " ")
+    stamp = now_iso()  # 2025-11-29T10:04:05+08:00
+    return f"{stamp[:10]} {stamp[11:19]}（UTC{stamp[19:]}）"
 
 
 def markdown_to_html(markdown: str) -> str:
@@ -150,10 +188,24 @@ def markdown_to_html(markdown: str) -> str:
 
     md = MarkdownIt("commonmark", {"html": False}).enable("table")
     tokens = md.parse(markdown)
+    table_open = None
+    columns = 0
     for i, tok in enumerate(tokens[:-1]):
         nxt = tokens[i + 1]
         if tok.type == "paragraph_open" and nxt.type == "inline" and nxt.content.startswith("图："):
             tok.attrSet("class", "figure-caption")
+        elif tok.type == "table_open":
+            table_open, columns = tok, 0
+        elif tok.type == "th_open":
+            columns += 1
+        if tok.type in ("th_open", "td_open") and nxt.type == "inline" and len(nxt.content) <= NOWRAP_CHARS:
+            # Short cells ("通过", "8/0", "1007.2") never wrap: otherwise the automatic table layout,
+            # which may break anywhere (overflow-wrap: anywhere), squeezes them to one character.
+            tok.attrSet("class", "nw")
+        elif tok.type == "thead_close" and table_open is not None:
+            # Two-column fact tables get a fixed layout (label column 24%): WeasyPrint's automatic
+            # table layout measures every possible line break of long Chinese text, which is slow.
+            table_open.attrSet("class", "kv" if columns == 2 else f"cols-{columns}")
     return md.renderer.render(tokens, md.options, {})
 
 
@@ -206,34 +258,36 @@ def _missing_chars(records: list[logging.LogRecord]) -> list[str]:
     return sorted(set(chars))
 
 
-def _layout(html: str, base_dir: Path) -> tuple[Any, list[logging.LogRecord]]:
+def _layout(html: str, base_dir: Path) -> tuple[bytes, int, list[logging.LogRecord]]:
+    """PDF bytes, page count and WeasyPrint's warnings for one HTML document."""
     import weasyprint
 
     stylesheet = weasyprint.CSS(filename=str(TEMPLATES / "report.css"))
     with _weasyprint_log() as records:
         document = weasyprint.HTML(string=html, base_url=str(base_dir) + "/").render(stylesheets=[stylesheet])
-        # Glyphs are checked when text is drawn, i.e. while the PDF is written.
+        # Glyphs are looked up when text is drawn, i.e. while the PDF is written.
         pdf_bytes = document.write_pdf()
-    return (document, pdf_bytes), records
+    return pdf_bytes, len(document.pages), records
 
 
 def render_pdf(markdown: str, report_cfg: ReportConfig, base_dir: Path) -> tuple[bytes, PdfResult]:
-    """PDF bytes of the report. Characters no font can draw are replaced by U+XXXX and laid out again;
-    if any glyph is still missing, MissingGlyphs is raised and nothing is returned."""
+    """PDF bytes of the report (images resolved against `base_dir`, the run folder).
+
+    Characters that no font can draw are replaced by `(U+XXXX)` and the document is laid out again;
+    if a glyph is still missing, MissingGlyphs is raised and no PDF is returned.
+    """
     html = html_document(markdown, report_cfg)
-    (document, pdf_bytes), records = _layout(html, base_dir)
-    missing = _missing_chars(records)
-    replaced: list[str] = []
-    if missing:
-        replaced = missing
-        for ch in missing:
+    pdf_bytes, pages, records = _layout(html, base_dir)
+    replaced = _missing_chars(records)
+    if replaced:
+        for ch in replaced:
             html = html.replace(ch, f"(U+{ord(ch):04X})")
-        (document, pdf_bytes), records = _layout(html, base_dir)
+        pdf_bytes, pages, records = _layout(html, base_dir)
         still = _missing_chars(records)
         if still:
             raise MissingGlyphs(still)
     warnings = [r.getMessage() for r in records if not r.getMessage().startswith(NOTDEF)]
-    return pdf_bytes, PdfResult(len(document.pages), replaced, warnings)
+    return pdf_bytes, PdfResult(pages, replaced, warnings)
 
 
 def write_pdf(markdown: str, report_cfg: ReportConfig, target: Path, base_dir: Path) -> PdfResult:

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from reporting.text import NOT_MEASURED, first_line
+from reporting.text import NOT_MEASURED, first_line, shorten
 from trainer.runfolder import RunDir
 
 # Pipeline order and the Chinese name of each stage (the report's own stage is not listed).
@@ -111,7 +112,7 @@ class Stage:
         """`results[path...]`, or the reason it is missing (the stage's, or the `*_reason` beside it).
 
         A null value looks for its reason in the same object: `reason_key` if given, then
-        `<key>_reason` and `reason`.
+        `<key>_reason`, the same without a unit suffix (`vram_bytes` -> `vram_reason`), and `reason`.
         """
         if not self.ok:
             return missing(self.why_missing)
@@ -124,9 +125,10 @@ class Stage:
             parent, node = node, node[key]
         if node is None:
             last = path[-1]
-            for candidate in (reason_key, f"{last}_reason", "reason"):
+            stem = re.sub(r"_(bytes|s|ms|ns|pct|per_s)$", "", last)
+            for candidate in (reason_key, f"{last}_reason", f"{stem}_reason", "reason"):
                 if candidate and isinstance(parent.get(candidate), str) and parent[candidate].strip():
-                    return missing(parent[candidate].strip())
+                    return missing(shorten(" ".join(parent[candidate].split()), 300))
             return missing(f"{self.name}.json 中 {dotted} 为空，未说明原因")
         return Measured(node)
 

@@ -19,12 +19,17 @@ class MdRaw(str):
     """Markdown built by this package from escaped parts: the template emits it unchanged."""
 
 
-# Inline Markdown punctuation that could start emphasis, code, links, raw HTML, entities or a table
-# column; `#` too, so a value can never become a heading wherever it lands.
-_MD_SPECIAL = re.compile(r"([\\`*_\[\]<>|&#~!])")
+# Inline Markdown punctuation that could start emphasis, code, links, raw HTML or a table column;
+# `#` too, so a value can never become a heading (or close one) wherever it lands.
+_MD_SPECIAL = re.compile(r"([\\`*\[\]<|#~])")
+# `_` only opens/closes emphasis next to whitespace or punctuation (zh_general stays as written);
+# `&` only matters where it would start an entity (&lt; &#60;).
+_UNDERSCORE = re.compile(r"(?<![^\W_])_|_(?![^\W_])")
+_ENTITY = re.compile(r"&(?=#?\w+;)")
 _LIST_START = re.compile(r"^([-+])(\s|$)")
 _ORDERED_START = re.compile(r"^(\d{1,9})([.)])(\s|$)")
 _RULE_START = re.compile(r"^([-=])(?=[-=\s]*$)")
+_QUOTE_START = re.compile(r"^>")
 
 
 def escape_md(value: Any) -> str:
@@ -40,6 +45,9 @@ def escape_md(value: Any) -> str:
         raise ValueError("a None value reached the report template; give it a 未测量 reason")
     text = " ".join(str(value).split())
     text = _MD_SPECIAL.sub(r"\\\1", text)
+    text = _UNDERSCORE.sub(r"\\_", text)
+    text = _ENTITY.sub(r"\\&", text)
+    text = _QUOTE_START.sub(r"\\>", text)
     text = _LIST_START.sub(r"\\\1\2", text)
     text = _ORDERED_START.sub(r"\1\\\2\3", text)
     return _RULE_START.sub(r"\\\1", text)

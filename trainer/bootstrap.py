@@ -52,7 +52,7 @@ def flavour() -> str:
 
 def _fingerprint(kind: str) -> str:
     h = hashlib.sha256(kind.encode())
-    for path in sorted(REQUIREMENTS.glob("*.txt")) + [Path(__file__)]:
+    for path in [*sorted(REQUIREMENTS.glob("*.txt")), Path(__file__)]:
         h.update(path.name.encode())
         h.update(path.read_bytes())
     return h.hexdigest()
@@ -166,8 +166,6 @@ def ensure_env() -> Path:
     kind = flavour()
     if is_ready(kind):
         return venv_python()
-    if sys.version_info < (3, 10):
-        raise SystemExit("Python 3.10 or newer is needed to create the environment.")
     _say(f"creating the environment in {VENV} for a {kind.upper()} machine (once; ~20-30 min)")
     _system_packages()
     if not venv_python().exists():

@@ -44,13 +44,14 @@ class ModelConfig:
     prompt_format: str = "auto"
     # System prompt placed in every conversation (training, evaluation, Ollama, benchmark).
     system_prompt: str = "你是{assistant_name}，一个乐于助人的中文问答助手。请用简体中文准确、简洁地回答。"
-    # Shape of the random Llama used when name == "tiny" (transformers LlamaConfig fields).
+    # Shape of the random Llama used when name == "tiny" (transformers LlamaConfig fields). Heads
+    # of 64 dims: llama.cpp fails to decode (no KV slot) with the 16-dim heads of a smaller shape.
     tiny: dict = field(
         default_factory=lambda: {
-            "hidden_size": 64,
-            "intermediate_size": 128,
+            "hidden_size": 128,
+            "intermediate_size": 256,
             "num_hidden_layers": 2,
-            "num_attention_heads": 4,
+            "num_attention_heads": 2,
             "num_key_value_heads": 2,
             "max_position_embeddings": 512,
         }
@@ -157,6 +158,8 @@ class ExportConfig:
     verify_tokens: int = 16
     # Context length written into the Modelfile (num_ctx).
     num_ctx: int = 2048
+    # Default temperature written into the Modelfile: low, for reproducible answers.
+    temperature: float = 0.1
 
 
 @dataclass
@@ -321,7 +324,9 @@ def _validate(cfg: PipelineConfig) -> None:
     for key in ("val_size", "test_size"):
         v = getattr(cfg.data, key)
         if v < 0 or (v >= 1 and v != int(v)):
-            raise UserError(f"config: 'data.{key}' is {v}.", fix="use a ratio in [0, 1) or a whole record count")
+            raise UserError(
+                f"config: 'data.{key}' is {v}.", fix="use a ratio in [0, 1) or a whole record count"
+            )
     ratios = [v for v in (cfg.data.val_size, cfg.data.test_size) if v < 1]
     if sum(ratios) >= 1:
         raise UserError(
@@ -356,7 +361,9 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     if path is not None:
         path = Path(path)
         if not path.is_file():
-            raise UserError(f"config file {path} does not exist.", fix="pass an existing YAML file to --config")
+            raise UserError(
+                f"config file {path} does not exist.", fix="pass an existing YAML file to --config"
+            )
         try:
             data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
         except yaml.YAMLError as exc:

@@ -39,6 +39,7 @@ _CHINESE = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff]")
 
 
 def run(cfg: PipelineConfig, run_dir: RunDir | Path) -> dict[str, Any]:
+    """Create `deploy.model_name` on Ollama and test it; the results of deploy.json."""
     run_dir = run_dir if isinstance(run_dir, RunDir) else RunDir(run_dir)
     gguf_path, modelfile_path = _export_files(run_dir)
     fmt = prompt_format.load(run_dir.path)
@@ -49,6 +50,8 @@ def run(cfg: PipelineConfig, run_dir: RunDir | Path) -> dict[str, Any]:
         f"ollama create {shlex.quote(name)} -f {shlex.quote(modelfile_path.name)}"
     )
     notes: list[str] = []
+    # Checked before anything else: the hand-run command needs a correct Modelfile too.
+    spec = _checked_modelfile(modelfile_path, gguf_path, fmt)
 
     try:
         version = ollama_client.check_server(host, timeout_s=min(cfg.deploy.timeout_s, 10.0))
@@ -72,7 +75,6 @@ def run(cfg: PipelineConfig, run_dir: RunDir | Path) -> dict[str, Any]:
             "notes": notes,
         }
 
-    spec = _checked_modelfile(modelfile_path, gguf_path, fmt)
     digest = ollama_client.ensure_blob(host, gguf_path, timeout_s=cfg.deploy.timeout_s, log=notes.append)
     ollama_client.create_model(
         host,
@@ -89,18 +91,8 @@ def run(cfg: PipelineConfig, run_dir: RunDir | Path) -> dict[str, Any]:
 
     num_ctx = int(spec.parameters.get("num_ctx", cfg.export.num_ctx))
     api_test = _api_test(cfg, run_dir, fmt, host, name, gguf_path, num_ctx, notes)
-    loaded = _loaded_model(host, name, notes)
+    loaded, loaded_reason = _loaded_model(host, name)
 
-    passed = api_test["status"] == "passed"
-    ok_cases = sum(1 for c in api_test["cases"] if c["ok"])
-    verdict = (
-        f"API test {'passed' if passed else api_test['status'].upper()} "
-        f"({ok_cases}/{len(api_test['cases'])} answers ok"
-        + {True: ", same answer as llama.cpp", False: ", DIFFERENT answer from llama.cpp", None: ""}[
-            api_test["matches_llamacpp"]
-        ]
-        + ")"
-    )
     return {
         "status": "deployed",
         "host": host,
@@ -109,13 +101,30 @@ def run(cfg: PipelineConfig, run_dir: RunDir | Path) -> dict[str, Any]:
         "deploy_command": deploy_command,
         "ollama_version": version,
         "blob": digest,
-        "modelfile": str(modelfile_path.relative_to(run_dir.path)),
+        "modelfile": _relative(modelfile_path, run_dir),
         "parameters": spec.parameters,
         "api_test": api_test,
         "loaded": loaded,
-        "headline": f"deployed '{name}' to {host}; {verdict}",
+        "loaded_reason": loaded_reason,
+        "headline": f"deployed '{name}' to {host}; {_verdict(api_test)}",
         "notes": notes,
     }
+
+
+def _verdict(api_test: dict[str, Any]) -> str:
+    if api_test["status"] == "not_run":
+        return f"API test not run ({api_test['reason']})"
+    ok_cases = sum(1 for c in api_test["cases"] if c["ok"])
+    same = {True: ", same answer as llama.cpp", False: ", DIFFERENT answer from llama.cpp", None: ""}
+    word = "passed" if api_test["status"] == "passed" else "FAILED"
+    return f"API test {word} ({ok_cases}/{len(api_test['cases'])} answers ok{same[api_test['matches_llamacpp']]})"
+
+
+def _relative(path: Path, run_dir: RunDir) -> str:
+    try:
+        return str(path.relative_to(run_dir.path))
+    except ValueError:
+        return str(path)
 
 
 def _export_files(run_dir: RunDir) -> tuple[Path, Path]:
@@ -210,7 +219,6 @@ def _api_test(
         "num_predict": cfg.deploy.num_predict,
         "num_ctx": num_ctx,
         "repeat_penalty": 1.0,
-        "seed": cfg.evaluate.seed,
     }
     cases = []
     for record in records:
@@ -274,7 +282,6 @@ def _compare_with_llamacpp(
         n_ctx=num_ctx,
         n_threads=threads,
         n_threads_batch=threads,
-        seed=cfg.evaluate.seed,
         verbose=False,
     )
     try:
@@ -298,21 +305,20 @@ def _compare_with_llamacpp(
     }
 
 
-def _loaded_model(host: str, name: str, notes: list[str]) -> dict[str, Any] | None:
-    """Size in memory of the model just used (GET /api/ps), for the report."""
+def _loaded_model(host: str, name: str) -> tuple[dict[str, Any] | None, str | None]:
+    """Size in memory of the model just used (GET /api/ps), for the report; or why not known."""
     try:
         models = ollama_client.ps(host)
     except ollama_client.OllamaError as exc:
-        notes.append(f"GET /api/ps failed: {exc}")
-        return None
+        return None, f"GET /api/ps failed: {exc}"
     wanted = {name, f"{name}:latest"}
     for m in models:
         if m.get("name") in wanted or m.get("model") in wanted:
-            return {
+            loaded = {
                 "size_bytes": m.get("size"),
                 "size_vram_bytes": m.get("size_vram"),
                 "context_length": m.get("context_length"),
                 "quantization": (m.get("details") or {}).get("quantization_level"),
             }
-    notes.append(f"'{name}' was not listed by GET /api/ps after the API test")
-    return None
+            return loaded, None
+    return None, f"'{name}' was not loaded (not listed by GET /api/ps) after the API test"

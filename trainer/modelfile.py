@@ -25,8 +25,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from trainer.config import PipelineConfig
 from trainer.prompt_format import PromptFormat
-from trainer.runfolder import write_text
+from trainer.runfolder import RunDir, write_text
 
 FILE_NAME = "Modelfile"
 # Where export writes the Modelfile, relative to the run folder (docs/ARTIFACTS.md).
@@ -105,13 +106,13 @@ def render_modelfile(fmt: PromptFormat, gguf_file: str, num_ctx: int, temperatur
     return text
 
 
-def write_modelfile(run_dir: Any, fmt: PromptFormat, gguf_path: Path, cfg: Any) -> Path:
+def write_modelfile(run_dir: RunDir | Path, fmt: PromptFormat, gguf_path: Path, cfg: PipelineConfig) -> Path:
     """Write `models/gguf/Modelfile` for `gguf_path` (atomically) and return its path.
 
     Called by the export stage. num_ctx comes from `cfg.export.num_ctx`; the default temperature
     from `cfg.export.temperature` when that field exists, else `cfg.deploy.temperature`.
     """
-    run_path = Path(getattr(run_dir, "path", run_dir))
+    run_path = run_dir.path if isinstance(run_dir, RunDir) else Path(run_dir)
     target = run_path / RUN_PATH
     gguf_path = Path(gguf_path)
     if not gguf_path.is_absolute():

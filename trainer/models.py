@@ -136,7 +136,7 @@ def _tiny_model(shape: dict[str, Any], vocab_size: int) -> Path:
 
     buffer = io.BytesIO()
     spm.SentencePieceTrainer.train(
-        sentence_iterator=iter(corpus + ["[INST] <<SYS>> <</SYS>> [/INST] Hello, world. 你好。"]),
+        sentence_iterator=iter([*corpus, "[INST] <<SYS>> <</SYS>> [/INST] Hello, world. 你好。"]),
         model_writer=buffer,
         vocab_size=vocab_size,
         model_type="bpe",
@@ -154,7 +154,9 @@ def _tiny_model(shape: dict[str, Any], vocab_size: int) -> Path:
         (tmp / "tokenizer.model").write_bytes(buffer.getvalue())
         special = {"bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>", "pad_token": "</s>"}
         (tmp / "tokenizer_config.json").write_text(
-            json.dumps({"tokenizer_class": "LlamaTokenizer", "add_bos_token": True, "legacy": False, **special})
+            json.dumps(
+                {"tokenizer_class": "LlamaTokenizer", "add_bos_token": True, "legacy": False, **special}
+            )
         )
         # Loading from the folder converts the SentencePiece model to a fast tokenizer; the
         # tokenizer.model file stays beside it for llama.cpp's converter.

@@ -46,9 +46,10 @@ class OllamaUnavailable(OllamaError):
 
 
 def normalize_host(text: str) -> str:
-    """A base URL from an OLLAMA_HOST-style value, as Ollama's envconfig.Host() reads it.
+    """A base URL from an OLLAMA_HOST-style value, read as Ollama's envconfig.Host() reads it
+    (scheme, default ports), except that a bind-all address becomes loopback.
 
-    "127.0.0.1:11434" -> http://127.0.0.1:11434, "0.0.0.0" -> http://0.0.0.0:11434,
+    "127.0.0.1:11434" -> http://127.0.0.1:11434, "0.0.0.0" -> http://127.0.0.1:11434,
     "https://h" -> https://h:443, "http://h" -> http://h:80, "[::1]" -> http://[::1]:11434.
     """
     value = text.strip().strip("\"'")
@@ -71,7 +72,9 @@ def normalize_host(text: str) -> str:
         port = _port(port_text, text) if port_text else default_port
     elif hostport.count(":") > 1:  # a bare IPv6 address
         host = hostport
-    host = host or "127.0.0.1"
+    # 0.0.0.0 / :: in OLLAMA_HOST is the server's bind-all address; a client reaches that server on
+    # loopback (connecting to 0.0.0.0 works on Linux only). Same rule as benchmarks/engines/ollama.py.
+    host = {"": "127.0.0.1", "0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)
     try:
         if ipaddress.ip_address(host).version == 6:
             host = f"[{host}]"

@@ -21,7 +21,10 @@ from trainer.runfolder import COMPLETED, RunDir, environment, now_iso, write_jso
 
 # name -> (module, one-line description for --help). Order is the pipeline order.
 STAGES: dict[str, tuple[str, str]] = {
-    "prepare": ("trainer.prepare_data", "validate, clean, dedupe and split Alpaca data; apply the chat format"),
+    "prepare": (
+        "trainer.prepare_data",
+        "validate, clean, dedupe and split Alpaca data; apply the chat format",
+    ),
     "train": ("trainer.train", "LoRA/QLoRA fine-tuning with TRL SFTTrainer (Unsloth or PEFT backend)"),
     "evaluate": ("trainer.evaluate", "before/after answers on the test split with Chinese metrics"),
     "export": ("trainer.export", "merge the adapter, convert to GGUF, quantize (Q4_K_M) with llama.cpp"),
@@ -49,8 +52,12 @@ def _entry(stage: str) -> Callable[[PipelineConfig, RunDir], dict[str, Any]]:
     return module.run
 
 
-def prepare_run_dir(cfg: PipelineConfig, run_dir: RunDir) -> None:
+def prepare_run_dir(cfg: PipelineConfig, run_dir: RunDir, command: str) -> None:
+    """Record the resolved config and the machine. `report` only reads a run (possibly a copy made
+    elsewhere), so it leaves both files as the run wrote them."""
     run_dir.path.mkdir(parents=True, exist_ok=True)
+    if command == "report" and (run_dir / "config.resolved.yaml").exists():
+        return
     write_text(run_dir / "config.resolved.yaml", to_yaml(cfg))
     write_json(run_dir / "env.json", environment())
 
@@ -114,7 +121,10 @@ def run_all(
         if not force and is_current(cfg, run_dir, stage):
             done = run_dir.completed(stage) or {}
             outcome = StageOutcome(
-                stage, "skipped", done.get("duration_s", 0.0), "already completed for this config",
+                stage,
+                "skipped",
+                done.get("duration_s", 0.0),
+                "already completed for this config",
                 results=done.get("results", {}),
             )
         else:

@@ -197,7 +197,11 @@ def _validate(rec: RawRecord) -> tuple[dict[str, str] | None, Rejection | None]:
     data = rec.data
     if not isinstance(data, dict):
         return None, Rejection(
-            rec.source, rec.line, "invalid_record", f"a record must be an object, got {type(data).__name__}", data
+            rec.source,
+            rec.line,
+            "invalid_record",
+            f"a record must be an object, got {type(data).__name__}",
+            data,
         )
     problems = []
     out: dict[str, str] = {}
@@ -287,7 +291,9 @@ def run(cfg: PipelineConfig, run_dir: RunDir) -> dict[str, Any]:
             normalized += 1
         for key, reason in (("instruction", "empty_instruction"), ("output", "empty_output")):
             if not cleaned[key]:
-                rejections.append(Rejection(rec.source, rec.line, reason, f"field '{key}' is empty", rec.data))
+                rejections.append(
+                    Rejection(rec.source, rec.line, reason, f"field '{key}' is empty", rec.data)
+                )
                 break
         else:
             key = (cleaned["instruction"], cleaned["input"], cleaned["output"])
@@ -308,7 +314,9 @@ def run(cfg: PipelineConfig, run_dir: RunDir) -> dict[str, Any]:
                     ids = tokenizer(cleaned["output"], add_special_tokens=False)["input_ids"][:room]
                     cleaned["output"] = tokenizer.decode(ids).strip()
                     completion = fmt.completion(cleaned["output"])
-                    n_tokens = len(prompt_ids) + len(tokenizer(completion, add_special_tokens=False)["input_ids"])
+                    n_tokens = len(prompt_ids) + len(
+                        tokenizer(completion, add_special_tokens=False)["input_ids"]
+                    )
                     truncated += 1
                 else:
                     rejections.append(
@@ -348,8 +356,7 @@ def run(cfg: PipelineConfig, run_dir: RunDir) -> dict[str, Any]:
         raise UserError(
             f"only {len(kept)} usable record(s) left after cleaning ({len(rejections)} rejected, "
             f"{len(loaded.records)} read from {', '.join(dc.files)}); the splits need "
-            f"{n_val} val + {n_test} test + at least {MIN_TRAIN} train."
-            + (f"\n{detail}" if detail else ""),
+            f"{n_val} val + {n_test} test + at least {MIN_TRAIN} train." + (f"\n{detail}" if detail else ""),
             fix="add more distinct records with non-empty instruction and output, "
             "or lower data.val_size/data.test_size",
         )

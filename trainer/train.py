@@ -140,7 +140,9 @@ def _load_peft(cfg: PipelineConfig, model_ref: str, precision: str, four_bit: bo
     except OSError as exc:
         raise UserError(f"could not load model '{model_ref}': {exc}") from None
     if four_bit:
-        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=cfg.train.gradient_checkpointing)
+        model = prepare_model_for_kbit_training(
+            model, use_gradient_checkpointing=cfg.train.gradient_checkpointing
+        )
     elif cfg.train.gradient_checkpointing:
         model.gradient_checkpointing_enable()
     t = cfg.train
@@ -201,7 +203,11 @@ def _callbacks(run_dir: RunDir, resume_step: int) -> list[Any]:
 
     metrics_path = run_dir / "logs" / "metrics.jsonl"
     # On resume, keep the log lines up to the checkpoint and drop those of the lost steps.
-    kept = [r for r in read_jsonl(metrics_path) if r.get("step", 0) <= resume_step] if metrics_path.exists() else []
+    kept = (
+        [r for r in read_jsonl(metrics_path) if r.get("step", 0) <= resume_step]
+        if metrics_path.exists()
+        else []
+    )
     write_text(metrics_path, "".join(json.dumps(r) + "\n" for r in kept))
 
     class MetricsLog(TrainerCallback):
@@ -263,12 +269,21 @@ def run(cfg: PipelineConfig, run_dir: RunDir) -> dict[str, Any]:
     handler = _setup_logging(run_dir)
     fmt = prompt_format.load(run_dir) if (run_dir / prompt_format.FILE_NAME).exists() else None
     if fmt is None:
-        raise UserError(f"{run_dir / prompt_format.FILE_NAME} is missing.", fix="run `python run.py prepare` first")
+        raise UserError(
+            f"{run_dir / prompt_format.FILE_NAME} is missing.", fix="run `python run.py prepare` first"
+        )
     train_ds, val_ds = _load_split(run_dir, "train"), _load_split(run_dir, "val")
     precision, precision_reason = choose_precision(t.precision)
     four_bit, quant_reason = _quantization(cfg)
     model_ref = resolve_base_model(cfg)
-    log.info("backend=%s (%s); precision=%s (%s); %s", backend, backend_reason, precision, precision_reason, quant_reason)
+    log.info(
+        "backend=%s (%s); precision=%s (%s); %s",
+        backend,
+        backend_reason,
+        precision,
+        precision_reason,
+        quant_reason,
+    )
 
     ckpt_dir = run_dir / CHECKPOINTS
     fingerprint = stage_fingerprint(cfg, "train")
@@ -423,7 +438,12 @@ def run(cfg: PipelineConfig, run_dir: RunDir) -> dict[str, Any]:
         "base_model_path": model_ref,
         "params_total": params_total,
         "params_trainable": params_trainable,
-        "lora": {"r": t.lora_r, "alpha": t.lora_alpha, "dropout": t.lora_dropout, "target_modules": t.target_modules},
+        "lora": {
+            "r": t.lora_r,
+            "alpha": t.lora_alpha,
+            "dropout": t.lora_dropout,
+            "target_modules": t.target_modules,
+        },
         "hyperparameters": {
             "epochs": t.epochs,
             "max_steps": t.max_steps,

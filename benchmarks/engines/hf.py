@@ -2,7 +2,8 @@
 baseline (the merged Hugging Face model before GGUF conversion and quantization).
 
 Loads an HF folder (`--model DIR`) or, with transformers' GGUF support, a `.gguf` file (weights
-dequantized to float32). Greedy generation in a background thread with a TextIteratorStreamer
+dequantized to float32); a folder loads in its saved dtype on a GPU and in float32 on a CPU.
+Greedy generation in a background thread with a TextIteratorStreamer
 whose `put()` is timed per token, so TTFT and inter-token latency are per token. Fixed length:
 `min_new_tokens = max_new_tokens` (EOS suppressed). Requests run one at a time behind a lock: a
 single model object, no batching, so concurrency > 1 measures queueing. Memory: peak RSS of this
@@ -51,7 +52,9 @@ class TransformersEngine:
                 source = str(self.path.parent)
                 self.loaded_from = "GGUF (dequantized by transformers)"
             elif (self.path / "config.json").is_file():
-                kwargs = {"dtype": "auto"}
+                # The saved dtype on a GPU; float32 on a CPU, where bf16/fp16 matmuls are slow
+                # without native support (the training stage also runs fp32 on CPU).
+                kwargs = {"dtype": "auto" if self.device == "cuda" else torch.float32}
                 source = str(self.path)
                 self.loaded_from = "Hugging Face folder"
             else:
@@ -78,16 +81,20 @@ class TransformersEngine:
         return len(self.tokenizer(text, add_special_tokens=True)["input_ids"])
 
     def generate(self, req: RequestSpec) -> RawResult:
-        with self.lock:
-            return self._generate(req)
-
-    def _generate(self, req: RequestSpec) -> RawResult:
-        import torch
-        from transformers import TextIteratorStreamer
-
+        # The clock starts before the queue, as for a server: waiting counts in TTFT.
         start = time.perf_counter()
+        with self.lock:
+            return self._generate(req, start)
+
+    def _generate(self, req: RequestSpec, start: float) -> RawResult:
+        import queue
+
+        import torch
+        from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
+
         result = RawResult(ok=False, start_s=start, end_s=start)
         token_times: list[float] = []
+        stop = threading.Event()
 
         class TimedStreamer(TextIteratorStreamer):
             def put(self, value: Any) -> None:  # called once per generated token (after the prompt)
@@ -95,10 +102,17 @@ class TransformersEngine:
                     token_times.append(time.perf_counter())
                 super().put(value)
 
+        class StopOnTimeout(StoppingCriteria):
+            def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
+                return torch.full(
+                    (input_ids.shape[0],), stop.is_set(), dtype=torch.bool, device=input_ids.device
+                )
+
+        outputs: dict[str, Any] = {}
+        deadline = start + req.timeout_s
         try:
             inputs = self.tokenizer(req.text, return_tensors="pt", add_special_tokens=True).to(self.device)
             streamer = TimedStreamer(self.tokenizer, skip_prompt=True, timeout=req.timeout_s)
-            outputs: dict[str, Any] = {}
 
             def work() -> None:
                 try:
@@ -106,6 +120,7 @@ class TransformersEngine:
                         outputs["ids"] = self.model.generate(
                             **inputs, streamer=streamer, max_new_tokens=req.max_tokens,
                             min_new_tokens=req.max_tokens, do_sample=False,
+                            stopping_criteria=StoppingCriteriaList([StopOnTimeout()]),
                             pad_token_id=self.tokenizer.pad_token_id or self.tokenizer.eos_token_id,
                         )  # fmt: skip
                 except Exception as exc:  # reported as this request's failure
@@ -114,17 +129,27 @@ class TransformersEngine:
 
             thread = threading.Thread(target=work, name="bench-generate", daemon=True)
             thread.start()
-            pieces = list(streamer)  # raises queue.Empty after timeout_s without a token
-            thread.join(timeout=req.timeout_s)
-        except Exception as exc:
+            pieces = []
+            for piece in streamer:  # queue.Empty when no token came for timeout_s
+                pieces.append(piece)
+                if time.perf_counter() > deadline:
+                    raise TimeoutError
+            thread.join()
+        except (queue.Empty, TimeoutError):
+            stop.set()  # the generation thread stops at its next token
+            thread.join(timeout=60)
             result.end_s = time.perf_counter()
-            result.error = (
-                f"{type(exc).__name__}: {exc}" if str(exc) else f"request timed out after {req.timeout_s:g} s"
-            )
+            result.error = f"request timed out after {req.timeout_s:g} s (request timeout)"
+            return result
+        except Exception as exc:
+            stop.set()
+            result.end_s = time.perf_counter()
+            result.error = f"{type(exc).__name__}: {exc}"
             return result
         result.end_s = time.perf_counter()
-        if "error" in outputs:
-            result.error = f"{type(outputs['error']).__name__}: {outputs['error']}"
+        if "error" in outputs or "ids" not in outputs:
+            error = outputs.get("error", "generation ended without output")
+            result.error = f"{type(error).__name__}: {error}" if isinstance(error, Exception) else str(error)
             return result
         prompt_len = inputs["input_ids"].shape[1]
         result.ok = True

@@ -56,6 +56,18 @@ def port_in_use(port: int) -> bool:
     return False
 
 
+def _die_with_parent() -> None:
+    """In the child before exec: get SIGTERM when the benchmark process dies, even by SIGKILL,
+    so no server is left running (Linux prctl PR_SET_PDEATHSIG, tied to the thread that starts
+    the server: the main thread here; a no-op elsewhere)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)
+    except (OSError, AttributeError):
+        pass
+
+
 def _log_tail(path: Path, lines: int = 15) -> str:
     try:
         text = path.read_text(encoding="utf-8", errors="replace")
@@ -118,7 +130,7 @@ class LlamaCppEngine:
         # Own session: a Ctrl-C in the terminal reaches only us, and we stop the server in order.
         self.proc = subprocess.Popen(
             self.command, stdout=self._log_fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            start_new_session=True,
+            start_new_session=True, preexec_fn=_die_with_parent if sys.platform == "linux" else None,
         )  # fmt: skip
         self.sampler = PeakSampler(self.proc.pid).start()
         timeout = httpx.Timeout(connect=5.0, read=self.settings.request_timeout_s, write=30.0, pool=None)
@@ -220,6 +232,9 @@ class LlamaCppEngine:
                     return result
                 for line in response.iter_lines():
                     now = time.perf_counter()
+                    if now > deadline:  # also while queued: the server sends pings meanwhile
+                        result.error = f"request timed out after {req.timeout_s:g} s (request timeout)"
+                        return result
                     if not line.startswith("data:"):
                         continue
                     data = line[len("data:") :].strip()
@@ -234,9 +249,6 @@ class LlamaCppEngine:
                         pieces.append(choice["text"])
                     if choice.get("finish_reason"):
                         result.finish_reason = choice["finish_reason"]
-                    if now > deadline:
-                        result.error = f"request timed out after {req.timeout_s:g} s (request timeout)"
-                        return result
         except httpx.TimeoutException:
             result.error = f"request timed out: no data for {req.timeout_s:g} s (request timeout)"
             return result
@@ -277,6 +289,7 @@ class LlamaCppEngine:
             "file_type": info.file_type,
             "gguf": info.to_dict(),
             "server_command": " ".join(self.command),
+            "server_pid": self.proc.pid if self.proc else None,
             "server_log": str(self.log_path),
             "server_startup_s": self.startup_s,
             "llama_cpp_python": md.version("llama_cpp_python"),

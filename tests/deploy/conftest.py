@@ -65,7 +65,9 @@ def small_file(tmp_path: Path) -> Path:
     return path
 
 
-def make_run_folder(root: Path, gguf: Path, host: str, format_name: str = "chatml") -> tuple[PipelineConfig, RunDir]:
+def make_run_folder(
+    root: Path, gguf: Path, host: str, format_name: str = "chatml"
+) -> tuple[PipelineConfig, RunDir]:
     """A run folder as export leaves it: prompt_format.json, data/test.jsonl, the GGUF, Modelfile, export.json."""
     cfg = PipelineConfig()
     cfg.deploy.host = host
@@ -77,7 +79,12 @@ def make_run_folder(root: Path, gguf: Path, host: str, format_name: str = "chatm
     fmt = prompt_format.build(format_name, RECORDED_SYSTEM)
     prompt_format.save(fmt, run_dir / prompt_format.FILE_NAME)
     rows = [
-        {**r, "prompt": fmt.prompt(r["instruction"], r["input"]), "completion": fmt.completion(r["output"]), "identity": False}
+        {
+            **r,
+            "prompt": fmt.prompt(r["instruction"], r["input"]),
+            "completion": fmt.completion(r["output"]),
+            "identity": False,
+        }
         for r in TEST_RECORDS
     ]
     write_jsonl(run_dir / "data/test.jsonl", rows)

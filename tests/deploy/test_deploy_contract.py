@@ -9,6 +9,7 @@ differently, and the stage must say so.
 from __future__ import annotations
 
 import hashlib
+import re
 from pathlib import Path
 
 import pytest
@@ -29,12 +30,17 @@ DEPLOY_ROUTES = {
 }
 
 
-def test_no_server_records_not_deployed_with_the_command(tmp_path: Path, smollm2_gguf: Path, refused_host: str) -> None:
+def test_no_server_records_not_deployed_with_the_command(
+    tmp_path: Path, smollm2_gguf: Path, refused_host: str
+) -> None:
     cfg, run_dir = make_run_folder(tmp_path, smollm2_gguf, refused_host)
     results = deploy.run(cfg, run_dir)
     assert results["status"] == "not_deployed"
     assert results["reason"] == f"no Ollama at {refused_host}"
-    assert results["deploy_command"] == f"cd {tmp_path / 'models/gguf'} && ollama create demo-finetuned -f Modelfile"
+    assert (
+        results["deploy_command"]
+        == f"cd {tmp_path / 'models/gguf'} && ollama create demo-finetuned -f Modelfile"
+    )
     assert results["api_test"] == {
         "status": "not_run",
         "reason": f"no Ollama at {refused_host}",
@@ -107,7 +113,13 @@ def test_deploy_creates_the_model_and_detects_a_template_mismatch(
 
 
 def test_blob_already_on_the_server_is_not_sent(tmp_path: Path, smollm2_gguf: Path, replay) -> None:
-    server = replay({**DEPLOY_ROUTES, "HEAD /api/blobs/*": "blob_head_present", "POST /api/blobs/*": "blob_upload_existing"})
+    server = replay(
+        {
+            **DEPLOY_ROUTES,
+            "HEAD /api/blobs/*": "blob_head_present",
+            "POST /api/blobs/*": "blob_upload_existing",
+        }
+    )
     cfg, run_dir = make_run_folder(tmp_path, smollm2_gguf, server.url)
     cfg.deploy.test_prompts = 0
     results = deploy.run(cfg, run_dir)
@@ -117,7 +129,9 @@ def test_blob_already_on_the_server_is_not_sent(tmp_path: Path, smollm2_gguf: Pa
     assert results["api_test"]["status"] == "not_run"
 
 
-def test_create_error_fails_the_stage_with_a_clear_message(tmp_path: Path, smollm2_gguf: Path, replay) -> None:
+def test_create_error_fails_the_stage_with_a_clear_message(
+    tmp_path: Path, smollm2_gguf: Path, replay
+) -> None:
     server = replay({**DEPLOY_ROUTES, "POST /api/create": "create_unknown_blob"})
     cfg, run_dir = make_run_folder(tmp_path, smollm2_gguf, server.url)
     with pytest.raises(UserError):
@@ -132,7 +146,7 @@ def test_create_error_fails_the_stage_with_a_clear_message(tmp_path: Path, smoll
 def test_refused_upload_fails_the_stage(tmp_path: Path, smollm2_gguf: Path, replay) -> None:
     server = replay({**DEPLOY_ROUTES, "POST /api/blobs/*": "blob_upload_wrong_digest"})
     cfg, run_dir = make_run_folder(tmp_path, smollm2_gguf, server.url)
-    with pytest.raises(UserError, match="refused the upload.*digest mismatch"):
+    with pytest.raises(UserError, match=r"refused the upload.*digest mismatch"):
         deploy.run(cfg, run_dir)
     assert server.requests_to("POST", "/api/create") == []
 
@@ -148,7 +162,9 @@ def test_edited_template_is_refused(tmp_path: Path, smollm2_gguf: Path, replay) 
     server = replay(DEPLOY_ROUTES)
     cfg, run_dir = make_run_folder(tmp_path, smollm2_gguf, server.url)
     modelfile = run_dir / "models/gguf/Modelfile"
-    modelfile.write_text(modelfile.read_text(encoding="utf-8").replace("<|im_start|>user", "<|im_start|>human"))
+    modelfile.write_text(
+        modelfile.read_text(encoding="utf-8").replace("<|im_start|>user", "<|im_start|>human")
+    )
     with pytest.raises(UserError, match="TEMPLATE differs"):
         deploy.run(cfg, run_dir)
     assert server.requests_to("POST", "/api/create") == []
@@ -157,5 +173,5 @@ def test_edited_template_is_refused(tmp_path: Path, smollm2_gguf: Path, replay) 
 def test_missing_export_is_a_clear_error(tmp_path: Path, smollm2_gguf: Path, refused_host: str) -> None:
     cfg, run_dir = make_run_folder(tmp_path, smollm2_gguf, refused_host)
     run_dir.stage_file("export").unlink()
-    with pytest.raises(UserError, match="run `python run.py export` first"):
+    with pytest.raises(UserError, match=re.escape("run `python run.py export` first")):
         deploy.run(cfg, run_dir)

@@ -30,7 +30,9 @@ CONVERSATIONS = [
 
 @pytest.mark.parametrize("format_name", ["llama2", "chatml"])
 @pytest.mark.parametrize(("instruction", "input_text"), CONVERSATIONS)
-def test_modelfile_template_renders_the_training_prompt(format_name: str, instruction: str, input_text: str) -> None:
+def test_modelfile_template_renders_the_training_prompt(
+    format_name: str, instruction: str, input_text: str
+) -> None:
     fmt = prompt_format.build(format_name, SYSTEM)
     spec = spec_from_text(render_modelfile(fmt, "model.gguf", 2048, 0.7), folder=Path("."))
     # Ollama renders TEMPLATE with .System = SYSTEM and .Prompt = the request's prompt.
@@ -45,7 +47,11 @@ def test_modelfile_reads_back_with_every_value(format_name: str, tmp_path) -> No
     commands = parse_modelfile(text)
     names = [n for n, _ in commands]
     assert names[:3] == ["model", "template", "system"]
-    assert dict(commands[:3]) == {"model": "./model-Q4_K_M.gguf", "template": fmt.ollama_template, "system": SYSTEM}
+    assert dict(commands[:3]) == {
+        "model": "./model-Q4_K_M.gguf",
+        "template": fmt.ollama_template,
+        "system": SYSTEM,
+    }
     assert [v for n, v in commands if n == "stop"] == list(fmt.stop)
     (tmp_path / "Modelfile").write_text(text, encoding="utf-8")
     spec = read_modelfile(tmp_path / "Modelfile")
@@ -75,7 +81,9 @@ def test_write_modelfile_puts_it_beside_the_gguf(tmp_path) -> None:
 
 
 def test_go_template_subset_follows_go_semantics() -> None:
-    template = "{{- if .System }}<sys>{{ .System }}</sys>\n{{ end }}  \n {{- .Prompt -}} \n\t [end]{{/* note */}}"
+    template = (
+        "{{- if .System }}<sys>{{ .System }}</sys>\n{{ end }}  \n {{- .Prompt -}} \n\t [end]{{/* note */}}"
+    )
     assert render_go_template(template, "S", "P") == "<sys>S</sys>\nP[end]"
     assert render_go_template(template, "", "P") == "P[end]"
     assert render_go_template("{{ if .System }}A{{ else }}B{{ end }}", "", "x") == "B"
@@ -105,13 +113,17 @@ def test_values_ollama_would_change_are_refused(system: str, problem: str) -> No
 
 def test_quotes_inside_the_system_prompt_survive() -> None:
     system = '请把"问题"原样复述，然后回答 "好"'
-    spec = spec_from_text(render_modelfile(prompt_format.build("chatml", system), "m.gguf", 2048, 0.0), folder=Path("."))
+    spec = spec_from_text(
+        render_modelfile(prompt_format.build("chatml", system), "m.gguf", 2048, 0.0), folder=Path(".")
+    )
     assert spec.system == system
 
 
 def test_template_that_drifts_from_the_prompt_is_refused() -> None:
     fmt = prompt_format.build("chatml", SYSTEM)
-    drifted = prompt_format.PromptFormat(**{**fmt.to_dict(), "stop": fmt.stop, "ollama_template": "{{ .Prompt }}"})
+    drifted = prompt_format.PromptFormat(
+        **{**fmt.to_dict(), "stop": fmt.stop, "ollama_template": "{{ .Prompt }}"}
+    )
     with pytest.raises(ModelfileError, match="does not reproduce"):
         render_modelfile(drifted, "m.gguf", 2048, 0.0)
 

@@ -7,6 +7,7 @@ from the recorded exchanges in ../shared/ollama-api/.
 from __future__ import annotations
 
 import hashlib
+import json
 from pathlib import Path
 
 import pytest
@@ -53,8 +54,10 @@ def test_blob_absent_is_uploaded_whole(replay, small_file: Path) -> None:
 
 
 def test_refused_upload_names_the_server_error(replay, small_file: Path) -> None:
-    server = replay({"HEAD /api/blobs/*": "blob_head_absent", "POST /api/blobs/*": "blob_upload_wrong_digest"})
-    with pytest.raises(ollama_client.OllamaError, match="refused the upload.*HTTP 400.*digest mismatch"):
+    server = replay(
+        {"HEAD /api/blobs/*": "blob_head_absent", "POST /api/blobs/*": "blob_upload_wrong_digest"}
+    )
+    with pytest.raises(ollama_client.OllamaError, match=r"refused the upload.*HTTP 400.*digest mismatch"):
         ollama_client.ensure_blob(server.url, small_file)
 
 
@@ -90,7 +93,9 @@ def test_create_error_is_a_clear_message(replay) -> None:
 
 def test_generate_stream_joins_text_and_reads_final_timings(replay) -> None:
     server = replay({"POST /api/generate": "generate_stream"})
-    gen = ollama_client.generate(server.url, "demo-finetuned", "What is 2+2?", {"num_predict": 16, "temperature": 0})
+    gen = ollama_client.generate(
+        server.url, "demo-finetuned", "What is 2+2?", {"num_predict": 16, "temperature": 0}
+    )
     assert gen.text == "2 + 2 = 4."
     assert gen.done_reason == "stop"
     assert gen.chunks == 9
@@ -144,8 +149,6 @@ def test_recorded_prompt_shows_how_ollama_composes_it(smollm2_gguf: Path) -> Non
     """
     llama_cpp = pytest.importorskip("llama_cpp")
     exchange = load_exchanges()["generate_nostream"]
-    import json
-
     final = json.loads(exchange["response_text"])
     vocab = llama_cpp.Llama(model_path=str(smollm2_gguf), vocab_only=True, verbose=False)
     seen = vocab.detokenize(final["context"], special=True).decode("utf-8")

@@ -12,7 +12,9 @@ from trainer.ollama_client import DEFAULT_HOST, normalize_host, resolve_host
     ("value", "url"),
     [
         ("127.0.0.1:11434", "http://127.0.0.1:11434"),
-        ("0.0.0.0", "http://0.0.0.0:11434"),
+        ("0.0.0.0", "http://127.0.0.1:11434"),  # a bind address: reach it on loopback
+        ("0.0.0.0:11500", "http://127.0.0.1:11500"),
+        ("[::]:11434", "http://[::1]:11434"),
         (":8080", "http://127.0.0.1:8080"),
         ("localhost", "http://localhost:11434"),
         ("http://example.com", "http://example.com:80"),

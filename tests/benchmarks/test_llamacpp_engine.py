@@ -1,0 +1,75 @@
+"""The llama.cpp engine: a real llama-cpp-python server on loopback serving the embedded SmolLM2
+Q4_1 GGUF (slow: one small benchmark), plus start-up errors that need no model load."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+import psutil
+import pytest
+
+from benchmarks.engines import llamacpp
+from benchmarks.prompts import load_prompts
+from benchmarks.runner import run_benchmark
+from benchmarks.spec import BenchSettings
+from trainer import prompt_format
+from trainer.errors import UserError
+
+
+def settings_for(model: Path, **kw) -> BenchSettings:
+    base = dict(
+        engine="llamacpp", engine_reason="test", model=str(model), prompts=load_prompts(),
+        prompt_format=prompt_format.build("chatml", "你是小知，一个中文问答助手。"), prompt_format_source="test",
+        concurrency=[2], num_requests=3, max_tokens=16, num_ctx=512, threads=1, warmup_requests=1,
+        request_timeout_s=120.0, startup_timeout_s=120.0,
+    )  # fmt: skip
+    base.update(kw)
+    return BenchSettings(**base)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_real_llamacpp_server_end_to_end(smollm2_gguf: Path, tmp_path: Path) -> None:
+    log = tmp_path / "server.log"
+    results = run_benchmark(settings_for(smollm2_gguf, server_log=log))
+    assert results["failures_total"] == 0 and results["partial"] is False
+    assert results["quantization"] == "Q4_1"
+    assert results["model_size_bytes"] == smollm2_gguf.stat().st_size
+    (row,) = results["summary"]
+    assert row["concurrency"] == 2 and row["completed"] == 3
+    for s in results["samples"]:
+        # EOS suppressed: every request generated exactly max_tokens, all measured client-side
+        assert s["output_tokens"] == 16 and s["finish_reason"] == "length"
+        assert 0 < s["ttft_ms"] < s["e2e_ms"]
+        assert s["tpot_ms"] > 0 and s["decode_tokens_per_s"] > 0
+        assert s["prompt_tokens"] > 20 and s["output_text"]
+    assert row["aggregate_tokens_per_s"] > 0
+    # concurrent requests were queued, not cut short by the server's interrupt_requests default
+    assert "--interrupt_requests False" in results["engine_details"]["server_command"]
+    assert results["memory"]["server_peak_rss_bytes"] > 50 * 2**20
+    assert results["memory"]["vram_reason"] == "no GPU" or results["memory"]["vram_bytes"] is not None
+    roof = results["roofline"]
+    assert roof["weight_bytes_source"] == "GGUF tensor bytes" and roof["kv_bytes_per_position"] > 0
+    assert roof["limit_tokens_per_s"] > 0 and 0 < roof["achieved_fraction"] < 2
+    # the server was stopped and its log kept
+    assert not psutil.pid_exists(results["engine_details"]["server_pid"])
+    assert "prompt eval time" in log.read_text(encoding="utf-8", errors="replace")
+
+
+def test_port_in_use_is_a_clear_user_error(smollm2_gguf: Path) -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        port = sock.getsockname()[1]
+        with pytest.raises(UserError, match=f"port {port} on 127.0.0.1 is in use"):
+            run_benchmark(settings_for(smollm2_gguf, port=port))
+
+
+def test_missing_model_is_a_clear_user_error(tmp_path: Path) -> None:
+    with pytest.raises(UserError, match="does not exist"):
+        run_benchmark(settings_for(tmp_path / "missing.gguf"))
+
+
+def test_free_port_is_free() -> None:
+    assert not llamacpp.port_in_use(llamacpp.free_port())

@@ -1,0 +1,67 @@
+"""The in-process transformers engine on a tiny random Llama built from a config (seconds on CPU)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from benchmarks.prompts import load_prompts
+from benchmarks.runner import run_benchmark
+from benchmarks.spec import BenchSettings
+from trainer import prompt_format
+from trainer.errors import UserError
+
+
+@pytest.fixture(scope="module")
+def tiny_hf_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    pytest.importorskip("torch")
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    folder = tmp_path_factory.mktemp("tiny-hf")
+    specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    texts = [p["prompt"] for p in load_prompts().items] + ["system user assistant 你是小知"]
+    tok.train_from_iterator(texts, trainers.BpeTrainer(vocab_size=400, special_tokens=specials,
+                                                       initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))  # fmt: skip
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|im_end|>", pad_token="<|endoftext|>")
+    fast.save_pretrained(folder)
+    config = LlamaConfig(
+        vocab_size=tok.get_vocab_size(), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
+        eos_token_id=fast.eos_token_id, pad_token_id=fast.pad_token_id,
+    )  # fmt: skip
+    LlamaForCausalLM(config).save_pretrained(folder)
+    return folder
+
+
+def test_transformers_engine_fixed_length_per_token_timing(tiny_hf_model: Path) -> None:
+    settings = BenchSettings(
+        engine="transformers", engine_reason="test", model=str(tiny_hf_model), prompts=load_prompts(),
+        prompt_format=prompt_format.build("chatml", "你是小知。"), prompt_format_source="test",
+        concurrency=[1, 2], num_requests=2, max_tokens=8, threads=1, warmup_requests=1, measure_roofline=False,
+    )  # fmt: skip
+    results = run_benchmark(settings)
+    assert results["failures_total"] == 0 and results["requests_total"] == 4
+    for s in results["samples"]:
+        assert s["output_tokens"] == 8 and s["output_tokens_source"] == "generated_ids"
+        assert len(s["itl_ms"]) == 7  # one timestamp per generated token
+        assert 0 < s["ttft_ms"] < s["e2e_ms"] and s["tpot_ms"] > 0
+        assert s["prompt_tokens"] > 5
+    assert results["quantization"] == "none (float32)"
+    assert results["memory"]["server_peak_rss_bytes"] > 0
+    arch = results["engine_details"]["arch"]
+    assert arch["kv_bytes_per_position"] == 2 * 2 * 2 * 8 * 4
+    assert any("one request at a time" in n for n in results["notes"])
+
+
+def test_transformers_engine_rejects_a_folder_without_config(tmp_path: Path) -> None:
+    settings = BenchSettings(
+        engine="transformers", engine_reason="test", model=str(tmp_path), prompts=load_prompts(),
+        prompt_format=None, prompt_format_source="test", measure_roofline=False,
+    )  # fmt: skip
+    with pytest.raises(UserError, match="neither a Hugging Face model folder"):
+        run_benchmark(settings)
