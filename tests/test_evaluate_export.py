@@ -1,0 +1,68 @@
+"""Evaluation and export stages on the trained tiny model: CSV, metrics, GGUF that llama.cpp runs."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+
+
+@pytest.fixture(scope="module")
+def evaluated(tiny_trained):
+    from trainer.pipeline import run_stage
+
+    cfg, run_dir = tiny_trained
+    run_stage("evaluate", cfg, run_dir)
+    return cfg, run_dir
+
+
+@pytest.fixture(scope="module")
+def exported(tiny_trained):
+    from trainer.pipeline import run_stage
+
+    cfg, run_dir = tiny_trained
+    run_stage("export", cfg, run_dir)
+    return cfg, run_dir
+
+
+def test_evaluate_writes_csv_and_summary(evaluated):
+    _, run_dir = evaluated
+    res = json.loads((run_dir / "evaluate.json").read_text())["results"]
+    test_rows = (run_dir / "data" / "test.jsonl").read_text().splitlines()
+    raw = (run_dir / "evaluation_results.csv").read_bytes()
+    assert raw.startswith(b"\xef\xbb\xbf")  # BOM: spreadsheet programs then show the Chinese
+    rows = list(csv.DictReader(raw.decode("utf-8-sig").splitlines()))
+    assert len(rows) == len(test_rows) == res["settings"]["samples"]
+    keys = [m["key"] for m in res["metrics"]]
+    assert keys[0] == "avg_answer_chars"
+    assert {"bleu4", "rouge1", "rouge2", "rougeL", "loss", "perplexity", "distinct2", "hit_max_tokens_pct",
+            "identity_pct"} <= set(keys)
+    for m in res["metrics"]:
+        assert m["definition"] and m["improvement_kind"] in ("relative_pct", "points")
+    assert res["examples"] and all(e["verdict"] for e in res["examples"])
+    assert set(res["qualitative"]) == {"accuracy", "relevance", "fluency", "professionalism"}
+    loss = next(m for m in res["metrics"] if m["key"] == "loss")
+    assert loss["after"] < loss["before"]  # the adapter lowered the answers' loss
+
+
+def test_export_produces_a_q4_k_m_gguf_llamacpp_runs(exported):
+    from gguf import GGUFReader
+    from llama_cpp import Llama
+
+    _, run_dir = exported
+    res = json.loads((run_dir / "export.json").read_text())["results"]
+    gguf_path = run_dir / res["gguf"]["path"]
+    assert res["gguf"]["file_type"] == 15 and res["verification"]["architecture"] == "llama"
+    assert gguf_path.stat().st_size == res["gguf"]["size_bytes"]
+    assert (run_dir / res["gguf_f16"]["path"]).stat().st_size == res["gguf_f16"]["size_bytes"]
+    assert (run_dir / "models" / "finetuned" / "model.safetensors").exists()
+    assert not list((run_dir / "models").rglob("*.bin")) and not list((run_dir / "models").rglob("*.tmp"))
+    reader = GGUFReader(str(gguf_path))
+    assert len(reader.tensors) == res["verification"]["tensor_count"]
+    llm = Llama(model_path=str(gguf_path), n_ctx=256, verbose=False)
+    out = llm("[INST] 你好 [/INST]", max_tokens=4, temperature=0.0)
+    llm.close()
+    assert out["usage"]["completion_tokens"] >= 1
+    modelfile = (run_dir / res["modelfile"]).read_text()
+    assert modelfile.startswith("FROM ./model-Q4_K_M.gguf") or "FROM ./model-Q4_K_M.gguf" in modelfile

@@ -1,0 +1,109 @@
+"""The training stage on the tiny model, for real on CPU: loss, LoRA deltas, frozen base, resume."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from safetensors.torch import load_file
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_train_json_has_every_field(tiny_trained):
+    _, run_dir = tiny_trained
+    record = json.loads((run_dir / "train.json").read_text())
+    assert record["status"] == "completed"
+    res = record["results"]
+    for key in ("backend", "backend_reason", "precision", "precision_reason", "device", "lora",
+                "hyperparameters", "checkpoints", "best_checkpoint", "resources", "files"):
+        assert res[key] is not None, key
+    for key in ("wall_time_s", "trained_tokens", "tokens_per_s", "peak_rss_bytes", "cpu_model", "disk_bytes"):
+        assert res["resources"][key], key
+    assert res["resources"]["peak_gpu_reserved_bytes"] is None and res["resources"]["gpu_reason"]
+    assert res["global_step"] == 12
+    assert res["hyperparameters"]["effective_batch_size"] == 4
+    assert [c["step"] for c in res["checkpoints"]] == [6, 12]
+    assert res["best_checkpoint"]["step"] in (6, 12)
+
+
+def test_loss_falls_and_logs_are_written(tiny_trained):
+    _, run_dir = tiny_trained
+    rows = [json.loads(line) for line in (run_dir / "logs" / "metrics.jsonl").read_text().splitlines()]
+    losses = [r["loss"] for r in rows if "loss" in r]
+    assert len(losses) == 12 and all(v == v for v in losses)  # every step logged, finite
+    assert sum(losses[-3:]) / 3 < sum(losses[:3]) / 3
+    assert any("eval_loss" in r for r in rows)
+    assert list((run_dir / "runs").rglob("events.out.tfevents.*")), "TensorBoard event files"
+    assert "backend=peft" in (run_dir / "logs" / "training.log").read_text()
+
+
+def test_lora_weights_changed_and_base_frozen(tiny_trained):
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    _, run_dir = tiny_trained
+    adapter = run_dir / "adapter"
+    weights = load_file(str(adapter / "adapter_model.safetensors"))
+    lora_b = [v for k, v in weights.items() if "lora_B" in k]
+    assert lora_b and all(v.abs().sum() > 0 for v in lora_b)  # lora_B starts at zero
+    base_ref = (adapter / "base_model.txt").read_text().strip()
+    base = AutoModelForCausalLM.from_pretrained(base_ref)
+    original = {k: v.clone() for k, v in base.state_dict().items()}
+    model = PeftModel.from_pretrained(base, str(adapter))
+    for name, param in model.named_parameters():
+        if "lora_" not in name:
+            key = name.replace("base_model.model.", "").replace(".base_layer", "")
+            assert torch.equal(param, original[key]), name
+    tok_ids = torch.tensor([[1, 5, 6, 7]])
+    out = model.generate(tok_ids, max_new_tokens=4, do_sample=False)
+    assert out.shape[1] > 4
+
+
+def test_prompt_format_saved_beside_adapter(tiny_trained):
+    _, run_dir = tiny_trained
+    saved = json.loads((run_dir / "adapter" / "prompt_format.json").read_text())
+    assert saved == json.loads((run_dir / "prompt_format.json").read_text())
+
+
+def _checkpoint_done(path: Path) -> bool:
+    return all((path / n).exists() for n in ("trainer_state.json", "optimizer.pt", "scheduler.pt"))
+
+
+@pytest.mark.slow
+def test_killed_training_resumes_to_the_same_step_count(tiny_trained, tmp_path):
+    cfg, trained = tiny_trained
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    for name in ("data", "prompt_format.json"):  # reuse the prepared splits
+        src = trained / name
+        os.system(f"cp -r '{src}' '{run_dir / name}'")
+    cmd = [sys.executable, str(ROOT / "run.py"), "train", "--config", str(ROOT / "configs" / "tiny.yaml"),
+           "--run-dir", str(run_dir), "train.max_steps=24", "train.save_steps=4", "train.eval_steps=4"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.time() + 240
+    try:
+        while time.time() < deadline and proc.poll() is None:
+            if _checkpoint_done(run_dir / "checkpoints" / "checkpoint-8"):
+                break
+            time.sleep(0.2)
+        assert proc.poll() is None, "training ended before it could be killed"
+        os.killpg(proc.pid, signal.SIGKILL)
+    finally:
+        proc.wait()
+    assert not (run_dir / "train.json").exists() or json.loads((run_dir / "train.json").read_text())["status"] != "completed"
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    res = json.loads((run_dir / "train.json").read_text())["results"]
+    assert res["global_step"] == 24
+    assert res["resumed_from"].startswith("checkpoints/checkpoint-")
+    steps = [json.loads(line)["step"] for line in (run_dir / "logs" / "metrics.jsonl").read_text().splitlines()
+             if "loss" in json.loads(line)]
+    assert steps == sorted(set(steps)) and steps[-1] == 24  # no duplicated or lost log lines
