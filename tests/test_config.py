@@ -251,7 +251,7 @@ def test_scientific_notation_learning_rate():
 @pytest.mark.xfail(
     strict=True,
     reason="config.py bug: a str-typed override is parsed as YAML first, so `run_name=2024-01-01` "
-    "becomes a date (\"must be a string, got datetime.date(2024, 1, 1)\") and "
+    'becomes a date ("must be a string, got datetime.date(2024, 1, 1)") and '
     "`model.system_prompt=Answer: briefly` becomes a mapping",
 )
 @pytest.mark.parametrize(

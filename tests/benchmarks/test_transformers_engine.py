@@ -65,3 +65,26 @@ def test_transformers_engine_rejects_a_folder_without_config(tmp_path: Path) -> 
     )  # fmt: skip
     with pytest.raises(UserError, match="neither a Hugging Face model folder"):
         run_benchmark(settings)
+
+
+def test_transformers_timeout_fails_the_request_and_stops_generation(tiny_hf_model: Path) -> None:
+    import threading
+
+    from benchmarks.engines.hf import open_engine
+    from benchmarks.spec import RequestSpec
+
+    settings = BenchSettings(
+        engine="transformers", engine_reason="test", model=str(tiny_hf_model), prompts=load_prompts(),
+        prompt_format=None, prompt_format_source="test", threads=1, measure_roofline=False,
+    )  # fmt: skip
+    engine = open_engine(settings)
+    try:
+        spec = RequestSpec(number=1, phase="measured", prompt_id="x", question="你好", text="你好", tag="t",
+                           max_tokens=4000, timeout_s=0.2, seed=0)  # fmt: skip
+        raw = engine.generate(spec)
+        assert not raw.ok and "timed out after 0.2 s" in (raw.error or "")
+        assert not any(t.name == "bench-generate" and t.is_alive() for t in threading.enumerate())
+        ok = engine.generate(RequestSpec(**{**spec.__dict__, "max_tokens": 4, "timeout_s": 60.0}))
+        assert ok.ok and ok.output_tokens == 4  # the engine is usable again
+    finally:
+        engine.close()
