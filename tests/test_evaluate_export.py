@@ -36,8 +36,17 @@ def test_evaluate_writes_csv_and_summary(evaluated):
     assert len(rows) == len(test_rows) == res["settings"]["samples"]
     keys = [m["key"] for m in res["metrics"]]
     assert keys[0] == "avg_answer_chars"
-    assert {"bleu4", "rouge1", "rouge2", "rougeL", "loss", "perplexity", "distinct2", "hit_max_tokens_pct",
-            "identity_pct"} <= set(keys)
+    assert {
+        "bleu4",
+        "rouge1",
+        "rouge2",
+        "rougeL",
+        "loss",
+        "perplexity",
+        "distinct2",
+        "hit_max_tokens_pct",
+        "identity_pct",
+    } <= set(keys)
     for m in res["metrics"]:
         assert m["definition"] and m["improvement_kind"] in ("relative_pct", "points")
     assert res["examples"] and all(e["verdict"] for e in res["examples"])

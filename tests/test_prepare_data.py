@@ -189,23 +189,9 @@ BAD_INPUTS: dict[str, Bad] = {
     ),
     "bad-yaml-config": Bad(["line"], config_text="data:\n  max_length: [256\n  seed: 1\n"),
     "wrong-type-override": Bad(["'train.epochs'"], overrides=["train.epochs=abc"]),
-    "system-prompt-unknown-placeholder": Bad(
-        ["model.system_prompt"], overrides=["model.system_prompt=你是{author}训练的助手"]
-    ),
 }
 
-_NO_FIX = (
-    "config.py bug: {what} raises UserError without fix=, so the message has no 'How to fix' line "
-    "(same for the other _coerce type errors, 'needs a mapping', 'top level must be a mapping', "
-    "'train.* must be at least 1' and 'benchmark.concurrency')"
-)
-BAD_INPUT_BUGS = {
-    "bad-yaml-config": _NO_FIX.format(what="an invalid YAML config file"),
-    "wrong-type-override": _NO_FIX.format(what="`train.epochs=abc`"),
-    "system-prompt-unknown-placeholder": "config.py bug: model.system_prompt='你是{author}训练的助手' passes "
-    "load_config, then PipelineConfig.system_prompt() calls str.format(assistant_name=...) and "
-    "`run.py prepare` dies with a KeyError traceback instead of a UserError naming model.system_prompt",
-}
+BAD_INPUT_BUGS: dict[str, str] = {}
 
 
 def _bad_params(names: list[str]) -> list[Any]:
@@ -315,26 +301,12 @@ def test_strict_stops_at_the_first_bad_record(tmp_path):
     assert not (run_dir / "data" / "train.jsonl").exists()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="prepare_data.py bug: the data.strict check sits at the end of the loop body, after the "
-    "`continue` of the invalid_record/duplicate/too_long branches, so it only fires when a later "
-    "record reaches it; a bad record on the LAST line passes strict mode (30 good lines + "
-    '{"instruction": "x"} on line 31: prepare completes with dropped={invalid_record: 1})',
-)
 def test_strict_catches_a_bad_last_record(tmp_path):
     data = write_jsonl(tmp_path / "last.jsonl", [*sample_records(30), {"instruction": "x"}])
     with pytest.raises(UserError, match="line 31"):
         prepare(tmp_path / "run", [data], "data.strict=true")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="prepare_data.py bug: _read_jsonl splits with str.splitlines(), which also breaks at "
-    "U+2028/U+2029/U+0085; these are legal unescaped in JSON strings (json.dumps(ensure_ascii=False) "
-    "writes them raw), so a valid JSONL file fails with 'line N, column M: invalid JSON "
-    "(Unterminated string ...)' and later line numbers shift",
-)
 def test_line_separator_inside_a_jsonl_string(tmp_path):
     records = sample_records(20)
     records[5]["output"] += "\u2028第二段。"
@@ -608,14 +580,6 @@ def test_overlong_truncate_keeps_a_shorter_answer(tmp_path):
     assert all(r["n_tokens"] <= 96 for r in rows)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="prepare_data.py bug: overlong=truncate cuts the answer's token ids and decodes them; when "
-    "the cut falls inside a byte-fallback character (characters outside the vocabulary: rare CJK here, "
-    "much of Chinese for the Llama-2 tokenizer) the tokenizer decodes the whole run of byte tokens as "
-    "U+FFFD (300 CJK Ext-A chars, max_length=128: the kept answer is 91 x U+FFFD) and the re-tokenized "
-    "record is 304 tokens, over data.max_length",
-)
 def test_truncate_with_characters_outside_the_vocabulary(tmp_path):
     rare = "".join(chr(0x3400 + (i * 7) % 600) for i in range(300))  # CJK Extension A
     results, rows, _ = overlong_run(tmp_path, "truncate", rare, max_length=128)

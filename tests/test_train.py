@@ -21,8 +21,19 @@ def test_train_json_has_every_field(tiny_trained):
     record = json.loads((run_dir / "train.json").read_text())
     assert record["status"] == "completed"
     res = record["results"]
-    for key in ("backend", "backend_reason", "precision", "precision_reason", "device", "lora",
-                "hyperparameters", "checkpoints", "best_checkpoint", "resources", "files"):
+    for key in (
+        "backend",
+        "backend_reason",
+        "precision",
+        "precision_reason",
+        "device",
+        "lora",
+        "hyperparameters",
+        "checkpoints",
+        "best_checkpoint",
+        "resources",
+        "files",
+    ):
         assert res[key] is not None, key
     for key in ("wall_time_s", "trained_tokens", "tokens_per_s", "peak_rss_bytes", "cpu_model", "disk_bytes"):
         assert res["resources"][key], key
@@ -79,14 +90,24 @@ def _checkpoint_done(path: Path) -> bool:
 
 @pytest.mark.slow
 def test_killed_training_resumes_to_the_same_step_count(tiny_trained, tmp_path):
-    cfg, trained = tiny_trained
+    _, trained = tiny_trained
     run_dir = tmp_path / "run"
     run_dir.mkdir()
     for name in ("data", "prompt_format.json"):  # reuse the prepared splits
         src = trained / name
         os.system(f"cp -r '{src}' '{run_dir / name}'")
-    cmd = [sys.executable, str(ROOT / "run.py"), "train", "--config", str(ROOT / "configs" / "tiny.yaml"),
-           "--run-dir", str(run_dir), "train.max_steps=24", "train.save_steps=4", "train.eval_steps=4"]
+    cmd = [
+        sys.executable,
+        str(ROOT / "run.py"),
+        "train",
+        "--config",
+        str(ROOT / "configs" / "tiny.yaml"),
+        "--run-dir",
+        str(run_dir),
+        "train.max_steps=24",
+        "train.save_steps=4",
+        "train.eval_steps=4",
+    ]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.time() + 240
     try:
@@ -98,12 +119,18 @@ def test_killed_training_resumes_to_the_same_step_count(tiny_trained, tmp_path):
         os.killpg(proc.pid, signal.SIGKILL)
     finally:
         proc.wait()
-    assert not (run_dir / "train.json").exists() or json.loads((run_dir / "train.json").read_text())["status"] != "completed"
+    assert (
+        not (run_dir / "train.json").exists()
+        or json.loads((run_dir / "train.json").read_text())["status"] != "completed"
+    )
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     res = json.loads((run_dir / "train.json").read_text())["results"]
     assert res["global_step"] == 24
     assert res["resumed_from"].startswith("checkpoints/checkpoint-")
-    steps = [json.loads(line)["step"] for line in (run_dir / "logs" / "metrics.jsonl").read_text().splitlines()
-             if "loss" in json.loads(line)]
+    steps = [
+        json.loads(line)["step"]
+        for line in (run_dir / "logs" / "metrics.jsonl").read_text().splitlines()
+        if "loss" in json.loads(line)
+    ]
     assert steps == sorted(set(steps)) and steps[-1] == 24  # no duplicated or lost log lines

@@ -42,7 +42,8 @@ class ModelConfig:
     # Prompt format: "auto" uses the model's own chat template (ChatML for SmolLM2); "llama2"
     # is `<s>[INST] <<SYS>>...<</SYS>> ... [/INST] answer </s>`; "chatml" forces ChatML.
     prompt_format: str = "auto"
-    # System prompt placed in every conversation (training, evaluation, Ollama, benchmark).
+    # System prompt placed in every conversation (training, evaluation, Ollama, benchmark);
+    # {assistant_name} and {author} are filled from the data section.
     system_prompt: str = "你是{assistant_name}，一个乐于助人的中文问答助手。请用简体中文准确、简洁地回答。"
     # Shape of the random Llama used when name == "tiny" (transformers LlamaConfig fields). Heads
     # of 64 dims: llama.cpp fails to decode (no KV slot) with the 16-dim heads of a smaller shape.
@@ -223,7 +224,9 @@ class PipelineConfig:
         return dataclasses.asdict(self)
 
     def system_prompt(self) -> str:
-        return self.model.system_prompt.format(assistant_name=self.data.assistant_name)
+        # Plain replacement, not str.format: other braces in a prompt are kept as written.
+        prompt = self.model.system_prompt.replace("{assistant_name}", self.data.assistant_name)
+        return prompt.replace("{author}", self.data.author)
 
 
 # Which config sections decide each stage's result: a stage is redone when any of them changes.
@@ -259,6 +262,23 @@ def _type_name(tp: Any) -> str:
     return getattr(tp, "__name__", str(tp))
 
 
+def _from_text(value: Any) -> Any:
+    """Command-line values arrive as text; read them as YAML only where a non-text type is wanted."""
+    if not isinstance(value, str):
+        return value
+    try:
+        return yaml.safe_load(value)
+    except yaml.YAMLError:
+        return value
+
+
+def _wrong(source: str, key: str, what: str, value: Any) -> UserError:
+    return UserError(
+        f"{source}: '{key}' must be {what}, got {value!r}.",
+        fix=f"write e.g. {key}=<{what}> (see the commented configs/default.yaml)",
+    )
+
+
 def _coerce(value: Any, tp: Any, key: str, source: str) -> Any:
     origin = typing.get_origin(tp)
     if origin in (typing.Union, types.UnionType):
@@ -268,31 +288,43 @@ def _coerce(value: Any, tp: Any, key: str, source: str) -> Any:
         return _coerce(value, args[0], key, source)
     if origin is list:
         (item_tp,) = typing.get_args(tp)
-        if isinstance(value, str):  # "a,b,c" on the command line
-            value = [v.strip() for v in value.split(",") if v.strip()]
+        if isinstance(value, str):  # "a,b,c" or "[a, b]" on the command line
+            value = (
+                _from_text(value)
+                if value.strip().startswith("[")
+                else [v.strip() for v in value.split(",") if v.strip()]
+            )
         if not isinstance(value, list):
-            raise UserError(f"{source}: '{key}' must be a list, got {value!r}.")
+            raise _wrong(source, key, "a list", value)
         return [_coerce(v, item_tp, f"{key}[{i}]", source) for i, v in enumerate(value)]
     if tp is dict or origin is dict:
+        value = _from_text(value)
         if not isinstance(value, dict):
-            raise UserError(f"{source}: '{key}' must be a mapping, got {value!r}.")
-        return value
-    if tp is bool:
-        if isinstance(value, bool):
-            return value
-        raise UserError(f"{source}: '{key}' must be true or false, got {value!r}.")
-    if tp is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        raise UserError(f"{source}: '{key}' must be a number, got {value!r}.")
-    if tp is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        raise UserError(f"{source}: '{key}' must be an integer, got {value!r}.")
+            raise _wrong(source, key, "a mapping", value)
+        return {k: _from_text(v) for k, v in value.items()}
     if tp is str:
         if isinstance(value, (str, int, float)) and not isinstance(value, bool):
             return str(value)
-        raise UserError(f"{source}: '{key}' must be a string, got {value!r}.")
+        raise _wrong(source, key, "a string", value)
+    if tp is bool:
+        value = _from_text(value)
+        if isinstance(value, bool):
+            return value
+        raise _wrong(source, key, "true or false", value)
+    if tp is float:
+        if isinstance(value, str):
+            try:  # YAML 1.1 reads 2e-4 as text; Python's float() does not
+                return float(value)
+            except ValueError:
+                raise _wrong(source, key, "a number", value) from None
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        raise _wrong(source, key, "a number", value)
+    if tp is int:
+        value = _from_text(value)
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise _wrong(source, key, "an integer", value)
     raise UserError(f"{source}: '{key}' has unsupported type {_type_name(tp)}.")
 
 
@@ -306,9 +338,13 @@ def _apply(obj: Any, values: dict[str, Any], prefix: str, source: str) -> None:
             raise UserError(f"{source}: unknown config key '{full}'.", fix=f"valid keys here: {close}")
         current = getattr(obj, key)
         if dataclasses.is_dataclass(current):
+            value = _from_text(value)
             if not isinstance(value, dict):
-                raise UserError(f"{source}: '{full}' is a section and needs a mapping, got {value!r}.")
+                raise _wrong(source, full, "a section (mapping)", value)
             _apply(current, value, f"{full}.", source)
+        elif isinstance(current, dict) and isinstance(value, dict):
+            # A mapping field (model.tiny) is updated key by key, so one key can be overridden.
+            setattr(obj, key, {**current, **_coerce(value, hints[key], full, source)})
         else:
             setattr(obj, key, _coerce(value, hints[key], full, source))
 
@@ -339,20 +375,20 @@ def _validate(cfg: PipelineConfig) -> None:
         raise UserError("config: 'data.files' is empty.", fix="list at least one Alpaca data file")
     for key in ("per_device_batch_size", "gradient_accumulation_steps", "lora_r"):
         if getattr(cfg.train, key) < 1:
-            raise UserError(f"config: 'train.{key}' must be at least 1.")
+            raise UserError(f"config: 'train.{key}' must be at least 1.", fix=f"set train.{key} to 1 or more")
     if cfg.benchmark.concurrency and min(cfg.benchmark.concurrency) < 1:
-        raise UserError("config: 'benchmark.concurrency' levels must be at least 1.")
+        raise UserError(
+            "config: 'benchmark.concurrency' levels must be at least 1.",
+            fix="e.g. benchmark.concurrency=1,2,4",
+        )
 
 
-def parse_override(text: str) -> tuple[list[str], Any]:
+def parse_override(text: str) -> tuple[list[str], str]:
+    """`a.b=value` -> (["a", "b"], "value"); the text is converted to the field's type later."""
     if "=" not in text:
         raise UserError(f"command line: '{text}' is not key=value.", fix="write e.g. train.max_steps=20")
     key, raw = text.split("=", 1)
-    try:
-        value = yaml.safe_load(raw) if raw != "" else ""
-    except yaml.YAMLError:
-        value = raw
-    return key.strip().split("."), value
+    return key.strip().split("."), raw
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> PipelineConfig:
@@ -369,9 +405,15 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         except yaml.YAMLError as exc:
             mark = getattr(exc, "problem_mark", None)
             where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-            raise UserError(f"{path}:{where} is not valid YAML ({getattr(exc, 'problem', exc)}).") from None
+            raise UserError(
+                f"{path}:{where} is not valid YAML ({getattr(exc, 'problem', exc)}).",
+                fix="check the indentation and quoting at that line (configs/default.yaml is a model)",
+            ) from None
         if not isinstance(data, dict):
-            raise UserError(f"{path}: the top level must be a mapping of sections.")
+            raise UserError(
+                f"{path}: the top level must be a mapping of sections.",
+                fix="start with keys like `run_name:`, `model:`, `data:`, `train:`",
+            )
         _apply(cfg, data, "", str(path))
     for text in overrides or []:
         keys, value = parse_override(text)

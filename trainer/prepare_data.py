@@ -120,7 +120,8 @@ def _read_file(path: Path) -> tuple[str, list[RawRecord]]:
 
 def _read_jsonl(path: Path, text: str) -> list[RawRecord]:
     records = []
-    for number, line in enumerate(text.splitlines(), start=1):
+    # split("\n"), not splitlines(): JSON strings may hold U+2028/U+2029 unescaped.
+    for number, line in enumerate(text.replace("\r\n", "\n").split("\n"), start=1):
         if not line.strip():
             continue
         try:
@@ -262,6 +263,35 @@ def _describe_rejections(rejections: list[Rejection], limit: int = 5) -> str:
     return "\n".join(lines)
 
 
+def _stop_if_strict(strict: bool, rejections: list[Rejection]) -> None:
+    if strict and rejections:
+        r = rejections[0]
+        raise UserError(
+            f"{r.source}: record at line {r.line}: {r.detail} ({r.reason}).",
+            fix="fix or remove the record, or set data.strict=false to skip bad records",
+        )
+
+
+def _truncate_answer(tokenizer: Any, answer: str, room: int) -> str | None:
+    """The longest character prefix of `answer` that encodes to at most `room` tokens.
+
+    Searching over characters (not cutting token ids and decoding) never splits a multi-byte
+    character into byte-fallback pieces, which would decode to U+FFFD.
+    """
+
+    def fits(k: int) -> bool:
+        return len(tokenizer(answer[:k].rstrip(), add_special_tokens=False)["input_ids"]) <= room
+
+    lo, hi = 0, len(answer)
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if fits(mid):
+            lo = mid
+        else:
+            hi = mid - 1
+    return answer[:lo].rstrip() or None
+
+
 def run(cfg: PipelineConfig, run_dir: RunDir) -> dict[str, Any]:
     dc = cfg.data
     loaded = load_files(dc.files)
@@ -278,6 +308,7 @@ def run(cfg: PipelineConfig, run_dir: RunDir) -> dict[str, Any]:
     normalized = truncated = 0
     name = dc.assistant_name
     for rec in loaded.records:
+        _stop_if_strict(dc.strict, rejections)
         fields, problem = _validate(rec)
         if problem:
             rejections.append(problem)
@@ -310,9 +341,11 @@ def run(cfg: PipelineConfig, run_dir: RunDir) -> dict[str, Any]:
             n_tokens = len(prompt_ids) + len(completion_ids)
             if n_tokens > dc.max_length:
                 room = dc.max_length - len(prompt_ids) - 8
+                short = None
                 if dc.overlong == "truncate" and room > 0:
-                    ids = tokenizer(cleaned["output"], add_special_tokens=False)["input_ids"][:room]
-                    cleaned["output"] = tokenizer.decode(ids).strip()
+                    short = _truncate_answer(tokenizer, cleaned["output"], room)
+                if short:
+                    cleaned["output"] = short
                     completion = fmt.completion(cleaned["output"])
                     n_tokens = len(prompt_ids) + len(
                         tokenizer(completion, add_special_tokens=False)["input_ids"]
@@ -341,12 +374,7 @@ def run(cfg: PipelineConfig, run_dir: RunDir) -> dict[str, Any]:
                     "source": rec.source,
                 }
             )
-        if dc.strict and rejections:
-            r = rejections[0]
-            raise UserError(
-                f"{r.source}: record at line {r.line}: {r.detail} ({r.reason}).",
-                fix="fix or remove the record, or set data.strict=false to skip bad records",
-            )
+    _stop_if_strict(dc.strict, rejections)
 
     rejected_path = run_dir / "data" / "rejected.jsonl"
     write_jsonl(rejected_path, [r.as_row() for r in rejections])
