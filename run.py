@@ -6,6 +6,11 @@
     python run.py train train.max_steps=20             # key=value overrides the YAML
     python run.py test                                 # the test suite
 
+Data-parallel training on several processes (DDP) is for the `train` stage (and `prepare`, which
+then runs once, on the main process):
+
+    accelerate launch --config_file configs/accelerate/ddp_cpu.yaml run.py train --config configs/tiny.yaml
+
 The first call creates `.venv/` (see trainer/bootstrap.py) and re-runs itself inside it.
 """
 
@@ -112,6 +117,17 @@ def main(argv: list[str] | None = None) -> int:
 
     args = _parser(STAGES).parse_args(argv)
     try:
+        from trainer.pipeline import is_main_process, world_size
+
+        if world_size() > 1 and args.command != "train":
+            if args.command != "prepare":
+                raise UserError(
+                    f"`{args.command}` does not run in a multi-process launch (WORLD_SIZE={world_size()}).",
+                    fix=f"launch only `train` with accelerate/torchrun; run `python run.py {args.command}` "
+                    "as one process",
+                )
+            if not is_main_process():
+                return 0  # prepare runs once, on the main process
         overrides = list(args.overrides)
         if getattr(args, "format", None):
             overrides.append(f"report.format={args.format}")
@@ -132,7 +148,8 @@ def main(argv: list[str] | None = None) -> int:
             )
         else:
             outcomes = [run_stage(args.command, cfg, run_dir, force=args.force)]
-        _summary(outcomes, run_dir, time.perf_counter() - t0)
+        if is_main_process():
+            _summary(outcomes, run_dir, time.perf_counter() - t0)
         return 0
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)

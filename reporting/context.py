@@ -167,13 +167,18 @@ def _dataset(run: RunFiles, report_cfg: ReportConfig) -> dict[str, Any]:
     else:
         cleaning = _nm(pr.why_missing)
 
-    # 数据增强: the prepare stage has no augmentation step; say so only from its own record.
+    # 数据增强: only what the prepare stage recorded (prepare.json results.augmented).
     if pr.ok:
         augmented = pr.raw("augmented")
         if augmented is None:
             augmentation = "未进行（prepare.json 未记录任何数据增强步骤）"
+        elif not augmented:
+            augmentation = "未进行（本次配置未启用数据增强）"
         else:
-            augmentation = str(augmented)
+            augmentation = "；".join(
+                f"{a.get('description', a.get('method'))}，新增 {a.get('records_added')} 条"
+                for a in augmented
+            )
     else:
         augmentation = _nm(pr.why_missing)
 

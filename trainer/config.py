@@ -80,6 +80,9 @@ class DataConfig:
     test_size: float = 0.1
     # Seed of the split shuffle.
     seed: int = 42
+    # Data augmentation: identity records (answers naming the assistant) appear this many times in
+    # the train split (val/test untouched), so a short run learns the name. 1: no oversampling.
+    identity_oversample: int = 1
     # Fail on the first bad record instead of counting it in rejected.jsonl.
     strict: bool = False
 

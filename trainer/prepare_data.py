@@ -394,6 +394,19 @@ def run(cfg: PipelineConfig, run_dir: RunDir) -> dict[str, Any]:
         "val": ordered[n_test : n_test + n_val],
         "train": ordered[n_test + n_val :],
     }
+    augmented = []
+    if dc.identity_oversample > 1:
+        extra = [r for r in splits["train"] if r["identity"]] * (dc.identity_oversample - 1)
+        splits["train"] = splits["train"] + extra
+        random.Random(dc.seed).shuffle(splits["train"])
+        augmented.append(
+            {
+                "method": "identity_oversample",
+                "factor": dc.identity_oversample,
+                "records_added": len(extra),
+                "description": f"身份类训练样本重复 {dc.identity_oversample} 次（仅训练集）",
+            }
+        )
     for split, rows in splits.items():
         write_jsonl(run_dir / "data" / f"{split}.jsonl", [{k: v for k, v in r.items()} for r in rows])
     prompt_format.save(fmt, run_dir / prompt_format.FILE_NAME)
@@ -413,6 +426,7 @@ def run(cfg: PipelineConfig, run_dir: RunDir) -> dict[str, Any]:
         "splits": counts,
         "dropped": dropped,
         "truncated": truncated,
+        "augmented": augmented,
         "normalized": normalized,
         "identity_records": {k: sum(r["identity"] for r in v) for k, v in splits.items()},
         "length_chars": {

@@ -36,6 +36,8 @@ def atomic_path(target: Path) -> Iterator[Path]:
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        if tmp_path.exists():
+            os.chmod(tmp_path, 0o644)  # mkstemp creates 0600; artifacts are ordinary files
         os.replace(tmp_path, target)
     finally:
         if tmp_path.exists():
@@ -50,6 +52,7 @@ def atomic_dir(target: Path) -> Iterator[Path]:
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
     try:
         yield tmp
+        os.chmod(tmp, 0o755)
         if target.exists():
             shutil.rmtree(target)
         os.replace(tmp, target)

@@ -9,6 +9,11 @@ losses, checkpoints, resources).
 
 A killed training resumes from the newest complete checkpoint on the next `train`/`all`
 (optimizer, scheduler, RNG and data position are restored by the Trainer); `--force` starts over.
+
+Data-parallel on several processes (DDP; gloo on CPU, NCCL on GPUs):
+`accelerate launch --config_file configs/accelerate/ddp_cpu.yaml run.py train --config ...`. Every
+process trains on its share of each batch; only the main process writes files (adapter, logs,
+checkpoints, `train.json`), and it alone decides which checkpoint to resume from.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from trainer import prompt_format
 from trainer.config import PipelineConfig, stage_fingerprint
 from trainer.errors import UserError
 from trainer.models import load_tokenizer, resolve_base_model
+from trainer.pipeline import is_main_process
 from trainer.runfolder import RunDir, atomic_dir, cpu_model, read_jsonl, write_text
 
 log = logging.getLogger("trainer.train")
@@ -198,17 +204,41 @@ def reset(run_dir: RunDir) -> None:
     shutil.rmtree(run_dir / CHECKPOINTS, ignore_errors=True)
 
 
-def _callbacks(run_dir: RunDir, resume_step: int) -> list[Any]:
+def _resume_point(ckpt_dir: Path, fingerprint: str, main: bool, world_size: int) -> Path | None:
+    """The newest complete checkpoint of this config, or None.
+
+    The main process decides: it drops checkpoints of another config and looks for the newest one.
+    In a multi-process launch the others receive its answer (a collective, so it is also a barrier)
+    and never list or delete checkpoints themselves, which could race with the main process.
+    """
+    newest = None
+    if main:
+        fp_file = ckpt_dir / FINGERPRINT_FILE
+        if ckpt_dir.exists() and (not fp_file.exists() or fp_file.read_text().strip() != fingerprint):
+            shutil.rmtree(ckpt_dir)  # checkpoints of another config cannot be resumed
+        ckpt_dir.mkdir(parents=True, exist_ok=True)
+        write_text(fp_file, fingerprint)
+        complete = _complete_checkpoints(ckpt_dir)
+        newest = complete[-1].name if complete else None
+    if world_size > 1:
+        from accelerate.utils import broadcast_object_list
+
+        newest = broadcast_object_list([newest], from_process=0)[0]
+    return ckpt_dir / newest if newest else None
+
+
+def _callbacks(run_dir: RunDir, resume_step: int, main: bool) -> list[Any]:
     from transformers import TrainerCallback
 
     metrics_path = run_dir / "logs" / "metrics.jsonl"
-    # On resume, keep the log lines up to the checkpoint and drop those of the lost steps.
-    kept = (
-        [r for r in read_jsonl(metrics_path) if r.get("step", 0) <= resume_step]
-        if metrics_path.exists()
-        else []
-    )
-    write_text(metrics_path, "".join(json.dumps(r) + "\n" for r in kept))
+    if main:
+        # On resume, keep the log lines up to the checkpoint and drop those of the lost steps.
+        kept = (
+            [r for r in read_jsonl(metrics_path) if r.get("step", 0) <= resume_step]
+            if metrics_path.exists()
+            else []
+        )
+        write_text(metrics_path, "".join(json.dumps(r) + "\n" for r in kept))
 
     class MetricsLog(TrainerCallback):
         def on_log(self, args, state, control, logs=None, **kwargs):
@@ -266,7 +296,8 @@ def run(cfg: PipelineConfig, run_dir: RunDir) -> dict[str, Any]:
     t = cfg.train
     if t.num_threads > 0:
         torch.set_num_threads(t.num_threads)
-    handler = _setup_logging(run_dir)
+    main = is_main_process()  # the only process that writes files in a multi-process launch
+    handler = _setup_logging(run_dir) if main else None
     fmt = prompt_format.load(run_dir) if (run_dir / prompt_format.FILE_NAME).exists() else None
     if fmt is None:
         raise UserError(
@@ -285,25 +316,13 @@ def run(cfg: PipelineConfig, run_dir: RunDir) -> dict[str, Any]:
         quant_reason,
     )
 
-    ckpt_dir = run_dir / CHECKPOINTS
-    fingerprint = stage_fingerprint(cfg, "train")
-    fp_file = ckpt_dir / FINGERPRINT_FILE
-    if ckpt_dir.exists() and (not fp_file.exists() or fp_file.read_text().strip() != fingerprint):
-        shutil.rmtree(ckpt_dir)  # checkpoints of another config cannot be resumed
-    ckpt_dir.mkdir(parents=True, exist_ok=True)
-    write_text(fp_file, fingerprint)
-    complete = _complete_checkpoints(ckpt_dir)
-    resume = complete[-1] if complete else None
-    resume_step = int(resume.name.split("-")[-1]) if resume else 0
-    if resume:
-        log.info("resuming from %s", resume)
-
     model, tokenizer = BACKENDS[backend](cfg, model_ref, precision, four_bit)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     params_total = sum(p.numel() for p in model.parameters())
     params_trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
 
+    ckpt_dir = run_dir / CHECKPOINTS
     eval_steps = max(1, t.eval_steps)
     save_steps = max(1, t.save_steps)
     if save_steps % eval_steps:
@@ -343,6 +362,11 @@ def run(cfg: PipelineConfig, run_dir: RunDir) -> dict[str, Any]:
         disable_tqdm=False,
         save_only_model=False,
     )
+    # SFTConfig has set up the process group of a multi-process launch: now ranks can agree.
+    resume = _resume_point(ckpt_dir, stage_fingerprint(cfg, "train"), main, args.world_size)
+    resume_step = int(resume.name.split("-")[-1]) if resume else 0
+    if resume:
+        log.info("resuming from %s", resume)
     os.environ["TENSORBOARD_LOGGING_DIR"] = str(run_dir / "runs")
     trainer_cls = _sft_trainer_class(backend)
     trainer = trainer_cls(
@@ -351,7 +375,7 @@ def run(cfg: PipelineConfig, run_dir: RunDir) -> dict[str, Any]:
         train_dataset=train_ds,
         eval_dataset=val_ds,
         processing_class=tokenizer,
-        callbacks=_callbacks(run_dir, resume_step),
+        callbacks=_callbacks(run_dir, resume_step, main),
     )
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
@@ -369,11 +393,15 @@ def run(cfg: PipelineConfig, run_dir: RunDir) -> dict[str, Any]:
     eval_metrics = trainer.evaluate()
 
     adapter_dir = run_dir / "adapter"
-    with atomic_dir(adapter_dir) as tmp:
-        trainer.model.save_pretrained(tmp, safe_serialization=True)
-        tokenizer.save_pretrained(tmp)
-        prompt_format.save(fmt, tmp / prompt_format.FILE_NAME)
-        (tmp / "base_model.txt").write_text(model_ref + "\n")
+    if main:
+        with atomic_dir(adapter_dir) as tmp:
+            trainer.model.save_pretrained(tmp, safe_serialization=True)
+            tokenizer.save_pretrained(tmp)
+            prompt_format.save(fmt, tmp / prompt_format.FILE_NAME)
+            (tmp / "base_model.txt").write_text(model_ref + "\n")
+    trainer.accelerator.wait_for_everyone()  # no process returns before the adapter is written
+    if not main:
+        return {"global_step": trainer.state.global_step}  # train.json is the main process's
 
     state = trainer.state
     history = read_jsonl(run_dir / "logs" / "metrics.jsonl")
@@ -414,7 +442,7 @@ def run(cfg: PipelineConfig, run_dir: RunDir) -> dict[str, Any]:
         "cpu_model": cpu_model(),
         "disk_bytes": _disk_bytes(adapter_dir) + _disk_bytes(ckpt_dir),
     }
-    world = int(os.environ.get("WORLD_SIZE", "1"))
+    world = args.world_size
     notes = []
     if backend_reason.startswith("train.backend=auto fell back"):
         notes.append(backend_reason)
@@ -424,8 +452,13 @@ def run(cfg: PipelineConfig, run_dir: RunDir) -> dict[str, Any]:
         notes.append(precision_reason)
     if resume:
         notes.append(f"resumed from {resume.name}")
-    logging.getLogger("trainer").removeHandler(handler)
-    handler.close()
+    if world > 1:
+        notes.append(
+            f"data-parallel on {world} processes: tokens/s counts all of them, peak RSS is the main process's"
+        )
+    if handler:
+        logging.getLogger("trainer").removeHandler(handler)
+        handler.close()
     return {
         "backend": backend,
         "backend_reason": backend_reason,

@@ -1,0 +1,45 @@
+"""The optional blind judge of the evaluation stage, against the replayed Ollama server (contract)."""
+
+from __future__ import annotations
+
+from trainer.config import load_config
+from trainer.evaluate import _judge
+
+ROWS = [
+    {
+        "id": f"t{i}",
+        "instruction": "请用一句话介绍北京。",
+        "input": "",
+        "reference": "北京是中国的首都。",
+        "answer_before": "Beijing.",
+        "answer_after": "北京是中国的首都。",
+    }
+    for i in range(2)
+]
+
+
+def test_judge_off_by_default():
+    assert _judge(load_config(None), ROWS) == {
+        "judge": None,
+        "judge_reason": "evaluate.judge_model is empty (off by default)",
+    }
+
+
+def test_judge_without_ollama_records_why(refused_host):
+    cfg = load_config(None, ["evaluate.judge_model=qwen2.5:7b", f"deploy.host={refused_host}"])
+    out = _judge(cfg, ROWS)
+    assert out["judge"] is None and "not run" in out["judge_reason"]
+
+
+def test_judge_records_prompt_and_raw_grades(replay):
+    server = replay(
+        {"GET /api/version": "version", "POST /api/generate": ["generate_nostream", "generate_stream"]}
+    )
+    cfg = load_config(None, ["evaluate.judge_model=judge-model", f"deploy.host={server.url}"])
+    out = _judge(cfg, ROWS)["judge"]
+    assert out["model"] == "judge-model" and "回答A" in out["prompt_template"]
+    assert len(out["grades"]) == 2 and all(g["raw"] for g in out["grades"])
+    # The recorded answers are not score JSON: they are kept raw and counted as unparsed, not invented.
+    assert out["unparsed"] == 2 and out["mean_before"] is None
+    sent = [r.json for r in server.requests_to("POST", "/api/generate")]
+    assert all(s["model"] == "judge-model" and s["options"]["temperature"] == 0 for s in sent)

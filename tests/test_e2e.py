@@ -1,0 +1,109 @@
+"""`python run.py all` on the tiny config, end to end, as a user runs it (slow: ~2-3 min on 2 cores)."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+STAGES = ("prepare", "train", "evaluate", "export", "deploy", "benchmark", "report")
+
+
+def _run(run_dir: Path, *extra: str) -> subprocess.CompletedProcess:
+    cmd = [
+        sys.executable,
+        str(ROOT / "run.py"),
+        "all",
+        "--config",
+        str(ROOT / "configs" / "tiny.yaml"),
+        "--run-dir",
+        str(run_dir),
+        "deploy.host=http://127.0.0.1:9",
+        *extra,
+    ]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=1200)
+
+
+@pytest.fixture(scope="module")
+def tiny_all(tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("e2e") / "run"
+    first = _run(run_dir)
+    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+    return run_dir, first
+
+
+def _results(run_dir: Path, stage: str) -> dict:
+    record = json.loads((run_dir / f"{stage}.json").read_text())
+    assert record["status"] == "completed", (stage, record.get("error"))
+    return record["results"]
+
+
+@pytest.mark.slow
+def test_every_stage_completes_and_writes_its_artifacts(tiny_all):
+    run_dir, first = tiny_all
+    for stage in STAGES:
+        _results(run_dir, stage)
+    for rel in (
+        "config.resolved.yaml",
+        "env.json",
+        "prompt_format.json",
+        "data/train.jsonl",
+        "data/val.jsonl",
+        "data/test.jsonl",
+        "data/rejected.jsonl",
+        "adapter/adapter_model.safetensors",
+        "logs/training.log",
+        "logs/metrics.jsonl",
+        "evaluation_results.csv",
+        "models/finetuned/model.safetensors",
+        "models/gguf/Modelfile",
+        "report.md",
+        "report.pdf",
+    ):
+        assert (run_dir / rel).exists(), rel
+    assert list((run_dir / "runs").rglob("events.out.tfevents.*"))
+    assert "Report:" in first.stdout and "not deployed" in first.stdout.lower() + first.stderr.lower()
+
+
+@pytest.mark.slow
+def test_artifacts_are_consistent_with_each_other_and_the_report(tiny_all):
+    run_dir, _ = tiny_all
+    prep = _results(run_dir, "prepare")
+    for split, count in prep["splits"].items():
+        assert len((run_dir / "data" / f"{split}.jsonl").read_text().splitlines()) == count
+    assert sum(prep["splits"].values()) + sum(prep["dropped"].values()) == prep["records_in"]
+    evaluation = _results(run_dir, "evaluate")
+    assert evaluation["settings"]["samples"] == prep["splits"]["test"]
+    export = _results(run_dir, "export")
+    gguf = run_dir / export["gguf"]["path"]
+    assert gguf.stat().st_size == export["gguf"]["size_bytes"] and export["gguf"]["file_type"] == 15
+    deploy = _results(run_dir, "deploy")
+    assert deploy["status"] == "not_deployed" and "ollama create" in deploy["deploy_command"]
+    bench = _results(run_dir, "benchmark")
+    assert bench["engine"] == "llamacpp" and bench["summary"]
+    report = (run_dir / "report.md").read_text()
+    assert "模型微调训练报告" in report
+    assert deploy["model_name"] in report
+    assert f"{prep['splits']['train']}" in report and f"{prep['splits']['test']}" in report
+    from reporting.text import fmt_bytes
+
+    assert fmt_bytes(gguf.stat().st_size) in report, "the GGUF size on disk appears in the report"
+    assert not re.search(r"\[[^\]]*(X|Y|Z|填写|日期|姓名|是/否|成功/失败|通过/未通过)[^\]]*\]", report)
+
+
+@pytest.mark.slow
+def test_second_invocation_skips_completed_stages(tiny_all):
+    run_dir, _ = tiny_all
+    before = {
+        s: json.loads((run_dir / f"{s}.json").read_text())["finished_at"] for s in STAGES if s != "report"
+    }
+    again = _run(run_dir)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert again.stdout.count("skipped") >= len(STAGES)
+    after = {s: json.loads((run_dir / f"{s}.json").read_text())["finished_at"] for s in before}
+    assert before == after
