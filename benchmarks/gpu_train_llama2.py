@@ -87,7 +87,6 @@ def build_model(model_dir: Path, seed: int) -> dict[str, Any]:
     with torch.device("cuda"):
         model = LlamaForCausalLM(config)
     torch.set_default_dtype(torch.float32)
-    model.config.torch_dtype = torch.bfloat16
     model.save_pretrained(model_dir, safe_serialization=True)
     vocab = {"<unk>": 0, "<s>": 1, "</s>": 2, **{f"t{i}": i for i in range(3, config.vocab_size)}}
     tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))

@@ -128,20 +128,23 @@ def _stage_overrides(steps: int) -> list[str]:
 
 
 def _steady_from_tensorboard(runs_dir: Path) -> dict[str, Any] | None:
-    """(wall time, tokens seen) of every logged step, read back from the train stage's TensorBoard file."""
+    """(wall time, tokens seen) of every logged step, read back from the train stage's TensorBoard files
+    (the training's writer and the final evaluation's may be separate files)."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    files = sorted(runs_dir.rglob("events.out.tfevents.*"), key=lambda p: p.stat().st_mtime)
-    if not files:
-        return None
-    acc = EventAccumulator(str(files[-1]), size_guidance={"scalars": 0})
-    acc.Reload()
-    tags = acc.Tags().get("scalars", [])
-    if "train/loss" not in tags or "train/num_input_tokens_seen" not in tags:
-        return None
-    times = {e.step: e.wall_time for e in acc.Scalars("train/loss")}
-    tokens = {e.step: e.value for e in acc.Scalars("train/num_input_tokens_seen")}
+    times: dict[int, float] = {}
+    tokens: dict[int, float] = {}
+    for path in sorted(runs_dir.rglob("events.out.tfevents.*")):
+        acc = EventAccumulator(str(path), size_guidance={"scalars": 0})
+        acc.Reload()
+        tags = acc.Tags().get("scalars", [])
+        if "train/loss" in tags:
+            times.update({e.step: e.wall_time for e in acc.Scalars("train/loss")})
+        if "train/num_input_tokens_seen" in tags:
+            tokens.update({e.step: e.value for e in acc.Scalars("train/num_input_tokens_seen")})
     steps = sorted(set(times) & set(tokens))
+    if not steps:
+        return None
     return {"steps": steps, "time_s": [times[s] for s in steps], "tokens_seen": [tokens[s] for s in steps]}
 
 
@@ -654,7 +657,7 @@ def print_table(report: dict[str, Any]) -> None:
             _fmt(r.get("speedup_vs_baseline"), ".2f") + ("x" if r.get("speedup_vs_baseline") else ""),
             _fmt(r["mfu"] * 100 if r.get("mfu") is not None else None, ".1f") + ("%" if r.get("mfu") else ""),
         )
-    console = Console()
+    console = Console(width=None if sys.stdout.isatty() else 120)
     console.print(table)
     peak = report["matmul_peak"]
     console.print(f"fp32 matmul peak {peak['peak_flops_per_s'] / 1e9:.1f} GFLOP/s ({peak['method']})")

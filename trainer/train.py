@@ -361,6 +361,7 @@ def run(cfg: PipelineConfig, run_dir: RunDir) -> dict[str, Any]:
         use_cpu=not torch.cuda.is_available(),
         disable_tqdm=False,
         save_only_model=False,
+        ddp_find_unused_parameters=False,  # multi-process: every LoRA weight is used in each forward
     )
     # SFTConfig has set up the process group of a multi-process launch: now ranks can agree.
     resume = _resume_point(ckpt_dir, stage_fingerprint(cfg, "train"), main, args.world_size)
