@@ -452,7 +452,7 @@ def _baseline_rows(run_dir: Path, tokenizer: Any, max_length: int) -> list[dict[
 def baseline_child(run_dir: Path, config: Path, steps: int, overrides: list[str]) -> dict[str, Any]:
     import torch
     from datasets import Dataset
-    from peft import LoraConfig, get_peft_model
+    from peft import get_peft_model
     from transformers import (
         AutoModelForCausalLM,
         Trainer,
@@ -463,6 +463,7 @@ def baseline_child(run_dir: Path, config: Path, steps: int, overrides: list[str]
 
     from trainer.config import load_config
     from trainer.models import load_tokenizer, resolve_base_model
+    from trainer.train import lora_config
 
     assert "unsloth" not in sys.modules, "the baseline must run without Unsloth's patches"
     cfg = load_config(config, [*overrides, *_stage_overrides(steps)])
@@ -476,15 +477,7 @@ def baseline_child(run_dir: Path, config: Path, steps: int, overrides: list[str]
     train_ds = Dataset.from_list(_baseline_rows(run_dir, tokenizer, cfg.data.max_length))
     model = AutoModelForCausalLM.from_pretrained(model_ref, dtype=torch.float32)
     model.config.use_cache = False
-    lora = LoraConfig(
-        r=t.lora_r,
-        lora_alpha=t.lora_alpha,
-        lora_dropout=t.lora_dropout,
-        target_modules=list(t.target_modules),
-        bias="none",
-        task_type="CAUSAL_LM",
-    )
-    model = get_peft_model(model, lora)
+    model = get_peft_model(model, lora_config(cfg))
     params_total = sum(p.numel() for p in model.parameters())
     params_trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
 

@@ -125,7 +125,7 @@ def _load_unsloth(cfg: PipelineConfig, model_ref: str, precision: str, four_bit:
 
 
 def _load_peft(cfg: PipelineConfig, model_ref: str, precision: str, four_bit: bool) -> tuple[Any, Any]:
-    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+    from peft import get_peft_model, prepare_model_for_kbit_training
     from transformers import AutoModelForCausalLM
 
     kwargs: dict[str, Any] = {"trust_remote_code": cfg.model.trust_remote_code}
@@ -151,8 +151,16 @@ def _load_peft(cfg: PipelineConfig, model_ref: str, precision: str, four_bit: bo
         )
     elif cfg.train.gradient_checkpointing:
         model.gradient_checkpointing_enable()
+    model = get_peft_model(model, lora_config(cfg))
+    return model, load_tokenizer(model_ref, cfg.model.trust_remote_code)
+
+
+def lora_config(cfg: PipelineConfig) -> Any:
+    """The PEFT LoRA settings from `train.*` (the Unsloth backend passes the same values)."""
+    from peft import LoraConfig
+
     t = cfg.train
-    lora = LoraConfig(
+    return LoraConfig(
         r=t.lora_r,
         lora_alpha=t.lora_alpha,
         lora_dropout=t.lora_dropout,
@@ -160,8 +168,6 @@ def _load_peft(cfg: PipelineConfig, model_ref: str, precision: str, four_bit: bo
         bias="none",
         task_type="CAUSAL_LM",
     )
-    model = get_peft_model(model, lora)
-    return model, load_tokenizer(model_ref, cfg.model.trust_remote_code)
 
 
 BACKENDS: dict[str, Callable[[PipelineConfig, str, str, bool], tuple[Any, Any]]] = {
