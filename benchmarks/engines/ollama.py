@@ -13,7 +13,6 @@ and /api/tags. Reads nothing from disk, writes nothing.
 from __future__ import annotations
 
 import json
-import os
 import time
 from typing import Any
 
@@ -23,16 +22,12 @@ from benchmarks import metrics
 from benchmarks.spec import BenchSettings, RawResult, RequestSpec
 from trainer.errors import UserError
 
-DEFAULT_HOST = "http://127.0.0.1:11434"
-
 
 def resolve_host(host: str | None = None) -> str:
-    """`host`, else OLLAMA_HOST, else the default, parsed as the official client does (default port
-    11434); `0.0.0.0` (a bind address, common in OLLAMA_HOST) becomes loopback."""
-    from ollama._client import _parse_host  # the client's own rules, so both agree
+    """`host`, else OLLAMA_HOST, else the default: the deploy stage's rule, so both reach the same server."""
+    from trainer.ollama_client import resolve_host as deploy_resolve_host
 
-    url = _parse_host(host or os.environ.get("OLLAMA_HOST") or DEFAULT_HOST)
-    return url.replace("://0.0.0.0:", "://127.0.0.1:")
+    return deploy_resolve_host(host or "")
 
 
 def answers(host: str, timeout_s: float = 2.0) -> bool:
