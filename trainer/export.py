@@ -124,6 +124,7 @@ def read_header(path: Path) -> dict[str, Any]:
         "architecture": field("general.architecture"),
         "file_type": field("general.file_type"),
         "tensor_count": len(reader.tensors),
+        "context_length": field(f"{field('general.architecture')}.context_length"),
     }
 
 
@@ -131,19 +132,31 @@ _VERIFY = """
 import json, os, sys
 from llama_cpp import Llama
 path, prompt, tokens, stop = sys.argv[1], sys.argv[2], int(sys.argv[3]), json.loads(sys.argv[4])
-llm = Llama(model_path=path, n_ctx=1024, n_threads=os.cpu_count() or 1, verbose=False, seed=0)
+n_ctx = int(sys.argv[5])
+llm = Llama(model_path=path, n_ctx=n_ctx, n_threads=os.cpu_count() or 1, verbose=False, seed=0)
 out = llm(prompt, max_tokens=tokens, temperature=0.0, stop=stop)
 print(json.dumps({"text": out["choices"][0]["text"], "tokens": out["usage"]["completion_tokens"]}))
 """
 
 
-def verify_generate(path: Path, prompt: str, fmt: prompt_format.PromptFormat, tokens: int) -> dict[str, Any]:
+def verify_generate(
+    path: Path, prompt: str, fmt: prompt_format.PromptFormat, tokens: int, n_ctx: int = 1024
+) -> dict[str, Any]:
     """Load the GGUF in llama.cpp and generate greedily, in a child process: a broken file can
     abort libllama (C++ terminate), which must fail this stage with a message, not kill the run."""
     import json
 
     proc = subprocess.run(
-        [sys.executable, "-c", _VERIFY, str(path), prompt, str(tokens), json.dumps(list(fmt.stop))],
+        [
+            sys.executable,
+            "-c",
+            _VERIFY,
+            str(path),
+            prompt,
+            str(tokens),
+            json.dumps(list(fmt.stop)),
+            str(n_ctx),
+        ],
         capture_output=True,
         text=True,
         timeout=600,
@@ -177,7 +190,9 @@ def run(cfg: PipelineConfig, run_dir: RunDir) -> dict[str, Any]:
     test = read_jsonl(run_dir / "data" / "test.jsonl")
     prompt = test[0]["prompt"] if test else fmt.prompt("你好，请介绍一下你自己。")
     try:
-        check = verify_generate(final, prompt, fmt, cfg.export.verify_tokens)
+        # Never a context beyond the trained one: llama.cpp then may fail to place the batch.
+        n_ctx = min(1024, header["context_length"] or 1024)
+        check = verify_generate(final, prompt, fmt, cfg.export.verify_tokens, n_ctx)
     except UserError:
         final.unlink(missing_ok=True)  # never leave an unusable file that looks exported
         raise
