@@ -156,6 +156,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="llama.cpp server port on 127.0.0.1; 0 picks a free one (default: 0)",
     )
     p.add_argument(
+        "--server",
+        choices=["auto", "native", "python"],
+        default=d.llamacpp_server,
+        help="llama.cpp server: native (llama.cpp's llama-server, built into .venv/bin by the "
+        "bootstrap; $LLAMA_SERVER overrides; batches concurrent requests and reports its own "
+        "timings), python (llama-cpp-python's server), auto: native when installed (default: auto)",
+    )
+    p.add_argument(
         "--n-gpu-layers",
         type=int,
         default=-1,
@@ -268,6 +276,7 @@ def settings_from_args(args: argparse.Namespace) -> Any:
         request_timeout_s=args.request_timeout, max_duration_s=args.max_duration,
         startup_timeout_s=args.startup_timeout, seed=args.seed, host=host, port=args.port,
         n_gpu_layers=args.n_gpu_layers, gguf_path=args.gguf, measure_roofline=not args.no_roofline,
+        llamacpp_server=args.server,
     )  # fmt: skip
 
 

@@ -123,6 +123,85 @@ def server_timings(final: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def llamacpp_server_timings(timings: dict[str, Any]) -> dict[str, Any]:
+    """llama-server's `timings` object (final chunk) under the same keys as `server_timings`.
+
+    Its prompt_ms runs from the slot taking the request to the first token being sampled; its
+    predicted_per_second counts decode steps after the first token, (n - 1) / predicted_ms, the
+    definition of `decode_tokens_per_s` here.
+    """
+
+    def num(key: str) -> float | None:
+        value = timings.get(key)
+        return float(value) if isinstance(value, int | float) else None
+
+    prompt_ms, eval_ms = num("prompt_ms"), num("predicted_ms")
+    return {
+        "prompt_eval_count": timings.get("prompt_n"),
+        "prompt_eval_ms": prompt_ms,
+        "eval_count": timings.get("predicted_n"),
+        "eval_ms": eval_ms,
+        "load_ms": None,
+        "total_ms": prompt_ms + eval_ms if prompt_ms is not None and eval_ms is not None else None,
+        "decode_tokens_per_s": num("predicted_per_second") or None,
+        "prompt_tokens_per_s": num("prompt_per_second") or None,
+        "cached_prompt_tokens": timings.get("cache_n"),
+    }
+
+
+def _relative(client: float | None, server: float | None) -> float | None:
+    return (client - server) / server if client is not None and server else None
+
+
+def timing_agreement(samples: Sequence[dict[str, Any]], concurrency: int) -> dict[str, Any]:
+    """Client-side vs server-reported TTFT and decode speed, for requests at one concurrency level.
+
+    Compared like with like. The server's prompt time ends when the first token is sampled; the
+    client sees text when the first whole character is streamed, k tokens in (k > 1 when a Chinese
+    character takes several byte-level tokens; the server says k, else k = 1). So the server's time
+    to that chunk is prompt_eval_ms + (k - 1) x its ms per decoded token, and the client's decode
+    speed counts the tokens timed between its first and last chunk: (n - k) / (e2e - TTFT).
+    Differences are (client - server) / server.
+    """
+    rows = [s for s in samples if s.get("ok") and s.get("concurrency") == concurrency and s.get("server")]
+    if not rows:
+        return {"concurrency": concurrency, "requests": 0, "reason": "no request with server timings"}
+    ttft_pairs, decode_pairs = [], []
+    for s in rows:
+        server = s["server"]
+        k = s.get("first_chunk_tokens") or 1
+        n, ttft, e2e = s.get("output_tokens"), s.get("ttft_ms"), s.get("e2e_ms")
+        server_tps = server.get("decode_tokens_per_s")
+        if ttft is not None and server.get("prompt_eval_ms") and (k == 1 or server_tps):
+            extra_ms = (k - 1) * 1000.0 / server_tps if k > 1 else 0.0
+            ttft_pairs.append((ttft, server["prompt_eval_ms"] + extra_ms))
+        if n and n > k and ttft is not None and e2e and e2e > ttft and server_tps:
+            decode_pairs.append(((n - k) / ((e2e - ttft) / 1000.0), server_tps))
+
+    def summary(pairs: list[tuple[float, float]]) -> dict[str, Any]:
+        if not pairs:
+            return {"requests": 0, "client_mean": None, "server_mean": None, "difference": None}
+        client = sum(c for c, _ in pairs) / len(pairs)
+        server = sum(v for _, v in pairs) / len(pairs)
+        worst = max((_relative(c, v) or 0.0 for c, v in pairs), key=abs)
+        return {
+            "requests": len(pairs),
+            "client_mean": client,
+            "server_mean": server,
+            "difference": _relative(client, server),
+            "worst_request_difference": worst,
+        }
+
+    firsts = [s.get("first_chunk_tokens") for s in rows if s.get("first_chunk_tokens")]
+    return {
+        "concurrency": concurrency,
+        "requests": len(rows),
+        "first_chunk_tokens_mean": sum(firsts) / len(firsts) if firsts else None,
+        "ttft_ms": summary(ttft_pairs),
+        "decode_tokens_per_s": summary(decode_pairs),
+    }
+
+
 def _mean(values: Iterable[float | None]) -> float | None:
     data = [v for v in values if v is not None]
     return sum(data) / len(data) if data else None

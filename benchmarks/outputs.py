@@ -143,6 +143,20 @@ def print_table(results: dict[str, Any], console: Any = None) -> None:
         )
     else:
         console.print(f"roofline: not computed ({roof.get('reason', 'unknown')})")
+    agree = results.get("timing_agreement") or {}
+    if agree.get("requests"):
+        parts = []
+        for key, label in (("ttft_ms", "TTFT"), ("decode_tokens_per_s", "decode tok/s")):
+            a = agree.get(key) or {}
+            if a.get("difference") is not None:
+                parts.append(
+                    f"{label} {_fmt(a['client_mean'])} vs {_fmt(a['server_mean'])} "
+                    f"({a['difference'] * 100:+.1f}%, worst request {a['worst_request_difference'] * 100:+.1f}%)"
+                )
+        console.print(
+            f"client vs server timings at concurrency {agree['concurrency']} ({agree['requests']} requests): "
+            + "; ".join(parts)
+        )
     load = results.get("machine_load") or {}
     if load:
         b, a = load.get("before", {}), load.get("after", {})

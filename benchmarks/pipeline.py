@@ -112,6 +112,7 @@ def run(cfg: PipelineConfig, run_dir: RunDir) -> dict[str, Any]:
         warmup_requests=bench.warmup_requests, request_timeout_s=bench.request_timeout_s,
         host=resolve_host(deploy.get("host") or cfg.deploy.host or None), gguf_path=gguf,
         server_log=run_dir / "logs" / "benchmark_server.log" if engine == "llamacpp" else None,
+        llamacpp_server=bench.llamacpp_server,
     )  # fmt: skip
     results = run_benchmark(settings, progress=lambda msg: print(f"    {msg}", flush=True))
 

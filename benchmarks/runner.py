@@ -132,6 +132,7 @@ def _sample(
             decode_tokens_per_s=None,
             prompt_tokens_per_s=None,
         )
+    record["first_chunk_tokens"] = raw.first_chunk_tokens
     record["server"] = raw.server
     record["output_text"] = raw.text
     return record
@@ -276,9 +277,11 @@ def run_benchmark(settings: BenchSettings, progress: Progress | None = None) -> 
         notes.append(f"{warmup_failures} warm-up request(s) failed")
     if partial_reason:
         notes.append(f"partial results: {partial_reason}")
-    if settings.engine != "ollama" and max(settings.concurrency) > 1:
+    batched = settings.engine == "ollama" or model.get("server_parallel_slots", 1) > 1
+    if not batched and max(settings.concurrency) > 1:
+        server = "llama-cpp-python's server" if settings.engine == "llamacpp" else settings.engine
         notes.append(
-            f"{settings.engine} serves one request at a time: concurrency > 1 measures queueing "
+            f"{server} serves one request at a time: concurrency > 1 measures queueing "
             "(TTFT grows), not batching"
         )
     short = [s for s in samples if s["ok"] and s.get("finish_reason") != "length"]
@@ -300,6 +303,7 @@ def run_benchmark(settings: BenchSettings, progress: Progress | None = None) -> 
         "summary": summary,
         "memory": memory,
         "roofline": roof,
+        "timing_agreement": metrics.timing_agreement(samples, min(walls, default=1)),
         "sanity": sanity,
         "requests_total": total,
         "failures_total": failures,
@@ -371,6 +375,15 @@ def _roofline(
         bandwidth_method=machine.get("bandwidth_method"),
         peak_flops_method=machine.get("peak_flops_method"),
     )
+    copy_bw = machine.get("copy_bandwidth_bytes_per_s")
+    if copy_bw and bytes_per_token:
+        # For reference: the limit if the copy figure (read + write) were the bandwidth.
+        out.update(
+            copy_bandwidth_bytes_per_s=copy_bw,
+            copy_bandwidth_method=machine.get("copy_bandwidth_method"),
+            copy_memory_limit_tokens_per_s=copy_bw / bytes_per_token,
+            achieved_fraction_of_copy_limit=base["decode_tokens_per_s"] / (copy_bw / bytes_per_token),
+        )
     if machine.get("reason"):
         out["reason"] = machine["reason"]
     return out

@@ -46,6 +46,8 @@ class BenchSettings:
     n_gpu_layers: int = -1
     # A local GGUF of the same model, for quantization and the roofline when the engine is Ollama.
     gguf_path: str | None = None
+    # llama.cpp server: "auto" (native llama-server when installed), "native" or "python".
+    llamacpp_server: str = "auto"
     # Where the llama.cpp server's own log goes (None: a temporary file).
     server_log: Path | None = None
     measure_roofline: bool = True
@@ -68,6 +70,7 @@ class BenchSettings:
             "temperature": 0.0,
             "seed": self.seed,
             "host": self.host,
+            "llamacpp_server": self.llamacpp_server,
             "prompt_format": self.prompt_format.name if self.prompt_format else None,
             "prompt_format_source": self.prompt_format_source,
             "prompts": self.prompts.describe(),
@@ -103,6 +106,9 @@ class RawResult:
     output_tokens_source: str | None = None
     prompt_tokens: int | None = None
     finish_reason: str | None = None
+    # Tokens in the first streamed chunk, where the server says (a character split over several
+    # byte-level tokens is sent once complete, so the first text can come a few tokens late).
+    first_chunk_tokens: int | None = None
     server: dict[str, Any] | None = None
     error: str | None = None
 

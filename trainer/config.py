@@ -195,6 +195,9 @@ class BenchmarkConfig:
     num_ctx: int = 2048
     # llama.cpp threads (0: all cores).
     threads: int = 0
+    # llama.cpp server: "auto" (llama.cpp's own llama-server when installed, else
+    # llama-cpp-python's), "native" or "python".
+    llamacpp_server: str = "auto"
     warmup_requests: int = 1
     request_timeout_s: float = 120.0
 
@@ -251,6 +254,7 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "export.quantization": ("Q4_K_M", "Q5_K_M", "Q8_0", "F16"),
     "export.merged_dtype": ("float16", "bfloat16"),
     "benchmark.engine": ("auto", "ollama", "llamacpp", "transformers"),
+    "benchmark.llamacpp_server": ("auto", "native", "python"),
     "report.format": ("md", "pdf", "both"),
 }
 

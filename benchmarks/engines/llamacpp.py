@@ -1,17 +1,23 @@
 """llama.cpp engine of `python -m benchmarks --engine llamacpp` / `python run.py benchmark`.
 
-Starts `python -m llama_cpp.server --model X.gguf --host 127.0.0.1 --port P --n_ctx N --n_threads T
---n_threads_batch T` as a child process (log to a file), waits until GET /v1/models answers,
-streams POST /v1/completions with the raw prompt text (rendered with the run's prompt format, so
-the template matches training) and times each request client-side: the server's stream has no
-usage or timings. It is stopped afterwards, also on an error or Ctrl-C.
+Starts a llama.cpp server on 127.0.0.1 with the GGUF as a child process (log to a file), waits
+until it answers, streams one request per prompt and times it client-side, and stops the server
+afterwards, also on an error or Ctrl-C. Two servers, chosen by `server` ("auto" prefers native):
 
-Fixed output length: llama-cpp-python's server has no `ignore_eos`; every end-of-generation token
-id from the GGUF header gets `logit_bias` -1000 (its `min_tokens` would only cover the one EOS
-id), no stop strings are sent, so each request runs to max_tokens (finish_reason "length").
-`--interrupt_requests False`: by default the server cancels a streaming request as soon as another
-one arrives, which would cut every concurrent request short. The server runs one request at a
-time (a lock), so concurrency > 1 measures queueing, not batching.
+- native: llama.cpp's own `llama-server` (built from the same llama.cpp source by the bootstrap
+  into `.venv/bin/`; `$LLAMA_SERVER` or PATH also count). `--parallel` = the highest concurrency
+  level with a per-slot context of `num_ctx`, so concurrent requests are batched. POST
+  /completion with `ignore_eos` (fixed output length) and `cache_prompt: false` (no prompt cache).
+  Each chunk says how many tokens were generated so far; the final one carries the server's own
+  timings (prompt_ms, predicted_ms, predicted_per_second), recorded beside the client-side ones.
+- python: llama-cpp-python's OpenAI-compatible server (`python -m llama_cpp.server`), POST
+  /v1/completions. It has no `ignore_eos`: every end-of-generation token id from the GGUF header
+  gets `logit_bias` -1000 and no stop strings are sent, so each request runs to max_tokens. It
+  reports no timings, and it runs one request at a time (a lock), so concurrency > 1 measures
+  queueing. `--interrupt_requests False`: by default it cancels a streaming request as soon as
+  another one arrives.
+
+The prompt is the raw text rendered with the run's prompt format, so the template matches training.
 Reads the GGUF file; writes the server log.
 """
 
@@ -20,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -32,6 +39,7 @@ from typing import Any
 
 import httpx
 
+from benchmarks import metrics
 from benchmarks.memory import PeakSampler
 from benchmarks.modelinfo import GGUFInfo, check_gguf, read_gguf
 from benchmarks.spec import BenchSettings, RawResult, RequestSpec
@@ -39,6 +47,43 @@ from trainer.errors import UserError
 
 HOST = "127.0.0.1"
 EOG_BIAS = -1000.0
+
+
+SERVERS = ("auto", "native", "python")
+
+
+def find_native_server() -> tuple[Path | None, str]:
+    """The llama-server binary to use, and where it was found (or why there is none)."""
+    env = os.environ.get("LLAMA_SERVER")
+    if env:
+        path = Path(env)
+        if path.is_file() and os.access(path, os.X_OK):
+            return path, f"$LLAMA_SERVER={env}"
+        return None, f"$LLAMA_SERVER={env} is not an executable file"
+    venv_bin = Path(sys.executable).parent / "llama-server"
+    if venv_bin.is_file() and os.access(venv_bin, os.X_OK):
+        return venv_bin, f"{venv_bin} (built by the bootstrap)"
+    found = shutil.which("llama-server")
+    if found:
+        return Path(found), f"{found} (PATH)"
+    return None, "no llama-server in .venv/bin or on PATH (the bootstrap builds it; see its log)"
+
+
+def choose_server(choice: str) -> tuple[str, Path | None, str]:
+    """('native' | 'python', binary, reason) for --server auto / native / python."""
+    if choice not in SERVERS:
+        raise UserError(f"llama.cpp server {choice!r} is not known.", fix="use auto, native or python")
+    if choice == "python":
+        return "python", None, "--server python: llama-cpp-python's server"
+    binary, where = find_native_server()
+    if binary is not None:
+        return "native", binary, f"native llama-server: {where}"
+    if choice == "native":
+        raise UserError(
+            f"the native llama.cpp server was asked for, but {where}.",
+            fix="run `python3 -m trainer.bootstrap`, set $LLAMA_SERVER, or pass --server python",
+        )
+    return "python", None, f"llama-cpp-python's server ({where})"
 
 
 def free_port() -> int:
@@ -90,6 +135,8 @@ class LlamaCppEngine:
         self._info_future: Future[GGUFInfo] | None = None
         self.startup_s: float | None = None
         self.command: list[str] = []
+        self.server, self.binary, self.server_reason = choose_server(settings.llamacpp_server)
+        self.parallel = max(settings.concurrency) if self.server == "native" else 1
 
     # -- lifecycle --------------------------------------------------------------------------
     def start(self) -> LlamaCppEngine:
@@ -115,17 +162,7 @@ class LlamaCppEngine:
         log_path.parent.mkdir(parents=True, exist_ok=True)
         self.log_path = log_path
         self._log_fh = open(log_path, "wb")  # noqa: SIM115 (closed in close())
-        t = str(self.settings.threads)
-        self.command = [
-            sys.executable, "-m", "llama_cpp.server",
-            "--model", str(self.model_path),
-            "--host", HOST, "--port", str(self.port),
-            "--n_ctx", str(self.settings.num_ctx),
-            "--n_threads", t, "--n_threads_batch", t,
-            "--n_gpu_layers", str(self.settings.n_gpu_layers),
-            "--seed", str(self.settings.seed),
-            "--interrupt_requests", "False",
-        ]  # fmt: skip
+        self.command = self._command()
         t0 = time.perf_counter()
         # Own session: a Ctrl-C in the terminal reaches only us, and we stop the server in order.
         self.proc = subprocess.Popen(
@@ -147,6 +184,35 @@ class LlamaCppEngine:
         self.startup_s = time.perf_counter() - t0
         return self
 
+    def _command(self) -> list[str]:
+        t = str(self.settings.threads)
+        if self.server == "native":
+            assert self.binary is not None
+            return [
+                str(self.binary),
+                "--model", str(self.model_path),
+                "--host", HOST, "--port", str(self.port),
+                # Total context = slots x per-request context, so each request gets num_ctx.
+                "--ctx-size", str(self.settings.num_ctx * self.parallel),
+                "--parallel", str(self.parallel),
+                "--threads", t, "--threads-batch", t,
+                "--n-gpu-layers", str(self.settings.n_gpu_layers),
+                "--seed", str(self.settings.seed),
+                "--no-webui",
+            ]  # fmt: skip
+        return [
+            sys.executable, "-m", "llama_cpp.server",
+            "--model", str(self.model_path),
+            "--host", HOST, "--port", str(self.port),
+            "--n_ctx", str(self.settings.num_ctx),
+            "--n_threads", t, "--n_threads_batch", t,
+            "--n_gpu_layers", str(self.settings.n_gpu_layers),
+            "--seed", str(self.settings.seed),
+            # llama-server's default (auto) turns it on; here it is off unless asked for.
+            "--flash_attn", "True",
+            "--interrupt_requests", "False",
+        ]  # fmt: skip
+
     def _wait_ready(self, t0: float) -> None:
         assert self.proc is not None and self.client is not None
         deadline = t0 + self.settings.startup_timeout_s
@@ -165,8 +231,10 @@ class LlamaCppEngine:
                     f"({self.log_path}):\n{tail}",
                     fix="check that the model is a valid GGUF for this llama-cpp-python version",
                 )
+            # llama-server's /health answers 503 while the model loads, 200 when it is ready.
+            ready_path = "/health" if self.server == "native" else "/v1/models"
             with contextlib.suppress(httpx.HTTPError):
-                if self.client.get("/v1/models", timeout=2.0).status_code == 200:
+                if self.client.get(ready_path, timeout=2.0).status_code == 200:
                     return
             time.sleep(0.25)
         raise UserError(
@@ -204,12 +272,17 @@ class LlamaCppEngine:
         if self.client is None:
             return None
         try:
+            if self.server == "native":
+                response = self.client.post("/tokenize", json={"content": text}, timeout=30.0)
+                return len(response.json()["tokens"]) if response.status_code == 200 else None
             response = self.client.post("/extras/tokenize/count", json={"input": text}, timeout=30.0)
             return int(response.json()["count"]) if response.status_code == 200 else None
-        except (httpx.HTTPError, KeyError, ValueError):
+        except (httpx.HTTPError, KeyError, ValueError, TypeError):
             return None
 
     def generate(self, req: RequestSpec) -> RawResult:
+        if self.server == "native":
+            return self._generate_native(req)
         body = {
             "prompt": req.text,
             "max_tokens": req.max_tokens,
@@ -268,6 +341,73 @@ class LlamaCppEngine:
         # otherwise the runner retokenizes the text (untimed, after the level)
         return result
 
+    def _generate_native(self, req: RequestSpec) -> RawResult:
+        body = {
+            "prompt": req.text,
+            "n_predict": req.max_tokens,
+            "ignore_eos": True,
+            "cache_prompt": False,
+            "temperature": 0.0,
+            "seed": req.seed,
+            "stream": True,
+        }
+        start = time.perf_counter()
+        result = RawResult(ok=False, start_s=start, end_s=start)
+        deadline = start + req.timeout_s
+        pieces: list[str] = []
+        final: dict[str, Any] | None = None
+        try:
+            assert self.client is not None
+            with self.client.stream("POST", "/completion", json=body) as response:
+                if response.status_code != 200:
+                    response.read()
+                    result.error = f"HTTP {response.status_code}: {response.text.strip()[:300]}"
+                    return result
+                for line in response.iter_lines():
+                    now = time.perf_counter()
+                    if now > deadline:
+                        result.error = f"request timed out after {req.timeout_s:g} s (request timeout)"
+                        return result
+                    if not line.startswith("data:"):
+                        continue
+                    chunk = json.loads(line[len("data:") :])
+                    if "error" in chunk:
+                        result.error = f"server error: {json.dumps(chunk['error'], ensure_ascii=False)[:300]}"
+                        return result
+                    if chunk.get("content"):
+                        if result.first_token_s is None:
+                            result.first_token_s = now
+                            # tokens generated so far: > 1 when a character took several tokens
+                            result.first_chunk_tokens = chunk.get("tokens_predicted")
+                        result.chunk_times_s.append(now)
+                        pieces.append(chunk["content"])
+                    if chunk.get("stop"):
+                        final = chunk
+                        break
+        except httpx.TimeoutException:
+            result.error = f"request timed out: no data for {req.timeout_s:g} s (request timeout)"
+            return result
+        except (httpx.HTTPError, json.JSONDecodeError, AssertionError) as exc:
+            result.error = f"{type(exc).__name__}: {exc}"
+            return result
+        finally:
+            result.end_s = time.perf_counter()
+            result.text = "".join(pieces)
+        if final is None:
+            result.error = "the stream ended early (no final chunk): was the server stopped?"
+            return result
+        result.ok = True
+        stop_type = final.get("stop_type")
+        result.finish_reason = "length" if stop_type == "limit" else (stop_type or "stop")
+        if isinstance(final.get("tokens_predicted"), int):
+            result.output_tokens = final["tokens_predicted"]
+            result.output_tokens_source = "server"
+        if isinstance(final.get("tokens_evaluated"), int):
+            result.prompt_tokens = final["tokens_evaluated"]
+        if isinstance(final.get("timings"), dict):
+            result.server = metrics.llamacpp_server_timings(final["timings"])
+        return result
+
     # -- facts ------------------------------------------------------------------------------
     def memory(self) -> dict[str, Any]:
         if self.sampler is not None:
@@ -292,9 +432,16 @@ class LlamaCppEngine:
             "server_pid": self.proc.pid if self.proc else None,
             "server_log": str(self.log_path),
             "server_startup_s": self.startup_s,
+            "server": self.server,
+            "server_reason": self.server_reason,
+            "server_parallel_slots": self.parallel,
             "llama_cpp_python": md.version("llama_cpp_python"),
-            "fixed_length": f"yes: logit_bias {EOG_BIAS:g} on end-of-generation ids {info.eog_token_ids}, "
-            "no stop strings",
+            "fixed_length": (
+                "yes: ignore_eos, no stop strings"
+                if self.server == "native"
+                else f"yes: logit_bias {EOG_BIAS:g} on end-of-generation ids {info.eog_token_ids}, "
+                "no stop strings"
+            ),
             "device": "cpu" if not (self.memory().get("vram_bytes") or 0) else "gpu",
             "arch": {
                 "params": info.params,

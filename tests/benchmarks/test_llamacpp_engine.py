@@ -1,5 +1,6 @@
-"""The llama.cpp engine: a real llama-cpp-python server on loopback serving the embedded SmolLM2
-Q4_1 GGUF (slow: one small benchmark), plus start-up errors that need no model load."""
+"""The llama.cpp engine: real servers on loopback (llama-cpp-python's, and llama.cpp's own
+llama-server where the bootstrap built it) serving the embedded SmolLM2 Q4_1 GGUF (slow: one
+small benchmark each), the choice between them, and start-up errors that need no model load."""
 
 from __future__ import annotations
 
@@ -30,9 +31,10 @@ def settings_for(model: Path, **kw) -> BenchSettings:
 
 @pytest.mark.slow
 @pytest.mark.timeout(300)
-def test_real_llamacpp_server_end_to_end(smollm2_gguf: Path, tmp_path: Path) -> None:
+def test_real_llamacpp_python_server_end_to_end(smollm2_gguf: Path, tmp_path: Path) -> None:
     log = tmp_path / "server.log"
-    results = run_benchmark(settings_for(smollm2_gguf, server_log=log))
+    results = run_benchmark(settings_for(smollm2_gguf, server_log=log, llamacpp_server="python"))
+    assert results["engine_details"]["server"] == "python"
     assert results["failures_total"] == 0 and results["partial"] is False
     assert results["quantization"] == "Q4_1"
     assert results["model_size_bytes"] == smollm2_gguf.stat().st_size
@@ -55,6 +57,56 @@ def test_real_llamacpp_server_end_to_end(smollm2_gguf: Path, tmp_path: Path) -> 
     # the server was stopped and its log kept
     assert not psutil.pid_exists(results["engine_details"]["server_pid"])
     assert "prompt eval time" in log.read_text(encoding="utf-8", errors="replace")
+    assert results["timing_agreement"]["requests"] == 0  # this server reports no timings
+    assert any("one request at a time" in note for note in results["notes"])
+
+
+NATIVE, NATIVE_WHERE = llamacpp.find_native_server()
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+@pytest.mark.skipif(NATIVE is None, reason=f"native llama-server not installed: {NATIVE_WHERE}")
+def test_real_native_llama_server_end_to_end(smollm2_gguf: Path, tmp_path: Path) -> None:
+    log = tmp_path / "server.log"
+    results = run_benchmark(settings_for(smollm2_gguf, server_log=log, llamacpp_server="native"))
+    details = results["engine_details"]
+    assert details["server"] == "native" and details["server_parallel_slots"] == 2
+    assert "--parallel 2" in details["server_command"] and "--ctx-size 1024" in details["server_command"]
+    assert results["failures_total"] == 0 and results["partial"] is False
+    (row,) = results["summary"]
+    assert row["completed"] == 3 and row["server_decode_tokens_per_s"] > 0
+    for s in results["samples"]:
+        # ignore_eos: exactly max_tokens, counted by the server; its own timings recorded
+        assert s["output_tokens"] == 16 and s["output_tokens_source"] == "server"
+        assert s["finish_reason"] == "length" and s["output_text"]
+        assert s["prompt_tokens"] > 20 and s["first_chunk_tokens"] >= 1
+        assert s["server"]["eval_count"] == 16 and s["server"]["prompt_eval_ms"] > 0
+        assert s["server"]["cached_prompt_tokens"] == 0  # cache_prompt false: every prompt evaluated
+        assert 0 < s["ttft_ms"] < s["e2e_ms"]
+    agreement = results["timing_agreement"]
+    assert agreement["requests"] == 3
+    for key in ("ttft_ms", "decode_tokens_per_s"):
+        assert agreement[key]["requests"] >= 1 and agreement[key]["difference"] is not None
+    # two slots: concurrent requests are batched, so no queueing note
+    assert not any("one request at a time" in note for note in results["notes"])
+    assert not psutil.pid_exists(details["server_pid"])
+    assert "n_slots = 2" in log.read_text(encoding="utf-8", errors="replace")
+
+
+def test_server_choice(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    assert llamacpp.choose_server("python")[0] == "python"
+    not_executable = tmp_path / "llama-server"
+    not_executable.write_text("")
+    monkeypatch.setenv("LLAMA_SERVER", str(not_executable))
+    kind, binary, reason = llamacpp.choose_server("auto")
+    assert (kind, binary) == ("python", None) and "is not an executable file" in reason
+    with pytest.raises(UserError, match=r"native llama\.cpp server was asked for"):
+        llamacpp.choose_server("native")
+    with pytest.raises(UserError, match="not known"):
+        llamacpp.choose_server("vllm")
+    not_executable.chmod(0o755)
+    assert llamacpp.choose_server("auto")[:2] == ("native", not_executable)
 
 
 def test_port_in_use_is_a_clear_user_error(smollm2_gguf: Path) -> None:

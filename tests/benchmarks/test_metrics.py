@@ -115,3 +115,75 @@ def test_roofline_takes_the_lower_limit() -> None:
     assert compute_bound["bound"] == "compute" and compute_bound["limit_tokens_per_s"] == pytest.approx(0.5)
     missing = metrics.roofline(None, None, None, None, 10.0)
     assert missing["limit_tokens_per_s"] is None and missing["achieved_fraction"] is None
+
+
+# A final chunk recorded from llama-server (this repository's build) for an 8-token request.
+LLAMA_SERVER_TIMINGS = {
+    "cache_n": 0,
+    "prompt_n": 23,
+    "prompt_ms": 96.269,
+    "prompt_per_token_ms": 4.185608695652174,
+    "prompt_per_second": 238.9138767412147,
+    "predicted_n": 8,
+    "predicted_ms": 100.814,
+    "predicted_per_token_ms": 14.402,
+    "predicted_per_second": 69.43480072212193,
+}
+
+
+def test_llamacpp_server_timings_use_the_ollama_keys() -> None:
+    t = metrics.llamacpp_server_timings(LLAMA_SERVER_TIMINGS)
+    assert t["prompt_eval_count"] == 23 and t["eval_count"] == 8
+    assert t["prompt_eval_ms"] == pytest.approx(96.269) and t["eval_ms"] == pytest.approx(100.814)
+    assert t["total_ms"] == pytest.approx(197.083)
+    # (n - 1) decode steps per predicted_ms: the client's decode_tokens_per_s definition
+    assert t["decode_tokens_per_s"] == pytest.approx(7 / 0.100814)
+    assert t["cached_prompt_tokens"] == 0 and t["load_ms"] is None
+
+
+def _sample(
+    ttft_ms: float, e2e_ms: float, n: int, first: int | None, prompt_ms: float, server_tps: float
+) -> dict:
+    return {
+        "ok": True,
+        "concurrency": 1,
+        "ttft_ms": ttft_ms,
+        "e2e_ms": e2e_ms,
+        "output_tokens": n,
+        "first_chunk_tokens": first,
+        "server": {"prompt_eval_ms": prompt_ms, "decode_tokens_per_s": server_tps},
+    }
+
+
+def test_timing_agreement_compares_like_with_like() -> None:
+    # Server: 100 ms prompt, 10 ms per token (100 tok/s). Request A's first chunk is one token:
+    # client TTFT 101 ms. Request B's first character took 3 tokens: the client sees it 2 tokens
+    # (20 ms) after the server's prompt time, and times 64 - 3 tokens after it.
+    a = _sample(101.0, 101.0 + 63 * 10.0, 64, 1, 100.0, 100.0)
+    b = _sample(121.0, 121.0 + 61 * 10.0, 64, 3, 100.0, 100.0)
+    failed = {"ok": False, "concurrency": 1, "server": None}
+    other_level = {**a, "concurrency": 2, "ttft_ms": 5000.0}
+    out = metrics.timing_agreement([a, b, failed, other_level], concurrency=1)
+    assert out["requests"] == 2 and out["first_chunk_tokens_mean"] == 2
+    ttft = out["ttft_ms"]
+    assert ttft["server_mean"] == pytest.approx((100.0 + 120.0) / 2)
+    assert ttft["client_mean"] == pytest.approx(111.0)
+    assert ttft["difference"] == pytest.approx(111.0 / 110.0 - 1)
+    assert ttft["worst_request_difference"] == pytest.approx(0.01)
+    decode = out["decode_tokens_per_s"]
+    assert decode["client_mean"] == pytest.approx(100.0) and decode["difference"] == pytest.approx(0.0)
+
+
+def test_timing_agreement_without_server_timings() -> None:
+    out = metrics.timing_agreement([{"ok": True, "concurrency": 1, "server": None}], concurrency=1)
+    assert out == {"concurrency": 1, "requests": 0, "reason": "no request with server timings"}
+
+
+def test_bandwidth_and_matmul_measurements_are_positive() -> None:
+    from benchmarks import roofline
+
+    m = roofline._measure_cpu(copy_mib=16, matmul_n=128, repeats=2, threads=2)
+    assert m["bandwidth_bytes_per_s"] > 1e8 and m["copy_bandwidth_bytes_per_s"] > 1e8
+    assert m["peak_flops_per_s"] > 1e6
+    assert "read" in m["bandwidth_method"] and "2 thread(s)" in m["bandwidth_method"]
+    assert "read + write" in m["copy_bandwidth_method"]
