@@ -720,6 +720,9 @@ def _resources(
         )
         if engine_reason:
             engine += f"；选择原因：{engine_reason}"
+        server_reason = bm.raw("engine_details", "server_reason")
+        if isinstance(server_reason, str):
+            engine += f"；服务器：{server_reason}"
     roof = bm.get("roofline")
     if roof.ok and isinstance(roof.value, dict) and is_number(roof.value.get("limit_tokens_per_s")):
         r = roof.value
@@ -744,6 +747,7 @@ def _resources(
         roofline = _nm(str(roof.value.get("reason") or "benchmark.json 的 roofline 未给出上限与原因"))
     else:
         roofline = roof.text()
+    timing_check = _timing_check(bm.raw("timing_agreement")) if bm.ok else _nm(bm.why_missing)
     settings = bm.get("settings")
     if settings.ok and isinstance(settings.value, dict):
         shown = []
@@ -785,6 +789,7 @@ def _resources(
             "speed": speed,
             "latency": latency,
             "roofline": roofline,
+            "timing_check": timing_check,
             "settings": settings_text,
         },
         "levels": levels,
@@ -794,6 +799,30 @@ def _resources(
         "charts": bench_charts,
         "charts_missing": "" if bench_charts else _nm(chart_reasons.get("benchmark", bm.why_missing)),
     }
+
+
+def _timing_check(agreement: Any) -> str:
+    """Client-side vs server-reported timings (benchmark.json `timing_agreement`)."""
+    if not isinstance(agreement, dict) or not agreement.get("requests"):
+        reason = agreement.get("reason") if isinstance(agreement, dict) else None
+        return _nm(f"推理服务器未报告自身计时（{reason or 'benchmark.json 无 timing_agreement'}）")
+    parts = []
+    for key, label, unit in (
+        ("ttft_ms", "首 token 时间", " ms"),
+        ("decode_tokens_per_s", "解码速度", " tokens/秒"),
+    ):
+        a = agreement.get(key)
+        if isinstance(a, dict) and is_number(a.get("difference")):
+            parts.append(
+                f"{label}：客户端 {fmt_float(a['client_mean'], 1)}{unit}，服务端 {fmt_float(a['server_mean'], 1)}{unit}，"
+                f"相差 {a['difference'] * 100:+.1f}%"
+            )
+    if not parts:
+        return _nm("没有可对比的请求")
+    return (
+        f"并发 {fmt_general(agreement.get('concurrency'))}，{fmt_general(agreement['requests'])} 个请求；"
+        + "；".join(parts)
+    )
 
 
 def _attachment(run: RunFiles, label: str, rel: Any, stage: Stage, extra: str = "") -> list[Any]:
