@@ -206,7 +206,7 @@ def _install_llama_server(src: Path) -> None:
             "-j",
             str(os.cpu_count() or 2),
         ]
-        _say("building llama.cpp's llama-server and llama-bench (once per machine; ~15 min on 2 cores)")
+        _say("building llama.cpp's llama-server and llama-bench (once per machine; ~11 min on 2 cores)")
         try:
             subprocess.run(configure, check=True, stdout=subprocess.DEVNULL)
             subprocess.run(compile_, check=True)

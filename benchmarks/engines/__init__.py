@@ -1,7 +1,8 @@
 """Serving engines of the benchmark, a name -> function table (heavy imports inside each function).
 
     ollama        a running Ollama server (native /api/generate, streaming NDJSON)
-    llamacpp      llama-cpp-python's OpenAI-compatible server, started and stopped by the benchmark
+    llamacpp      llama.cpp's llama-server (or llama-cpp-python's server), started and stopped by the
+                  benchmark on 127.0.0.1
     transformers  the Hugging Face model in-process (the unexported baseline)
 
 Each function takes `BenchSettings` and returns a started engine (see `benchmarks.spec.Engine`)

@@ -69,6 +69,16 @@ def find_native_server() -> tuple[Path | None, str]:
     return None, "no llama-server in .venv/bin or on PATH (the bootstrap builds it; see its log)"
 
 
+def _version(binary: Path) -> str | None:
+    """`llama-server --version`'s version line, e.g. 'version: 0.5.0-dev (build 1, commit 0c1e570)'."""
+    try:
+        out = subprocess.run([str(binary), "--version"], capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    lines = [line.strip() for line in (out.stdout + out.stderr).splitlines() if line.startswith("version")]
+    return lines[0] if lines else None
+
+
 def choose_server(choice: str) -> tuple[str, Path | None, str]:
     """('native' | 'python', binary, reason) for --server auto / native / python."""
     if choice not in SERVERS:
@@ -435,6 +445,7 @@ class LlamaCppEngine:
             "server": self.server,
             "server_reason": self.server_reason,
             "server_parallel_slots": self.parallel,
+            "llama_server_version": _version(self.binary) if self.binary else None,
             "llama_cpp_python": md.version("llama_cpp_python"),
             "fixed_length": (
                 "yes: ignore_eos, no stop strings"

@@ -72,6 +72,7 @@ def test_real_native_llama_server_end_to_end(smollm2_gguf: Path, tmp_path: Path)
     results = run_benchmark(settings_for(smollm2_gguf, server_log=log, llamacpp_server="native"))
     details = results["engine_details"]
     assert details["server"] == "native" and details["server_parallel_slots"] == 2
+    assert details["llama_server_version"].startswith("version:")
     assert "--parallel 2" in details["server_command"] and "--ctx-size 1024" in details["server_command"]
     assert results["failures_total"] == 0 and results["partial"] is False
     (row,) = results["summary"]
