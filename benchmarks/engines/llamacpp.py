@@ -231,7 +231,7 @@ class LlamaCppEngine:
             if code is not None:
                 self._log_fh.flush()
                 tail = _log_tail(self.log_path)
-                if "address already in use" in tail.lower():
+                if "address already in use" in tail.lower() or "couldn't bind" in tail.lower():
                     raise UserError(
                         f"the llama.cpp server could not listen on {HOST}:{self.port}: the port is in use.",
                         fix="pass another --port, or 0 (the default) to pick a free one",
@@ -239,7 +239,7 @@ class LlamaCppEngine:
                 raise UserError(
                     f"the llama.cpp server exited during start-up (exit code {code}). Last log lines "
                     f"({self.log_path}):\n{tail}",
-                    fix="check that the model is a valid GGUF for this llama-cpp-python version",
+                    fix="check that the model is a complete GGUF this llama.cpp can load (the log says what failed)",
                 )
             # llama-server's /health answers 503 while the model loads, 200 when it is ready.
             ready_path = "/health" if self.server == "native" else "/v1/models"

@@ -95,6 +95,17 @@ def test_real_native_llama_server_end_to_end(smollm2_gguf: Path, tmp_path: Path)
     assert "n_slots = 2" in log.read_text(encoding="utf-8", errors="replace")
 
 
+@pytest.mark.skipif(NATIVE is None, reason=f"native llama-server not installed: {NATIVE_WHERE}")
+def test_native_server_that_cannot_load_the_model_is_a_clear_user_error(
+    tiny_gguf: Path, tmp_path: Path
+) -> None:
+    # a valid GGUF header without the tensors a Llama needs: llama-server exits during start-up
+    settings = settings_for(tiny_gguf, server_log=tmp_path / "server.log", llamacpp_server="native")
+    with pytest.raises(UserError, match="exited during start-up") as err:
+        run_benchmark(settings)
+    assert str(tmp_path / "server.log") in str(err.value)
+
+
 def test_server_choice(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     assert llamacpp.choose_server("python")[0] == "python"
     not_executable = tmp_path / "llama-server"
