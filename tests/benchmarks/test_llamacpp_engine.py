@@ -54,6 +54,8 @@ def test_real_llamacpp_python_server_end_to_end(smollm2_gguf: Path, tmp_path: Pa
     roof = results["roofline"]
     assert roof["weight_bytes_source"] == "GGUF tensor bytes" and roof["kv_bytes_per_position"] > 0
     assert roof["limit_tokens_per_s"] > 0 and 0 < roof["achieved_fraction"] < 2
+    # bandwidth measured right before and after the level it bounds
+    assert len(roof["machine_samples"]) == 2 and "before and after" in roof["machine_samples_note"]
     # the server was stopped and its log kept
     assert not psutil.pid_exists(results["engine_details"]["server_pid"])
     assert "prompt eval time" in log.read_text(encoding="utf-8", errors="replace")

@@ -187,3 +187,19 @@ def test_bandwidth_and_matmul_measurements_are_positive() -> None:
     assert m["peak_flops_per_s"] > 1e6
     assert "read" in m["bandwidth_method"] and "2 thread(s)" in m["bandwidth_method"]
     assert "read + write" in m["copy_bandwidth_method"]
+
+
+def test_roofline_takes_the_best_machine_sample() -> None:
+    from benchmarks.runner import _best_machine
+
+    samples = [
+        {"bandwidth_bytes_per_s": 15e9, "bandwidth_method": "read", "copy_bandwidth_bytes_per_s": 22e9,
+         "peak_flops_per_s": 90e9, "peak_flops_method": "matmul"},
+        {"bandwidth_bytes_per_s": 18e9, "bandwidth_method": "read", "copy_bandwidth_bytes_per_s": 20e9,
+         "peak_flops_per_s": 80e9, "peak_flops_method": "matmul"},
+    ]  # fmt: skip
+    best = _best_machine(samples)
+    assert best["bandwidth_bytes_per_s"] == 18e9 and best["copy_bandwidth_bytes_per_s"] == 22e9
+    assert best["peak_flops_per_s"] == 90e9 and "reason" not in best
+    failed = _best_machine([{"bandwidth_bytes_per_s": None, "peak_flops_per_s": None, "reason": "timeout"}])
+    assert failed == {"reason": "timeout"}
