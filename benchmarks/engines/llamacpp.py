@@ -40,6 +40,7 @@ from typing import Any
 import httpx
 
 from benchmarks import metrics
+from benchmarks.engines.streaming import StreamFormat, stream_request
 from benchmarks.memory import PeakSampler
 from benchmarks.modelinfo import GGUFInfo, check_gguf, read_gguf
 from benchmarks.spec import BenchSettings, RawResult, RequestSpec
@@ -50,6 +51,24 @@ EOG_BIAS = -1000.0
 
 
 SERVERS = ("auto", "native", "python")
+
+# llama-cpp-python's /v1/completions: OpenAI chunks, the one with a finish_reason last, then [DONE].
+OPENAI_STREAM = StreamFormat(
+    sse=True,
+    text_of=lambda obj: obj["choices"][0].get("text"),
+    is_final=lambda obj: bool(obj["choices"][0].get("finish_reason")),
+    done_marker=True,
+)
+# llama-server's /completion: {"content", "tokens_predicted", "stop"}; the `stop: true` one carries
+# the timings.
+NATIVE_STREAM = StreamFormat(
+    sse=True,
+    text_of=lambda obj: obj.get("content"),
+    is_final=lambda obj: bool(obj.get("stop")),
+    error_of=lambda obj: (
+        f"server error: {json.dumps(obj['error'], ensure_ascii=False)[:300]}" if "error" in obj else None
+    ),
+)
 
 
 def find_native_server() -> tuple[Path | None, str]:
@@ -291,6 +310,7 @@ class LlamaCppEngine:
             return None
 
     def generate(self, req: RequestSpec) -> RawResult:
+        assert self.client is not None
         if self.server == "native":
             return self._generate_native(req)
         body = {
@@ -301,50 +321,11 @@ class LlamaCppEngine:
             "stream": True,
             "logit_bias": {str(i): EOG_BIAS for i in self.info.eog_token_ids},
         }
-        start = time.perf_counter()
-        result = RawResult(ok=False, start_s=start, end_s=start)
-        deadline = start + req.timeout_s
-        pieces: list[str] = []
-        done = False
-        try:
-            assert self.client is not None
-            with self.client.stream("POST", "/v1/completions", json=body) as response:
-                if response.status_code != 200:
-                    response.read()
-                    result.error = f"HTTP {response.status_code}: {response.text.strip()[:300]}"
-                    return result
-                for line in response.iter_lines():
-                    now = time.perf_counter()
-                    if now > deadline:  # also while queued: the server sends pings meanwhile
-                        result.error = f"request timed out after {req.timeout_s:g} s (request timeout)"
-                        return result
-                    if not line.startswith("data:"):
-                        continue
-                    data = line[len("data:") :].strip()
-                    if data == "[DONE]":
-                        done = True
-                        break
-                    choice = json.loads(data)["choices"][0]
-                    if choice.get("text"):
-                        if result.first_token_s is None:
-                            result.first_token_s = now
-                        result.chunk_times_s.append(now)
-                        pieces.append(choice["text"])
-                    if choice.get("finish_reason"):
-                        result.finish_reason = choice["finish_reason"]
-        except httpx.TimeoutException:
-            result.error = f"request timed out: no data for {req.timeout_s:g} s (request timeout)"
-            return result
-        except (httpx.HTTPError, json.JSONDecodeError, KeyError, IndexError, AssertionError) as exc:
-            result.error = f"{type(exc).__name__}: {exc}"
-            return result
-        finally:
-            result.end_s = time.perf_counter()
-            result.text = "".join(pieces)
-        if not done or result.finish_reason is None:
-            result.error = "the stream ended early (no finish_reason / [DONE]): was the server stopped?"
+        result, final, _ = stream_request(self.client, "/v1/completions", body, req, OPENAI_STREAM)
+        if final is None:
             return result
         result.ok = True
+        result.finish_reason = final["choices"][0]["finish_reason"]
         if result.finish_reason == "length":
             result.output_tokens = req.max_tokens
             result.output_tokens_source = "max_tokens"
@@ -352,6 +333,7 @@ class LlamaCppEngine:
         return result
 
     def _generate_native(self, req: RequestSpec) -> RawResult:
+        assert self.client is not None
         body = {
             "prompt": req.text,
             "n_predict": req.max_tokens,
@@ -361,50 +343,11 @@ class LlamaCppEngine:
             "seed": req.seed,
             "stream": True,
         }
-        start = time.perf_counter()
-        result = RawResult(ok=False, start_s=start, end_s=start)
-        deadline = start + req.timeout_s
-        pieces: list[str] = []
-        final: dict[str, Any] | None = None
-        try:
-            assert self.client is not None
-            with self.client.stream("POST", "/completion", json=body) as response:
-                if response.status_code != 200:
-                    response.read()
-                    result.error = f"HTTP {response.status_code}: {response.text.strip()[:300]}"
-                    return result
-                for line in response.iter_lines():
-                    now = time.perf_counter()
-                    if now > deadline:
-                        result.error = f"request timed out after {req.timeout_s:g} s (request timeout)"
-                        return result
-                    if not line.startswith("data:"):
-                        continue
-                    chunk = json.loads(line[len("data:") :])
-                    if "error" in chunk:
-                        result.error = f"server error: {json.dumps(chunk['error'], ensure_ascii=False)[:300]}"
-                        return result
-                    if chunk.get("content"):
-                        if result.first_token_s is None:
-                            result.first_token_s = now
-                            # tokens generated so far: > 1 when a character took several tokens
-                            result.first_chunk_tokens = chunk.get("tokens_predicted")
-                        result.chunk_times_s.append(now)
-                        pieces.append(chunk["content"])
-                    if chunk.get("stop"):
-                        final = chunk
-                        break
-        except httpx.TimeoutException:
-            result.error = f"request timed out: no data for {req.timeout_s:g} s (request timeout)"
-            return result
-        except (httpx.HTTPError, json.JSONDecodeError, AssertionError) as exc:
-            result.error = f"{type(exc).__name__}: {exc}"
-            return result
-        finally:
-            result.end_s = time.perf_counter()
-            result.text = "".join(pieces)
+        result, final, first = stream_request(self.client, "/completion", body, req, NATIVE_STREAM)
+        if first is not None:
+            # tokens generated when the first text came: > 1 when a character took several tokens
+            result.first_chunk_tokens = first.get("tokens_predicted")
         if final is None:
-            result.error = "the stream ended early (no final chunk): was the server stopped?"
             return result
         result.ok = True
         stop_type = final.get("stop_type")

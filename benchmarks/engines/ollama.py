@@ -13,14 +13,22 @@ and /api/tags. Reads nothing from disk, writes nothing.
 from __future__ import annotations
 
 import json
-import time
 from typing import Any
 
 import httpx
 
 from benchmarks import metrics
+from benchmarks.engines.streaming import StreamFormat, stream_request
 from benchmarks.spec import BenchSettings, RawResult, RequestSpec
 from trainer.errors import UserError
+
+# /api/generate streams one JSON object a line; the `done: true` one carries the timings.
+OLLAMA_STREAM = StreamFormat(
+    sse=False,
+    text_of=lambda obj: obj.get("response"),
+    is_final=lambda obj: bool(obj.get("done")),
+    error_of=lambda obj: f"Ollama error mid-stream: {obj['error']}" if "error" in obj else None,
+)
 
 
 def resolve_host(host: str | None = None) -> str:
@@ -112,47 +120,10 @@ class OllamaEngine:
         else:
             body = {"model": self.model, "prompt": f"{req.tag} {req.question}"}
         body.update({"stream": True, "options": self._options(req)})
-        start = time.perf_counter()
-        result = RawResult(ok=False, start_s=start, end_s=start)
-        deadline = start + req.timeout_s
-        pieces: list[str] = []
-        final: dict[str, Any] | None = None
-        try:
-            with self.client.stream("POST", "/api/generate", json=body) as response:
-                if response.status_code != 200:
-                    response.read()
-                    result.error = f"HTTP {response.status_code}: {_error_text(response)}"
-                    return result
-                for line in response.iter_lines():
-                    now = time.perf_counter()
-                    if not line.strip():
-                        continue
-                    obj = json.loads(line)
-                    if "error" in obj:
-                        result.error = f"Ollama error mid-stream: {obj['error']}"
-                        return result
-                    if obj.get("response"):
-                        if result.first_token_s is None:
-                            result.first_token_s = now
-                        result.chunk_times_s.append(now)
-                        pieces.append(obj["response"])
-                    if obj.get("done"):
-                        final = obj
-                        break
-                    if now > deadline:
-                        result.error = f"request timed out after {req.timeout_s:g} s (request timeout)"
-                        return result
-        except httpx.TimeoutException:
-            result.error = f"request timed out: no data for {req.timeout_s:g} s (request timeout)"
-            return result
-        except (httpx.HTTPError, json.JSONDecodeError) as exc:
-            result.error = f"{type(exc).__name__}: {exc}"
-            return result
-        finally:
-            result.end_s = time.perf_counter()
-            result.text = "".join(pieces)
+        result, final, _ = stream_request(
+            self.client, "/api/generate", body, req, OLLAMA_STREAM, http_error=_error_text
+        )
         if final is None:
-            result.error = "the stream ended without a final done object"
             return result
         timings = metrics.server_timings(final)
         result.ok = True
