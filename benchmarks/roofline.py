@@ -29,7 +29,8 @@ from typing import Any
 from trainer.runfolder import ROOT
 
 
-def _best_of(fn: Any, repeats: int) -> float:
+def best_of(fn: Any, repeats: int) -> float:
+    """The fastest of `repeats` calls of fn, in seconds."""
     best = float("inf")
     for _ in range(repeats):
         t0 = time.perf_counter()
@@ -47,7 +48,7 @@ def _measure_cpu(copy_mib: int, matmul_n: int, repeats: int, threads: int = 1) -
     src = np.ones(n_bytes // 8, dtype=np.uint64)
     dst = np.empty_like(src)
     np.copyto(dst, src)  # touch both arrays so page faults are not timed
-    copy_s = _best_of(lambda: np.copyto(dst, src), repeats)
+    copy_s = best_of(lambda: np.copyto(dst, src), repeats)
     # numpy releases the GIL inside the reduction loop, so threads read their slices in parallel.
     parts = np.array_split(src, max(1, threads))
     with ThreadPoolExecutor(max_workers=len(parts)) as pool:
@@ -56,11 +57,11 @@ def _measure_cpu(copy_mib: int, matmul_n: int, repeats: int, threads: int = 1) -
             list(pool.map(np.bitwise_or.reduce, parts))
 
         read_all()
-        read_s = _best_of(read_all, repeats)
+        read_s = best_of(read_all, repeats)
     a = np.random.default_rng(0).standard_normal((matmul_n, matmul_n), dtype=np.float32)
     b = np.random.default_rng(1).standard_normal((matmul_n, matmul_n), dtype=np.float32)
     a @ b  # warm-up: BLAS thread start
-    mm_s = _best_of(lambda: a @ b, repeats)
+    mm_s = best_of(lambda: a @ b, repeats)
     return {
         "device": "cpu",
         "bandwidth_bytes_per_s": src.nbytes / read_s,

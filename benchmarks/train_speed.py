@@ -45,6 +45,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from benchmarks.roofline import best_of
 from trainer.errors import UserError
 from trainer.runfolder import ROOT, environment, write_json
 
@@ -316,11 +317,7 @@ def matmul_peak(n: int = 1024, repeats: int = 20) -> dict[str, Any]:
     a = torch.randn(n, n, dtype=torch.float32)
     b = torch.randn(n, n, dtype=torch.float32)
     a @ b  # warm-up: thread pool start
-    best = float("inf")
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        a @ b
-        best = min(best, time.perf_counter() - t0)
+    best = best_of(lambda: a @ b, repeats)
     return {
         "peak_flops_per_s": round(2 * n**3 / best),
         "method": f"torch float32 matmul {n}x{n}, best of {repeats}, {torch.get_num_threads()} threads",
@@ -463,7 +460,7 @@ def baseline_child(run_dir: Path, config: Path, steps: int, overrides: list[str]
 
     from trainer.config import load_config
     from trainer.models import load_tokenizer, resolve_base_model
-    from trainer.train import lora_config
+    from trainer.train import lora_config, optimizer_args
 
     assert "unsloth" not in sys.modules, "the baseline must run without Unsloth's patches"
     cfg = load_config(config, [*overrides, *_stage_overrides(steps)])
@@ -495,16 +492,7 @@ def baseline_child(run_dir: Path, config: Path, steps: int, overrides: list[str]
     args = TrainingArguments(
         output_dir=str(run_dir / "checkpoints"),
         max_steps=steps,
-        per_device_train_batch_size=t.per_device_batch_size,
-        gradient_accumulation_steps=t.gradient_accumulation_steps,
-        learning_rate=t.learning_rate,
-        warmup_steps=t.warmup_steps,
-        lr_scheduler_type=t.lr_scheduler,
-        optim=t.optimizer,
-        weight_decay=t.weight_decay,
-        max_grad_norm=t.max_grad_norm,
-        seed=t.seed,
-        data_seed=t.seed,
+        **optimizer_args(t),
         logging_steps=1,
         eval_strategy="no",
         save_strategy="no",

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from trainer import prompt_format
-from trainer.config import PipelineConfig, stage_fingerprint
+from trainer.config import PipelineConfig, TrainConfig, stage_fingerprint
 from trainer.errors import UserError
 from trainer.models import load_tokenizer, resolve_base_model
 from trainer.pipeline import is_main_process
@@ -153,6 +153,23 @@ def _load_peft(cfg: PipelineConfig, model_ref: str, precision: str, four_bit: bo
         model.gradient_checkpointing_enable()
     model = get_peft_model(model, lora_config(cfg))
     return model, load_tokenizer(model_ref, cfg.model.trust_remote_code)
+
+
+def optimizer_args(t: TrainConfig) -> dict[str, Any]:
+    """The batch, optimizer, schedule and seed arguments of `TrainingArguments` from the config:
+    one definition for training and for the training-speed baseline, so both run the same recipe."""
+    return {
+        "per_device_train_batch_size": t.per_device_batch_size,
+        "gradient_accumulation_steps": t.gradient_accumulation_steps,
+        "learning_rate": t.learning_rate,
+        "warmup_steps": t.warmup_steps,
+        "lr_scheduler_type": t.lr_scheduler,
+        "optim": t.optimizer,
+        "weight_decay": t.weight_decay,
+        "max_grad_norm": t.max_grad_norm,
+        "seed": t.seed,
+        "data_seed": t.seed,
+    }
 
 
 def lora_config(cfg: PipelineConfig) -> Any:
@@ -337,19 +354,10 @@ def run(cfg: PipelineConfig, run_dir: RunDir) -> dict[str, Any]:
         output_dir=str(ckpt_dir),
         num_train_epochs=t.epochs,
         max_steps=t.max_steps,
-        per_device_train_batch_size=t.per_device_batch_size,
         per_device_eval_batch_size=t.per_device_batch_size,
-        gradient_accumulation_steps=t.gradient_accumulation_steps,
-        learning_rate=t.learning_rate,
-        warmup_steps=t.warmup_steps,
-        lr_scheduler_type=t.lr_scheduler,
-        optim=t.optimizer,
-        weight_decay=t.weight_decay,
-        max_grad_norm=t.max_grad_norm,
         fp16=precision == "fp16",
         bf16=precision == "bf16",
-        seed=t.seed,
-        data_seed=t.seed,
+        **optimizer_args(t),
         logging_steps=t.logging_steps,
         eval_strategy="steps",
         eval_steps=eval_steps,
