@@ -30,10 +30,11 @@ def _contestants(gguf: Path, hf: Path, servers: list[str]) -> list[tuple[str, st
     """(label, engine, model, llama.cpp server) for each contestant, the baseline last."""
     from benchmarks.engines.llamacpp import find_native_server
 
+    native, where = find_native_server()
     out = []
     for server in servers:
-        if server == "native" and find_native_server()[0] is None:
-            print(f"skipping llama.cpp native: {find_native_server()[1]}", file=sys.stderr)
+        if server == "native" and native is None:
+            print(f"skipping llama.cpp native: {where}", file=sys.stderr)
             continue
         out.append((f"llamacpp-{server}", "llamacpp", str(gguf), server))
     out.append((BASELINE, BASELINE, str(hf), "auto"))

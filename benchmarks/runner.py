@@ -330,26 +330,27 @@ def _device(model: dict[str, Any], memory: dict[str, Any]) -> str:
     return "cuda" if (memory.get("vram_bytes") or 0) > 0 or model.get("device") == "cuda" else "cpu"
 
 
+# Each figure of a machine measurement with the key of the method that produced it.
+MACHINE_FIGURES = (
+    ("bandwidth_bytes_per_s", "bandwidth_method"),
+    ("copy_bandwidth_bytes_per_s", "copy_bandwidth_method"),
+    ("peak_flops_per_s", "peak_flops_method"),
+)
+
+
 def _measure_machine(settings: BenchSettings, engine: Engine) -> dict[str, Any]:
-    """Bandwidth and matmul peak now (the engine idle), tagged with when they were taken."""
-    result = roofline.measure(settings.threads, _device(engine.describe(), engine.memory()))
-    result["taken_at_s"] = time.time()
-    return result
+    """Bandwidth and matmul peak now, with the engine idle (on the GPU when the engine uses VRAM)."""
+    return roofline.measure(settings.threads, _device({}, engine.memory()))
 
 
 def _best_machine(machine_samples: list[dict[str, Any]]) -> dict[str, Any]:
     """The highest bandwidth and matmul peak of the samples: the limit is an upper bound."""
     best: dict[str, Any] = {}
-    for key in ("bandwidth_bytes_per_s", "copy_bandwidth_bytes_per_s", "peak_flops_per_s"):
+    for key, method in MACHINE_FIGURES:
         valid = [m for m in machine_samples if m.get(key)]
         if valid:
             top = max(valid, key=lambda m: m[key])
-            best[key] = top[key]
-            method_key = {
-                "bandwidth_bytes_per_s": "bandwidth_method",
-                "peak_flops_per_s": "peak_flops_method",
-            }.get(key, "copy_bandwidth_method")
-            best[method_key] = top.get(method_key)
+            best[key], best[method] = top[key], top.get(method)
     reasons = [m["reason"] for m in machine_samples if m.get("reason")]
     if reasons and not best.get("bandwidth_bytes_per_s"):
         best["reason"] = reasons[0]
@@ -395,7 +396,9 @@ def _roofline(
     weights = arch.get("weight_bytes")
     bytes_per_token = weights + (kv or 0) * context_tokens if weights else None
     device = _device(model, memory)
-    when = f"before and after the concurrency {base['concurrency']} level, engine idle"
+    # One sample before the level, one after it (only the first if the run stopped inside it).
+    around = "before and after" if len(machine_samples or []) > 1 else "before"
+    when = f"{around} the concurrency {base['concurrency']} level, engine idle"
     if not machine_samples:  # interrupted before the level, or called without samples
         machine_samples = [roofline.measure(settings.threads, device)]
         when = "after the run"
@@ -417,10 +420,7 @@ def _roofline(
         threads=settings.threads,
         bandwidth_method=machine.get("bandwidth_method"),
         peak_flops_method=machine.get("peak_flops_method"),
-        machine_samples=[
-            {k: m.get(k) for k in ("bandwidth_bytes_per_s", "copy_bandwidth_bytes_per_s", "peak_flops_per_s")}
-            for m in machine_samples
-        ],
+        machine_samples=[{key: m.get(key) for key, _ in MACHINE_FIGURES} for m in machine_samples],
         machine_samples_note=f"measured {len(machine_samples)} time(s) ({when}); the highest values count",
     )
     copy_bw = machine.get("copy_bandwidth_bytes_per_s")
