@@ -10,19 +10,71 @@ import pytest
 
 from trainer import bootstrap
 
+SAPPHIRE_RAPIDS = set(
+    [
+        "sse4_2",
+        "avx",
+        "avx2",
+        "fma",
+        "f16c",
+        "bmi2",
+        "avx_vnni",
+        "avx512f",
+        "avx512cd",
+        "avx512vl",
+        "avx512dq",
+        "avx512bw",
+        "avx512vbmi",
+        "avx512_vnni",
+        "avx512_bf16",
+        "amx_tile",
+        "amx_int8",
+        "amx_bf16",
+    ]
+)
+EPYC_ZEN2 = set(["sse4_2", "avx", "avx2", "fma", "f16c", "bmi2"])
 
-def test_cpu_machines_get_the_cpu_build_keyed_by_cpu_features() -> None:
-    tag, flags = bootstrap._llama_build("cpu")
-    assert tag == bootstrap._cpu_tag() and flags == []
+
+def test_x86_builds_name_each_instruction_set_the_cpu_has_and_never_amx() -> None:
+    flags = bootstrap.cpu_build_flags(SAPPHIRE_RAPIDS, "x86_64")
+    assert "-DGGML_NATIVE=OFF" in flags  # -march=native would switch AMX back on
+    assert {"-DGGML_AVX512=ON", "-DGGML_AVX512_BF16=ON", "-DGGML_AVX_VNNI=ON"} <= set(flags)
+    assert {"-DGGML_AMX_TILE=OFF", "-DGGML_AMX_INT8=OFF", "-DGGML_AMX_BF16=OFF"} <= set(flags)
+    assert not [f for f in flags if "AMX" in f and f.endswith("=ON")]
+
+
+def test_x86_builds_switch_off_what_the_cpu_lacks() -> None:
+    flags = set(bootstrap.cpu_build_flags(EPYC_ZEN2, "x86_64"))
+    assert {"-DGGML_AVX2=ON", "-DGGML_FMA=ON", "-DGGML_AVX512=OFF", "-DGGML_AVX512_BF16=OFF"} <= flags
+    # No AVX at all (an old or emulated x86-64 CPU): ggml's defaults would assume AVX2.
+    assert {"-DGGML_AVX=OFF", "-DGGML_AVX2=OFF", "-DGGML_FMA=OFF"} <= set(
+        bootstrap.cpu_build_flags(set(), "x86_64")
+    )
+
+
+def test_other_architectures_build_native() -> None:
+    assert bootstrap.cpu_build_flags(set(), "aarch64") == ["-DGGML_NATIVE=ON"]
+
+
+def test_cpu_machines_get_the_cpu_build_keyed_by_cpu_features_and_flags(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(bootstrap, "_cpu_flags", lambda: SAPPHIRE_RAPIDS)
+    build = bootstrap._llama_build("cpu")
+    assert build.cmake_flags == bootstrap.cpu_build_flags(SAPPHIRE_RAPIDS) and build.amx == "off"
+    monkeypatch.setattr(bootstrap, "_cpu_flags", lambda: EPYC_ZEN2)
+    assert bootstrap._llama_build("cpu").tag != build.tag
 
 
 def test_cuda_machines_get_a_cuda_build_only_with_nvcc(monkeypatch: pytest.MonkeyPatch) -> None:
+    cpu = bootstrap._llama_build("cpu")
     monkeypatch.setattr(bootstrap, "_nvcc", lambda: "/usr/local/cuda/bin/nvcc")
-    assert bootstrap._llama_build("cuda") == (bootstrap._cpu_tag() + "-cuda", ["-DGGML_CUDA=ON"])
+    cuda = bootstrap._llama_build("cuda")
+    assert cuda.cmake_flags == [*cpu.cmake_flags, "-DGGML_CUDA=ON"] and cuda.tag != cpu.tag
     said: list[str] = []
     monkeypatch.setattr(bootstrap, "_nvcc", lambda: None)
     monkeypatch.setattr(bootstrap, "_say", said.append)
-    assert bootstrap._llama_build("cuda") == (bootstrap._cpu_tag(), [])
+    assert bootstrap._llama_build("cuda") == cpu
     assert "no nvcc" in said[0]
 
 
@@ -43,3 +95,13 @@ def test_llama_server_and_bench_are_installed_where_the_bootstrap_built_them() -
         if not path.exists():
             pytest.skip(f"{tool} was not built on this machine (the bootstrap printed why)")
         assert os.access(path, os.X_OK)
+
+
+@pytest.mark.skipif(not bootstrap.in_project_venv(), reason="runs inside the project's .venv only")
+def test_the_installed_llama_cpp_build_is_recorded_without_amx() -> None:
+    import json
+
+    record = json.loads(bootstrap.BUILD_RECORD.read_text())
+    assert (record["amx"] == "off" and "-DGGML_AMX_INT8=OFF" in record["cmake_flags"]) or (
+        "-DGGML_NATIVE=ON" in record["cmake_flags"] and os.uname().machine != "x86_64"
+    )

@@ -15,11 +15,13 @@ and `llama-bench`, built once per CPU type (cached) into `.venv/bin/` for the be
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 import subprocess
 import sys
 import tarfile
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -111,15 +113,14 @@ def _cache_dir() -> Path:
     return base / "zh-finetune"
 
 
-def _cpu_tag() -> str:
-    """llama.cpp is compiled for the build machine's CPU: key cached wheels by its features."""
+def _cpu_flags() -> set[str]:
     try:
-        flags = next(
+        line = next(
             line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags")
         )
     except (OSError, StopIteration):
-        flags = os.uname().machine
-    return hashlib.sha256(flags.encode()).hexdigest()[:12]
+        return set()
+    return set(line.split(":", 1)[1].split())
 
 
 def _nvcc() -> str | None:
@@ -130,16 +131,67 @@ def _nvcc() -> str | None:
     return str(default) if default.is_file() else None
 
 
-def _llama_build(kind: str) -> tuple[str, list[str]]:
-    """(cache tag, extra CMake flags) of the llama.cpp builds: llama.cpp on the GPU needs a CUDA
-    build (nvcc); without nvcc a CUDA machine gets the CPU build, and says so."""
+# ggml's x86 instruction-set options, each with the /proc/cpuinfo flags it needs. The build names
+# every option itself (GGML_NATIVE=OFF) instead of -march=native, so that AMX stays off: on an Intel
+# Xeon with AMX (a KVM guest, Debian's gcc 12) ggml's AMX kernels crash in the quantized matrix
+# multiply (SIGSEGV in llama-bench and llama-cpp-python on any Q4_K_M/Q4_0/Q8_0 file; F16 and the
+# same build without AMX run). Upstream reports the same machine-dependent fault, and Ollama dropped
+# its AMX build because AMX was slower there anyway. See ../shared/FINDINGS.md and benchmarks/RESULTS.md.
+X86_ISA_OPTIONS: list[tuple[str, tuple[str, ...]]] = [
+    ("GGML_SSE42", ("sse4_2",)),
+    ("GGML_AVX", ("avx",)),
+    ("GGML_AVX2", ("avx2",)),
+    ("GGML_FMA", ("fma",)),
+    ("GGML_F16C", ("f16c",)),
+    ("GGML_BMI2", ("bmi2",)),
+    ("GGML_AVX_VNNI", ("avx_vnni",)),
+    ("GGML_AVX512", ("avx512f", "avx512cd", "avx512vl", "avx512dq", "avx512bw")),
+    ("GGML_AVX512_VBMI", ("avx512vbmi",)),
+    ("GGML_AVX512_VNNI", ("avx512_vnni",)),
+    ("GGML_AVX512_BF16", ("avx512_bf16",)),
+]
+AMX_OFF = ["-DGGML_AMX_TILE=OFF", "-DGGML_AMX_INT8=OFF", "-DGGML_AMX_BF16=OFF"]
+BUILD_RECORD = VENV / "llama-cpp-build.json"
+
+
+def cpu_build_flags(cpu_flags: set[str], machine: str | None = None) -> list[str]:
+    """CMake flags of the llama.cpp CPU build for a CPU with these /proc/cpuinfo flags: on x86-64
+    every instruction set the CPU has, named one by one, and never AMX; elsewhere -march=native."""
+    if (machine or os.uname().machine) not in ("x86_64", "AMD64"):
+        return ["-DGGML_NATIVE=ON"]
+    isa = [f"-D{opt}={'ON' if set(need) <= cpu_flags else 'OFF'}" for opt, need in X86_ISA_OPTIONS]
+    return ["-DGGML_NATIVE=OFF", *isa, *AMX_OFF]
+
+
+@dataclass(frozen=True)
+class LlamaBuild:
+    """How llama.cpp is built here: written to .venv/llama-cpp-build.json and from there to each
+    run's env.json (`llama_cpp_build`)."""
+
+    tag: str  # cache key: CPU flags + CMake flags + version
+    cmake_flags: list[str]
+    amx: str = "off"
+    amx_reason: str = (
+        "ggml's AMX kernels crash (SIGSEGV) on quantized models on Intel Xeon CPUs with AMX; "
+        "AMX is left out of every build"
+    )
+    llama_cpp_python: str = LLAMA_CPP_PYTHON_VERSION
+
+
+def _llama_build(kind: str) -> LlamaBuild:
+    """The llama.cpp build (CPU instruction sets, CUDA when there is nvcc) and its cache tag.
+    Without nvcc a CUDA machine gets the CPU build, and says so."""
+    cpu_flags = _cpu_flags()
+    flags = cpu_build_flags(cpu_flags)
     if kind == "cuda":
         if _nvcc():
-            return _cpu_tag() + "-cuda", ["-DGGML_CUDA=ON"]
-        _say(
-            "warning: no nvcc (CUDA toolkit): llama.cpp is built for the CPU; GGUF inference will not use the GPU"
-        )
-    return _cpu_tag(), []
+            flags.append("-DGGML_CUDA=ON")
+        else:
+            _say(
+                "warning: no nvcc (CUDA toolkit): llama.cpp is built for the CPU; GGUF inference will not use the GPU"
+            )
+    key = " ".join(sorted(cpu_flags)) + "|" + " ".join(flags) + "|" + LLAMA_CPP_PYTHON_VERSION
+    return LlamaBuild(tag=hashlib.sha256(key.encode()).hexdigest()[:12], cmake_flags=flags)
 
 
 def _llama_cpp_source() -> Path:
@@ -168,11 +220,15 @@ def _installed_version(dist: str) -> str | None:
     return out.stdout.strip() or None
 
 
-def _install_llama_cpp(src: Path, build: tuple[str, list[str]]) -> None:
-    """Build the llama-cpp-python wheel once per CPU type (and CUDA, cached), then install it."""
-    if _installed_version("llama_cpp_python") == LLAMA_CPP_PYTHON_VERSION:
+def _install_llama_cpp(src: Path, build: LlamaBuild) -> None:
+    """Build the llama-cpp-python wheel once per CPU type and build flags (cached), then install it."""
+    installed = json.loads(BUILD_RECORD.read_text()) if BUILD_RECORD.exists() else {}
+    if (
+        _installed_version("llama_cpp_python") == LLAMA_CPP_PYTHON_VERSION
+        and installed.get("tag") == build.tag
+    ):
         return
-    tag, flags = build
+    tag, flags = build.tag, build.cmake_flags
     wheels = _cache_dir() / "wheels" / tag
     pattern = f"llama_cpp_python-{LLAMA_CPP_PYTHON_VERSION}-*.whl"
     if not list(wheels.glob(pattern)):
@@ -183,13 +239,13 @@ def _install_llama_cpp(src: Path, build: tuple[str, list[str]]) -> None:
         _say("building llama-cpp-python from source (once per machine; ~10-14 min on 2 cores)")
         cmd = [str(venv_python()), "-m", "pip", "wheel", "--no-deps", "-w", str(wheels), str(src)]
         subprocess.run(cmd, check=True, env=env)
-    _pip("--no-deps", str(sorted(wheels.glob(pattern))[-1]))
+    _pip("--no-deps", "--force-reinstall", str(sorted(wheels.glob(pattern))[-1]))
+    BUILD_RECORD.write_text(json.dumps(asdict(build), indent=2) + "\n")
 
 
 # The native server for the benchmark: same llama.cpp source, static, no network features, no web UI.
 LLAMA_SERVER_CMAKE = [
     "-DCMAKE_BUILD_TYPE=Release",
-    "-DGGML_NATIVE=ON",
     "-DBUILD_SHARED_LIBS=OFF",
     "-DLLAMA_CURL=OFF",
     "-DLLAMA_OPENSSL=OFF",
@@ -204,12 +260,12 @@ LLAMA_SERVER_CMAKE = [
 LLAMA_SERVER_TOOLS = ("llama-server", "llama-bench")
 
 
-def _install_llama_server(src: Path, build: tuple[str, list[str]]) -> None:
+def _install_llama_server(src: Path, build: LlamaBuild) -> None:
     """Build llama-server and llama-bench once per CPU type (cached), copy them into .venv/bin.
 
     Optional: on a failed build the benchmark falls back to llama-cpp-python's server and says why.
     """
-    tag, flags = build
+    tag, flags = build.tag, build.cmake_flags
     cached = _cache_dir() / "bin" / tag / f"llama.cpp-{LLAMA_CPP_PYTHON_VERSION}"
     if not all((cached / tool).is_file() for tool in LLAMA_SERVER_TOOLS):
         cmake = shutil.which("cmake")

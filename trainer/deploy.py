@@ -25,7 +25,7 @@ import shlex
 from pathlib import Path
 from typing import Any
 
-from trainer import ollama_client, prompt_format
+from trainer import gguf_generate, ollama_client, prompt_format
 from trainer.config import PipelineConfig
 from trainer.errors import UserError
 from trainer.modelfile import ModelfileError, read_modelfile
@@ -270,36 +270,28 @@ def _compare_with_llamacpp(
     if cfg.deploy.temperature != 0:
         reason = f"deploy.temperature is {cfg.deploy.temperature}: sampled answers are not comparable"
         return {**base, "matches_llamacpp": None, "reason": reason}
-    try:
-        from llama_cpp import Llama
-    except ImportError as exc:
-        return {**base, "matches_llamacpp": None, "reason": f"llama_cpp is not importable ({exc})"}
     # Ollama and llama.cpp both add BOS themselves when the GGUF asks for it, so the plain prompt
-    # text is the same input on both sides.
+    # text is the same input on both sides. In a child process: a llama.cpp crash on this CPU is
+    # a recorded reason, not the end of the stage.
     threads = max(1, min(4, (os.cpu_count() or 2) // 2))
-    llm = Llama(
-        model_path=str(gguf_path),
-        n_ctx=num_ctx,
-        n_threads=threads,
-        n_threads_batch=threads,
-        verbose=False,
-    )
     try:
-        out = llm.create_completion(
+        out = gguf_generate.generate(
+            gguf_path,
             prompt_text,
             max_tokens=cfg.deploy.num_predict,
-            temperature=0.0,
-            repeat_penalty=1.0,
-            stop=list(fmt.stop),
+            stop=fmt.stop,
+            n_ctx=num_ctx,
+            threads=threads,
+            timeout_s=cfg.deploy.timeout_s,
         )
-    finally:
-        llm.close()
-    choice = out["choices"][0]
-    answer = choice["text"]
+    except gguf_generate.GGUFRunError as exc:
+        reason = str(exc).split("\n")[0]
+        return {**base, "matches_llamacpp": None, "reason": reason}
+    answer = out["text"]
     return {
         **base,
         "llamacpp_answer": answer,
-        "llamacpp_finish_reason": choice.get("finish_reason"),
+        "llamacpp_finish_reason": out["finish_reason"],
         "matches_llamacpp": answer.strip() == ollama_answer.strip(),
         "reason": None,
     }

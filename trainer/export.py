@@ -20,7 +20,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from trainer import bootstrap, prompt_format
+from trainer import bootstrap, gguf_generate, prompt_format
 from trainer.config import PipelineConfig
 from trainer.errors import UserError
 from trainer.runfolder import RunDir, atomic_dir, atomic_path, read_jsonl
@@ -128,48 +128,6 @@ def read_header(path: Path) -> dict[str, Any]:
     }
 
 
-_VERIFY = """
-import json, os, sys
-from llama_cpp import Llama
-path, prompt, tokens, stop = sys.argv[1], sys.argv[2], int(sys.argv[3]), json.loads(sys.argv[4])
-n_ctx = int(sys.argv[5])
-llm = Llama(model_path=path, n_ctx=n_ctx, n_threads=os.cpu_count() or 1, verbose=False, seed=0)
-out = llm(prompt, max_tokens=tokens, temperature=0.0, stop=stop)
-print(json.dumps({"text": out["choices"][0]["text"], "tokens": out["usage"]["completion_tokens"]}))
-"""
-
-
-def verify_generate(
-    path: Path, prompt: str, fmt: prompt_format.PromptFormat, tokens: int, n_ctx: int = 1024
-) -> dict[str, Any]:
-    """Load the GGUF in llama.cpp and generate greedily, in a child process: a broken file can
-    abort libllama (C++ terminate), which must fail this stage with a message, not kill the run."""
-    import json
-
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            _VERIFY,
-            str(path),
-            prompt,
-            str(tokens),
-            json.dumps(list(fmt.stop)),
-            str(n_ctx),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    if proc.returncode != 0:
-        tail = "\n".join(proc.stderr.strip().splitlines()[-6:])
-        raise UserError(
-            f"llama.cpp could not load or run {path.name} (exit {proc.returncode}).\n{tail}",
-            fix="check the tokenizer files of the merged model (models/finetuned/) and the converter log",
-        )
-    return json.loads(proc.stdout.strip().splitlines()[-1])
-
-
 def run(cfg: PipelineConfig, run_dir: RunDir) -> dict[str, Any]:
     quant = cfg.export.quantization
     fmt = prompt_format.load(run_dir)
@@ -192,8 +150,10 @@ def run(cfg: PipelineConfig, run_dir: RunDir) -> dict[str, Any]:
     try:
         # Never a context beyond the trained one: llama.cpp then may fail to place the batch.
         n_ctx = min(1024, header["context_length"] or 1024)
-        check = verify_generate(final, prompt, fmt, cfg.export.verify_tokens, n_ctx)
-    except UserError:
+        check = gguf_generate.generate(
+            final, prompt, max_tokens=cfg.export.verify_tokens, stop=fmt.stop, n_ctx=n_ctx
+        )
+    except gguf_generate.GGUFRunError:
         final.unlink(missing_ok=True)  # never leave an unusable file that looks exported
         raise
     text = check["text"]

@@ -12,6 +12,7 @@ import os
 import platform
 import shutil
 import subprocess
+import sys
 import tempfile
 from collections.abc import Iterator
 from datetime import datetime, timezone
@@ -144,6 +145,23 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+def cpu_flags() -> set[str]:
+    """The CPU's feature flags from /proc/cpuinfo (empty where there is none)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+def cpu_bf16_units() -> list[str]:
+    """The bf16 matrix/vector units of this CPU (AMX-BF16, AVX512-BF16) that torch's CPU bf16
+    kernels (oneDNN) use; empty on CPUs without them, where bf16 is emulated and slower than fp32."""
+    return sorted(cpu_flags() & {"amx_bf16", "avx512_bf16"})
+
+
 def gpu_info() -> dict[str, Any] | None:
     try:
         import torch
@@ -195,7 +213,21 @@ def environment() -> dict[str, Any]:
         "platform": platform.platform(),
         "cpu_model": cpu_model(),
         "cpu_count": os.cpu_count(),
+        "cpu_bf16_units": cpu_bf16_units(),
         "memory_bytes": psutil.virtual_memory().total,
         "gpu": gpu_info(),
         "libraries": versions,
+        "llama_cpp_build": llama_cpp_build(),
     }
+
+
+def llama_cpp_build() -> dict[str, Any]:
+    """How this environment's llama.cpp was built (CMake flags, AMX off and why), as recorded by
+    trainer/bootstrap.py in the virtual environment; says so when there is no record."""
+    record = Path(sys.prefix) / "llama-cpp-build.json"
+    if not record.exists():
+        return {
+            "recorded": False,
+            "reason": f"no {record.name} in {sys.prefix} (not built by trainer/bootstrap.py)",
+        }
+    return {"recorded": True, **json.loads(record.read_text())}
