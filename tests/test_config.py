@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from trainer.config import PipelineConfig, load_config, stage_fingerprint, to_yaml
+from trainer.config import STAGE_SECTIONS, PipelineConfig, load_config, stage_fingerprint, to_yaml
 from trainer.errors import UserError
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -292,3 +292,16 @@ def test_data_change_redoes_prepare_and_everything_after():
 
 def test_fingerprint_is_stable_for_the_same_config():
     assert stage_fingerprint(load_config(TINY), "train") == stage_fingerprint(load_config(TINY), "train")
+
+
+def test_edited_data_file_content_redoes_prepare_and_everything_after(tmp_path):
+    data = tmp_path / "mine.jsonl"
+    data.write_text('{"instruction": "问", "output": "答"}\n', encoding="utf-8")
+    base = load_config(TINY, [f"data.files=[{data}]"])
+    before = {stage: stage_fingerprint(base, stage) for stage in STAGE_SECTIONS}
+    data.write_text('{"instruction": "问", "output": "另一个答案"}\n', encoding="utf-8")
+    after = {stage: stage_fingerprint(base, stage) for stage in STAGE_SECTIONS}
+    assert all(after[s] != before[s] for s in STAGE_SECTIONS), (before, after)
+    # The same content again (a rewrite with a new mtime) is the same fingerprint.
+    data.write_text('{"instruction": "问", "output": "答"}\n', encoding="utf-8")
+    assert {stage: stage_fingerprint(base, stage) for stage in STAGE_SECTIONS} == before

@@ -9,6 +9,7 @@ form.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import types
@@ -20,6 +21,7 @@ from typing import Any
 import yaml
 
 from trainer.errors import UserError
+from trainer.runfolder import ROOT
 
 EMBEDDED_SMOLLM2 = "embedded:smollm2-135m-instruct"
 TINY_MODEL = "tiny"
@@ -119,7 +121,8 @@ class TrainConfig:
     optimizer: str = "adamw_torch"
     weight_decay: float = 0.0
     max_grad_norm: float = 1.0
-    # "auto" picks bf16 on GPUs that support it, else fp16 on CUDA, else fp32 on CPU.
+    # "auto": bf16 on GPUs that support it, else fp16 on CUDA; on a CPU, bf16 autocast where the
+    # CPU has bf16 units (AMX-BF16 / AVX512-BF16), else fp32. "fp32" forces full precision.
     precision: str = "auto"
     seed: int = 42
     # Log, evaluate on the val split, and checkpoint every N optimizer steps; keep the last K.
@@ -259,9 +262,47 @@ _CHOICES: dict[str, tuple[str, ...]] = {
 }
 
 
+def data_path(name: str) -> Path:
+    """A `data.files` entry as a path: absolute, relative to the working directory when it exists
+    there, else relative to the project root."""
+    path = Path(name).expanduser()
+    if path.is_absolute() or path.exists():
+        return path
+    return ROOT / path
+
+
+@functools.lru_cache(maxsize=256)
+def _file_sha256(path: str, size: int, mtime_ns: int) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def data_files_sha256(files: list[str]) -> dict[str, str]:
+    """Content hash of each data file (cached per size and mtime): editing a file changes the
+    fingerprint of `prepare` and of every stage after it. A missing file hashes as "missing"
+    (prepare then stops with a message naming it)."""
+    digests = {}
+    for name in files:
+        path = data_path(name)
+        try:
+            st = path.stat()
+        except OSError:
+            digests[name] = "missing"
+            continue
+        digests[name] = _file_sha256(str(path.resolve()), st.st_size, st.st_mtime_ns)
+    return digests
+
+
 def stage_fingerprint(cfg: PipelineConfig, stage: str) -> str:
+    """Hash of the config sections that decide `stage`'s result, plus the content of the data
+    files for every stage that depends on the data."""
     full = cfg.to_dict()
     part = {k: full[k] for k in STAGE_SECTIONS[stage]}
+    if "data" in part:
+        part["data_files_sha256"] = data_files_sha256(cfg.data.files)
     return hashlib.sha256(json.dumps(part, sort_keys=True, ensure_ascii=False).encode()).hexdigest()[:16]
 
 
