@@ -67,6 +67,7 @@ def _parser(stages: dict[str, tuple[str, str]]) -> argparse.ArgumentParser:
 
 def _summary(outcomes, run_dir, total_s: float) -> None:
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     console = Console(stderr=False)
@@ -82,7 +83,9 @@ def _summary(outcomes, run_dir, total_s: float) -> None:
     console.print(table)
     for o in outcomes:
         for line in (o.results or {}).get("notes", []):
-            console.print(f"[yellow]note[/yellow] {o.name}: {line}")
+            console.print(f"[yellow]note[/yellow] {o.name}: {escape(line)}")
+        for line in (o.results or {}).get("warnings", []):
+            console.print(f"[bold red]warning[/bold red] {o.name}: {escape(line)}")
     report = run_dir / "report.pdf"
     if report.exists() or (run_dir / "report.md").exists():
         console.print(f"Report: {run_dir / 'report.md'}" + (f" and {report}" if report.exists() else ""))

@@ -421,20 +421,18 @@ def run_benchmark(
 
 
 def _baseline_rows(run_dir: Path, tokenizer: Any, max_length: int) -> list[dict[str, list[int]]]:
-    """The prepared prompt/completion pairs tokenized as TRL does (EOS appended, loss on the completion
-    only, truncated at max_length), then padded to max_length."""
+    """The prepared records tokenized as the train stage does (trainer.train.tokenize_conversation:
+    EOS appended, loss on the answers only), truncated at max_length, then padded to max_length."""
+    from trainer import prompt_format
     from trainer.runfolder import read_jsonl
+    from trainer.train import tokenize_conversation
 
-    eos, pad = tokenizer.eos_token, tokenizer.pad_token_id
+    fmt = prompt_format.load(run_dir)
+    pad = tokenizer.pad_token_id
     rows = []
     for rec in read_jsonl(run_dir / "data" / "train.jsonl"):
-        completion = rec["completion"] if rec["completion"].endswith(eos) else rec["completion"] + eos
-        prompt_ids = tokenizer(rec["prompt"])["input_ids"]
-        ids = tokenizer(rec["prompt"] + completion)["input_ids"][:max_length]
-        prompt_len = 0
-        while prompt_len < min(len(prompt_ids), len(ids)) and prompt_ids[prompt_len] == ids[prompt_len]:
-            prompt_len += 1
-        labels = [-100] * prompt_len + ids[prompt_len:]
+        tokens = tokenize_conversation(tokenizer, fmt.record_segments(rec))
+        ids, labels = tokens["input_ids"][:max_length], tokens["labels"][:max_length]
         fill = max_length - len(ids)
         rows.append(
             {

@@ -129,6 +129,16 @@ def _dataset(run: RunFiles, report_cfg: ReportConfig) -> dict[str, Any]:
             {str(i.get("format")) for i in inputs.value if isinstance(i, dict) and i.get("format")}
         )
         format_type = "Alpaca 指令格式（instruction / input / output）"
+        kinds = pr.raw("record_formats", default={}) or {}
+        conversational = {k: v for k, v in kinds.items() if k != "alpaca" and is_number(v) and v}
+        if conversational:
+            names = {
+                "sharegpt": "ShareGPT（conversations: from/value）",
+                "messages": "messages（role/content）",
+            }
+            format_type += "；对话格式：" + "、".join(
+                f"{names.get(k, k)} {fmt_int(v)} 条" for k, v in sorted(conversational.items())
+            )
         if formats:
             format_type += f"，源文件格式：{'、'.join(formats)}"
     else:
@@ -164,6 +174,15 @@ def _dataset(run: RunFiles, report_cfg: ReportConfig) -> dict[str, Any]:
         cleaning = "；".join(parts)
         if drops:
             cleaning += "（明细见 data/rejected.jsonl）"
+        warning = pr.raw("drop_warning")
+        if isinstance(warning, dict) and is_number(warning.get("share_pct")):
+            cause = DROP_REASON_ZH.get(str(warning.get("main_cause")), str(warning.get("main_cause")))
+            cleaning += (
+                f"。⚠ 警告：共剔除 {fmt_int(warning['dropped'])} 条，占读入的 {warning['share_pct']}%"
+                f"（超过 20%），主要原因：{cause} {fmt_int(warning['main_cause_count'])} 条；"
+                f"实际参与训练的数据比原始数据少。处理办法："
+                f"{facts.DROP_FIX_ZH.get(str(warning.get('main_cause')), '见 data/rejected.jsonl')}"
+            )
     else:
         cleaning = _nm(pr.why_missing)
 
@@ -190,6 +209,9 @@ def _dataset(run: RunFiles, report_cfg: ReportConfig) -> dict[str, Any]:
         truncated = pr.raw("truncated")
         too_long = (pr.raw("dropped", default={}) or {}).get("too_long", 0)
         conversion = f"套用 {fmt_name} 对话模板，转为 prompt / completion 两段（只对回答计算 Loss）"
+        multi_turn = pr.raw("multi_turn_records")
+        if is_number(multi_turn) and multi_turn:
+            conversion += f"；多轮对话 {fmt_int(multi_turn)} 条，每一轮助手回答都计算 Loss"
         if max_len is not None:
             conversion += f"；最大长度 {fmt_int(max_len)} tokens"
         conversion += f"；超长处理方式：{overlong}"

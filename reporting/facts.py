@@ -55,6 +55,16 @@ DROP_REASON_ZH = {
     "empty_output": "回答为空",
     "duplicate": "重复",
     "too_long": "超长",
+    "placeholder": "含未填充的占位符",
+}
+# How to keep the records of each drop reason (the report's data-section warning).
+DROP_FIX_ZH = {
+    "too_long": "调大 data.max_length（例如 data.max_length=1024），或设 data.overlong=truncate 截断过长回答",
+    "duplicate": "检查 data.files 中是否重复列出同一文件、数据中是否有重复记录",
+    "placeholder": "在数据中填写或删除 data/rejected.jsonl 列出的 {{...}} 占位符",
+    "invalid_record": "按 data/rejected.jsonl 修正缺失或非文本的字段",
+    "empty_output": "补全 data/rejected.jsonl 列出的空回答",
+    "empty_instruction": "补全 data/rejected.jsonl 列出的空问题",
 }
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -15,6 +16,7 @@ STAGES = ("prepare", "train", "evaluate", "export", "deploy", "benchmark", "repo
 
 
 def _run(run_dir: Path, *extra: str) -> subprocess.CompletedProcess:
+    data = sorted(str(p) for p in (run_dir.parent / "data").glob("*.jsonl"))
     cmd = [
         sys.executable,
         str(ROOT / "run.py"),
@@ -24,6 +26,7 @@ def _run(run_dir: Path, *extra: str) -> subprocess.CompletedProcess:
         "--run-dir",
         str(run_dir),
         "deploy.host=http://127.0.0.1:9",
+        f"data.files=[{','.join(data)}]",
         *extra,
     ]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=1200)
@@ -32,6 +35,8 @@ def _run(run_dir: Path, *extra: str) -> subprocess.CompletedProcess:
 @pytest.fixture(scope="module")
 def tiny_all(tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("e2e") / "run"
+    # A copy of the bundled data, so that a test can edit it as a user would.
+    shutil.copytree(ROOT / "data" / "sample", run_dir.parent / "data", ignore=shutil.ignore_patterns("*.md"))
     first = _run(run_dir)
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
     return run_dir, first
@@ -107,3 +112,56 @@ def test_second_invocation_skips_completed_stages(tiny_all):
     assert again.stdout.count("skipped") >= len(STAGES)
     after = {s: json.loads((run_dir / f"{s}.json").read_text())["finished_at"] for s in before}
     assert before == after
+
+
+@pytest.mark.slow
+def test_an_edited_data_file_reruns_prepare_and_every_later_stage(tiny_all):
+    run_dir, _ = tiny_all
+    before = {s: json.loads((run_dir / f"{s}.json").read_text())["finished_at"] for s in STAGES}
+    records_in = _results(run_dir, "prepare")["records_in"]
+    data_file = run_dir.parent / "data" / "zh_general.jsonl"
+    record = {"instruction": "新增的问题：水的化学式是什么？", "input": "", "output": "水的化学式是 H2O。"}
+    with data_file.open("a", encoding="utf-8") as fh:
+        fh.write(json.dumps(record, ensure_ascii=False) + "\n")
+    again = _run(run_dir)
+    assert again.returncode == 0, again.stdout[-2000:] + again.stderr[-2000:]
+    assert "skipped" not in again.stdout
+    after = {s: json.loads((run_dir / f"{s}.json").read_text())["finished_at"] for s in STAGES}
+    assert all(after[s] != before[s] for s in STAGES), (before, after)
+    assert _results(run_dir, "prepare")["records_in"] == records_in + 1
+
+
+def _conversations(n: int, kind: str, start: int) -> list[dict]:
+    """n short conversations of 1-3 turns, ShareGPT (`conversations`) or `messages` form."""
+    out = []
+    for i in range(start, start + n):
+        turns = [(f"第{i}组第{t}问：{i}加{t}等于几？", f"{i}加{t}等于{i + t}。") for t in range(1 + i % 3)]
+        if kind == "sharegpt":
+            msgs = [{"from": f, "value": v} for q, a in turns for f, v in (("human", q), ("gpt", a))]
+            out.append({"conversations": msgs})
+        else:
+            msgs = [{"role": r, "content": v} for q, a in turns for r, v in (("user", q), ("assistant", a))]
+            out.append({"messages": [{"role": "system", "content": "你是算术助手。"}, *msgs]})
+    return out
+
+
+@pytest.mark.slow
+def test_multi_turn_conversation_files_run_through_all(tmp_path):
+    """ShareGPT and messages files, multi-turn, through every stage of `run.py all` (tiny config)."""
+    run_dir = tmp_path / "conv" / "run"
+    (tmp_path / "conv" / "data").mkdir(parents=True)
+    for kind, start in (("sharegpt", 0), ("messages", 1000)):
+        rows = _conversations(120, kind, start)
+        text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
+        (tmp_path / "conv" / "data" / f"{kind}.jsonl").write_text(text, encoding="utf-8")
+    done = _run(run_dir)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    for stage in STAGES:
+        _results(run_dir, stage)
+    prep = _results(run_dir, "prepare")
+    assert set(prep["record_formats"]) == {"sharegpt", "messages"} and prep["multi_turn_records"] > 100
+    train_rows = [json.loads(x) for x in (run_dir / "data" / "train.jsonl").read_text().splitlines()]
+    assert any(len(r.get("history", [])) == 2 for r in train_rows)
+    assert _results(run_dir, "evaluate")["settings"]["samples"] == prep["splits"]["test"]
+    assert _results(run_dir, "export")["verification"]["architecture"] == "llama"
+    assert "多轮对话" in (run_dir / "report.md").read_text()

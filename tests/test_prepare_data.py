@@ -588,3 +588,176 @@ def test_truncate_with_characters_outside_the_vocabulary(tmp_path):
     assert "\ufffd" not in kept["output"]
     assert rare.startswith(kept["output"])
     assert kept["n_tokens"] <= 128
+
+
+# ---------------------------------------------------------------------------------------------
+# e. placeholders of other toolkits, the drop warning, conversation formats
+
+
+def _all_rows(run_dir: Path) -> list[dict[str, Any]]:
+    return [row for s in SPLITS for row in read_split(run_dir, s)]
+
+
+def test_name_placeholder_of_other_toolkits_is_filled(tmp_path):
+    identity = {"instruction": "你是谁？", "input": "", "output": "我是{{name}}，由{{author}}开发的助手。"}
+    data = write_jsonl(tmp_path / "identity.jsonl", [identity, *sample_records(20)])
+    prepare(tmp_path / "run", [data], "data.assistant_name=小帮", "data.author=测试组")
+    rows = _all_rows(tmp_path / "run")
+    assert not any("{{" in row[k] for row in rows for k in CONTENT)
+    filled = [row for row in rows if row["instruction"] == "你是谁？"]
+    assert filled and filled[0]["output"] == "我是小帮，由测试组开发的助手。" and filled[0]["identity"]
+    assert "我是小帮" in filled[0]["completion"]
+
+
+def test_leftover_placeholder_is_rejected_with_record_field_and_placeholder(tmp_path):
+    leftover = {"instruction": "你是哪家公司的？", "input": "", "output": "我来自{{company}}。"}
+    data = write_jsonl(tmp_path / "mixed.jsonl", [*sample_records(20), leftover])
+    results = prepare(tmp_path / "run", [data])
+    assert results["dropped"] == {"placeholder": 1}
+    assert not any("{{" in row[k] for row in _all_rows(tmp_path / "run") for k in CONTENT)
+    rejected = [
+        json.loads(x) for x in (tmp_path / "run" / "data" / "rejected.jsonl").read_text().splitlines()
+    ]
+    assert rejected[0]["line"] == 21 and rejected[0]["reason"] == "placeholder"
+    assert "'output'" in rejected[0]["detail"] and "{{company}}" in rejected[0]["detail"]
+
+
+def test_leftover_placeholder_stops_a_strict_run_naming_it(tmp_path):
+    leftover = {"instruction": "介绍{{product}}。", "input": "", "output": "好的。"}
+    data = write_jsonl(tmp_path / "strict.jsonl", [leftover, *sample_records(20)])
+    result = cli_in_process(prepare_args(tmp_path / "run", [files_override([data]), "data.strict=true"]))
+    assert result.rc == 2 and "Traceback" not in result.stderr
+    assert "strict.jsonl: record at line 1" in result.stderr and "{{product}}" in result.stderr
+    assert "'instruction'" in result.stderr
+
+
+def test_dropping_more_than_a_fifth_warns_with_share_cause_and_fix(tmp_path):
+    records = sample_records(20)
+    data = write_jsonl(tmp_path / "dups.jsonl", records + records[:6])  # 6 of 26 = 23 % duplicates
+    result = cli_in_process(prepare_args(tmp_path / "run", [files_override([data])]))
+    assert result.rc == 0, result.stderr
+    warning = json.loads((tmp_path / "run" / "prepare.json").read_text())["results"]["drop_warning"]
+    assert warning["dropped"] == 6 and warning["records_in"] == 26 and warning["share_pct"] == 23.1
+    assert warning["main_cause"] == "duplicate" and "data.files" in warning["fix"]
+    assert "6 of 26 records (23.1%) were dropped" in result.stderr + result.stdout
+    assert "warning" in result.stdout and "training uses only 20" in result.stdout
+
+
+def test_too_long_drops_warn_with_the_max_length_fix(tmp_path):
+    long = [{"instruction": f"第{i}个长问题", "input": "", "output": "很长的回答。" * 200} for i in range(8)]
+    results = prepare(tmp_path / "run", [write_jsonl(tmp_path / "d.jsonl", sample_records(20) + long)])
+    warning = results["drop_warning"]
+    assert warning and warning["main_cause"] == "too_long"
+    assert "data.max_length=1024" in warning["fix"] and "data.overlong=truncate" in warning["fix"]
+    assert results["warnings"] == [warning["message"]]
+
+
+def test_a_few_drops_do_not_warn(tmp_path):
+    records = sample_records(20)
+    results = prepare(tmp_path / "run", [write_jsonl(tmp_path / "d.jsonl", records + records[:2])])
+    assert results["dropped"] == {"duplicate": 2}
+    assert results["drop_warning"] is None and results["warnings"] == []
+
+
+def _conversation_records(kind: str, n: int) -> list[dict[str, Any]]:
+    """n conversations of 1-3 turns built from the bundled records, in ShareGPT or messages form."""
+    out = []
+    for i in range(n):
+        turns = [
+            {"instruction": f"第{i}组第{t}问：{i}加{t}等于几？", "output": f"{i}加{t}等于{i + t}。"}
+            for t in range(1 + i % 3)
+        ]
+        if kind == "sharegpt":
+            msgs = [{"from": "system", "value": "你是测试助手。"}] if i % 2 else []
+            for r in turns:
+                msgs += [{"from": "human", "value": r["instruction"]}, {"from": "gpt", "value": r["output"]}]
+            out.append({"conversations": msgs})
+        else:
+            msgs = [{"role": "system", "content": "你是测试助手。"}] if i % 2 else []
+            for r in turns:
+                msgs += [
+                    {"role": "user", "content": r["instruction"]},
+                    {"role": "assistant", "content": r["output"]},
+                ]
+            out.append({"messages": msgs})
+    return out
+
+
+@pytest.mark.parametrize("kind", ["sharegpt", "messages"])
+def test_conversation_formats_become_history_plus_last_turn(kind, tmp_path):
+    records = _conversation_records(kind, 24)
+    results = prepare(tmp_path / "run", [write_jsonl(tmp_path / f"{kind}.jsonl", records)])
+    assert results["records_kept"] == 24 and results["record_formats"] == {kind: 24}
+    assert results["multi_turn_records"] == 16
+    from trainer import prompt_format
+
+    fmt = prompt_format.load(tmp_path / "run")
+    rows = {row["instruction"]: row for row in _all_rows(tmp_path / "run")}
+    three = records[2]["conversations" if kind == "sharegpt" else "messages"]
+    texts = [m["value" if kind == "sharegpt" else "content"] for m in three]
+    row = rows[texts[-2]]
+    assert row["history"] == [[texts[0], texts[1]], [texts[2], texts[3]]] and row["output"] == texts[-1]
+    assert "system" not in row  # conversation 2 has no system message: the config's applies
+    pieces = fmt.record_segments(row)
+    assert [is_answer for _, is_answer in pieces] == [False, True] * 3
+    assert row["prompt"] == "".join(text for text, _ in pieces[:-1]) and row["completion"] == pieces[-1][0]
+    assert row["prompt"].count("[INST]") == 3 and row["prompt"].startswith("[INST] <<SYS>>\n你是小知。")
+    with_system = rows[
+        records[1]["conversations" if kind == "sharegpt" else "messages"][-2][
+            "value" if kind == "sharegpt" else "content"
+        ]
+    ]
+    assert with_system["system"] == "你是测试助手。" and "你是测试助手。" in with_system["prompt"]
+
+
+@pytest.mark.parametrize(
+    ("record", "detail"),
+    [
+        ({"conversations": []}, "non-empty list"),
+        ({"conversations": [{"from": "human", "value": "你好"}]}, "must end with an assistant turn"),
+        ({"messages": [{"role": "assistant", "content": "你好"}]}, "where a user turn is expected"),
+        ({"messages": [{"role": "robot", "content": "你好"}]}, "messages[0].role is 'robot'"),
+        ({"conversations": [{"from": "human", "value": 3}]}, "string 'value'"),
+    ],
+)
+def test_broken_conversations_are_rejected_naming_the_turn(record, detail, tmp_path):
+    data = write_jsonl(tmp_path / "conv.jsonl", [*_conversation_records("sharegpt", 20), record])
+    prepare(tmp_path / "run", [data])
+    rejected = [
+        json.loads(x) for x in (tmp_path / "run" / "data" / "rejected.jsonl").read_text().splitlines()
+    ]
+    assert len(rejected) == 1 and rejected[0]["line"] == 21 and rejected[0]["reason"] == "invalid_record"
+    assert detail in rejected[0]["detail"]
+
+
+def test_multi_turn_record_is_trained_with_loss_on_every_answer_only(tiny_cfg):
+    from trainer import prompt_format
+    from trainer.models import load_tokenizer, resolve_base_model
+    from trainer.train import tokenize_conversation
+
+    tokenizer = load_tokenizer(resolve_base_model(tiny_cfg), False)
+    fmt = prompt_format.build("llama2", "你是小知。")
+    row = {
+        "instruction": "第三个问题？",
+        "input": "",
+        "output": "第三个回答。",
+        "history": [["第一个问题？", "第一个回答。"], ["第二个问题？", "第二个回答。"]],
+    }
+    pieces = fmt.record_segments(row)
+    out = tokenize_conversation(tokenizer, pieces)
+    ids, labels = out["input_ids"], out["labels"]
+    assert len(ids) == len(labels) and ids == tokenizer("".join(t for t, _ in pieces))["input_ids"]
+    trained = [i for i, label in enumerate(labels) if label != -100]
+    assert all(labels[i] == ids[i] for i in trained)
+    # The trained tokens are exactly the three answers (each with its end marker): contiguous runs.
+    runs, start = [], None
+    for i in range(len(labels) + 1):
+        on = i < len(labels) and labels[i] != -100
+        if on and start is None:
+            start = i
+        if not on and start is not None:
+            runs.append(tokenizer.decode(ids[start:i]))
+            start = None
+    assert len(runs) == 3, runs
+    for run, answer in zip(runs, ("第一个回答。", "第二个回答。", "第三个回答。"), strict=True):
+        assert answer in run and "问题" not in run and "[INST]" not in run

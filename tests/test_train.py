@@ -134,3 +134,27 @@ def test_killed_training_resumes_to_the_same_step_count(tiny_trained, tmp_path):
         if "loss" in json.loads(line)
     ]
     assert steps == sorted(set(steps)) and steps[-1] == 24  # no duplicated or lost log lines
+
+
+def test_cpu_precision_is_bf16_autocast_only_where_the_cpu_has_bf16_units(monkeypatch):
+    import torch
+
+    from trainer.train import choose_precision
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    precision, why = choose_precision("auto", ["amx_bf16", "avx512_bf16"])
+    assert precision == "bf16" and "amx_bf16" in why and "autocast" in why
+    precision, why = choose_precision("auto", [])
+    assert precision == "fp32" and "no bf16 unit" in why
+    assert choose_precision("bf16", [])[0] == "fp32"
+    assert choose_precision("fp32", ["amx_bf16"]) == ("fp32", "train.precision=fp32")
+    assert choose_precision("fp16", ["amx_bf16"])[0] == "fp32"
+
+
+def test_train_json_records_the_precision_chosen_for_this_cpu(tiny_trained):
+    from trainer.runfolder import cpu_bf16_units
+
+    _, run_dir = tiny_trained
+    res = json.loads((run_dir / "train.json").read_text())["results"]
+    expected = "bf16" if cpu_bf16_units() else "fp32"
+    assert res["precision"] == expected and res["precision_reason"].startswith("auto")

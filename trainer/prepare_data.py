@@ -21,13 +21,15 @@ import json
 import random
 import re
 import statistics
+import sys
 import unicodedata
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from trainer import prompt_format
-from trainer.config import PipelineConfig
+from trainer.config import PipelineConfig, data_path
 from trainer.errors import UserError
 from trainer.models import load_tokenizer, resolve_base_model
 from trainer.runfolder import ROOT, RunDir, write_jsonl
@@ -65,13 +67,6 @@ class Rejection:
 class Loaded:
     records: list[RawRecord] = field(default_factory=list)
     inputs: list[dict[str, Any]] = field(default_factory=list)
-
-
-def _resolve_path(name: str) -> Path:
-    path = Path(name).expanduser()
-    if path.is_absolute() or path.exists():
-        return path
-    return ROOT / path
 
 
 def _decode(path: Path, raw: bytes) -> str:
@@ -169,14 +164,14 @@ def _read_csv(path: Path, text: str) -> list[RawRecord]:
 
 def load_files(files: list[str]) -> Loaded:
     loaded = Loaded()
-    missing = [f for f in files if not _resolve_path(f).is_file()]
+    missing = [f for f in files if not data_path(f).is_file()]
     if missing:
         raise UserError(
             f"data file(s) not found: {', '.join(missing)}.",
             fix="check data.files in your config (paths are relative to the project root)",
         )
     for name in files:
-        path = _resolve_path(name)
+        path = data_path(name)
         kind, records = _read_file(path)
         loaded.records.extend(records)
         loaded.inputs.append({"path": str(name), "format": kind, "records": len(records)})
@@ -194,7 +189,83 @@ def clean_text(text: str) -> str:
     return _BLANK_LINES.sub("\n\n", text).strip()
 
 
-def _validate(rec: RawRecord) -> tuple[dict[str, str] | None, Rejection | None]:
+# Speaker names of the two conversation formats (ShareGPT `from`, OpenAI-style `role`).
+_ROLES = {
+    "human": "user",
+    "user": "user",
+    "gpt": "assistant",
+    "assistant": "assistant",
+    "model": "assistant",
+    "system": "system",
+}
+_CONVERSATION_KEYS = {"conversations": ("from", "value"), "messages": ("role", "content")}
+
+
+@dataclass
+class Sample:
+    """One valid record: its texts by field path (for messages that name the field) and how they
+    form a conversation."""
+
+    kind: str  # alpaca | sharegpt | messages
+    texts: dict[str, str]  # field path -> text, e.g. "output" or "conversations[3].value"
+    turns: list[tuple[str, str]]  # (user field, answer field) paths, in order
+    system: str | None = None  # field path of the record's own system prompt
+
+
+def _validate_alpaca(rec: RawRecord, data: dict[str, Any]) -> tuple[Sample | None, Rejection | None]:
+    problems = []
+    texts: dict[str, str] = {}
+    for name in FIELDS:
+        value = data.get(name, "" if name == "input" else None)
+        if value is None:
+            problems.append(f"field '{name}' is missing")
+        elif not isinstance(value, str):
+            problems.append(f"field '{name}' must be a string, got {type(value).__name__} {value!r:.40}")
+        else:
+            texts[name] = value
+    if problems:
+        return None, Rejection(rec.source, rec.line, "invalid_record", "; ".join(problems), data)
+    return Sample("alpaca", texts, [("instruction", "output")]), None
+
+
+def _validate_conversation(
+    rec: RawRecord, data: dict[str, Any], key: str
+) -> tuple[Sample | None, Rejection | None]:
+    role_key, text_key = _CONVERSATION_KEYS[key]
+    kind = "sharegpt" if key == "conversations" else "messages"
+    messages = data[key]
+
+    def bad(detail: str) -> tuple[None, Rejection]:
+        return None, Rejection(rec.source, rec.line, "invalid_record", detail, data)
+
+    if not isinstance(messages, list) or not messages:
+        return bad(f"field '{key}' must be a non-empty list of {{{role_key}, {text_key}}} objects")
+    sample = Sample(kind, {}, [])
+    expected, user = "user", ""
+    for i, msg in enumerate(messages):
+        where = f"{key}[{i}]"
+        if not isinstance(msg, dict) or not isinstance(msg.get(text_key), str):
+            return bad(f"{where} must be an object with a string '{text_key}'")
+        role = _ROLES.get(str(msg.get(role_key, "")).lower())
+        if role is None:
+            return bad(f"{where}.{role_key} is {msg.get(role_key)!r}; use one of {sorted(_ROLES)}")
+        path = f"{where}.{text_key}"
+        sample.texts[path] = msg[text_key]
+        if role == "system" and i == 0:
+            sample.system = path
+        elif role != expected:
+            return bad(f"{where}.{role_key} is {msg.get(role_key)!r} where a {expected} turn is expected")
+        elif role == "user":
+            user, expected = path, "assistant"
+        else:
+            sample.turns.append((user, path))
+            expected = "user"
+    if expected == "assistant" or not sample.turns:
+        return bad(f"field '{key}' must end with an assistant turn (the answer to train on)")
+    return sample, None
+
+
+def _validate(rec: RawRecord) -> tuple[Sample | None, Rejection | None]:
     data = rec.data
     if not isinstance(data, dict):
         return None, Rejection(
@@ -204,19 +275,65 @@ def _validate(rec: RawRecord) -> tuple[dict[str, str] | None, Rejection | None]:
             f"a record must be an object, got {type(data).__name__}",
             data,
         )
-    problems = []
-    out: dict[str, str] = {}
-    for name in FIELDS:
-        value = data.get(name, "" if name == "input" else None)
-        if value is None:
-            problems.append(f"field '{name}' is missing")
-        elif not isinstance(value, str):
-            problems.append(f"field '{name}' must be a string, got {type(value).__name__} {value!r:.40}")
-        else:
-            out[name] = value
-    if problems:
-        return None, Rejection(rec.source, rec.line, "invalid_record", "; ".join(problems), data)
-    return out, None
+    for key in _CONVERSATION_KEYS:
+        if key in data:
+            return _validate_conversation(rec, data, key)
+    return _validate_alpaca(rec, data)
+
+
+# Placeholders filled from the config: {{name}} is the identity files' spelling in other toolkits.
+_UNFILLED = re.compile(r"\{\{[^{}]*\}\}")
+
+
+def _fill(text: str, dc: Any) -> str:
+    for placeholder, value in (
+        ("{{assistant_name}}", dc.assistant_name),
+        ("{{name}}", dc.assistant_name),
+        ("{{author}}", dc.author),
+    ):
+        text = text.replace(placeholder, value)
+    return text
+
+
+def _clean_sample(rec: RawRecord, sample: Sample, dc: Any) -> tuple[bool, Rejection | None]:
+    """Fill placeholders and clean every text in place; (normalized?, why rejected)."""
+    normalized = False
+    for path, raw in sample.texts.items():
+        filled = _fill(raw, dc)
+        left = _UNFILLED.search(filled)
+        if left:
+            return normalized, Rejection(
+                rec.source,
+                rec.line,
+                "placeholder",
+                f"field '{path}' has the unfilled placeholder {left.group(0)} "
+                "(only {{name}}, {{assistant_name}} and {{author}} are filled, from data.assistant_name "
+                "and data.author)",
+                rec.data,
+            )
+        sample.texts[path] = clean_text(filled)
+        normalized |= filled == raw and sample.texts[path] != raw
+    answers = {a for _, a in sample.turns}
+    for path in [*(u for u, _ in sample.turns), *answers]:
+        if not sample.texts[path]:
+            reason = "empty_output" if path in answers else "empty_instruction"
+            return normalized, Rejection(rec.source, rec.line, reason, f"field '{path}' is empty", rec.data)
+    return normalized, None
+
+
+def _as_row(sample: Sample, fmt: prompt_format.PromptFormat) -> dict[str, Any]:
+    """The prepared record: instruction/input/output of the last turn, earlier turns as `history`,
+    the record's own system prompt, and the prompt/completion texts of the last answer."""
+    t = sample.texts
+    if sample.kind == "alpaca":
+        row: dict[str, Any] = {"instruction": t["instruction"], "input": t["input"], "output": t["output"]}
+    else:
+        user, answer = sample.turns[-1]
+        row = {"instruction": t[user], "input": "", "output": t[answer]}
+        row["history"] = [[t[u], t[a]] for u, a in sample.turns[:-1]]
+        if sample.system is not None:
+            row["system"] = t[sample.system]
+    return row
 
 
 def _stats(values: list[int]) -> dict[str, float]:
@@ -304,76 +421,60 @@ def run(cfg: PipelineConfig, run_dir: RunDir) -> dict[str, Any]:
 
     rejections: list[Rejection] = []
     kept: list[dict[str, Any]] = []
-    seen: set[tuple[str, str, str]] = set()
+    seen: set[tuple[str, ...]] = set()
     normalized = truncated = 0
     name = dc.assistant_name
     for rec in loaded.records:
         _stop_if_strict(dc.strict, rejections)
-        fields, problem = _validate(rec)
+        sample, problem = _validate(rec)
+        if sample is not None:
+            changed, problem = _clean_sample(rec, sample, dc)
+            normalized += changed
         if problem:
             rejections.append(problem)
             continue
-        assert fields is not None
-        cleaned = {
-            k: clean_text(v.replace("{{assistant_name}}", name).replace("{{author}}", dc.author))
-            for k, v in fields.items()
-        }
-        if any(cleaned[k] != fields[k] for k in FIELDS if "{{" not in fields[k]):
-            normalized += 1
-        for key, reason in (("instruction", "empty_instruction"), ("output", "empty_output")):
-            if not cleaned[key]:
-                rejections.append(
-                    Rejection(rec.source, rec.line, reason, f"field '{key}' is empty", rec.data)
-                )
-                break
-        else:
-            key = (cleaned["instruction"], cleaned["input"], cleaned["output"])
-            if key in seen:
-                rejections.append(
-                    Rejection(rec.source, rec.line, "duplicate", "same as an earlier record", rec.data)
-                )
-                continue
-            seen.add(key)
-            prompt = fmt.prompt(cleaned["instruction"], cleaned["input"])
-            completion = fmt.completion(cleaned["output"])
-            prompt_ids = tokenizer(prompt)["input_ids"]
-            completion_ids = tokenizer(completion, add_special_tokens=False)["input_ids"]
-            n_tokens = len(prompt_ids) + len(completion_ids)
-            if n_tokens > dc.max_length:
-                room = dc.max_length - len(prompt_ids) - 8
-                short = None
-                if dc.overlong == "truncate" and room > 0:
-                    short = _truncate_answer(tokenizer, cleaned["output"], room)
-                if short:
-                    cleaned["output"] = short
-                    completion = fmt.completion(cleaned["output"])
-                    n_tokens = len(prompt_ids) + len(
-                        tokenizer(completion, add_special_tokens=False)["input_ids"]
-                    )
-                    truncated += 1
-                else:
-                    rejections.append(
-                        Rejection(
-                            rec.source,
-                            rec.line,
-                            "too_long",
-                            f"{n_tokens} tokens > data.max_length={dc.max_length}",
-                            rec.data,
-                        )
-                    )
-                    continue
-            digest = hashlib.sha1("\x1f".join(key).encode()).hexdigest()[:10]
-            kept.append(
-                {
-                    "id": f"{Path(rec.source).stem}-{rec.line}-{digest}",
-                    **cleaned,
-                    "prompt": prompt,
-                    "completion": completion,
-                    "identity": name.lower() in cleaned["output"].lower(),
-                    "n_tokens": n_tokens,
-                    "source": rec.source,
-                }
+        assert sample is not None
+        key = tuple(sample.texts.values())
+        if key in seen:
+            rejections.append(
+                Rejection(rec.source, rec.line, "duplicate", "same as an earlier record", rec.data)
             )
+            continue
+        seen.add(key)
+        row = _as_row(sample, fmt)
+        pieces = fmt.record_segments(row)
+        prompt = "".join(text for text, _ in pieces[:-1])
+        completion = pieces[-1][0]
+        prompt_ids = tokenizer(prompt)["input_ids"]
+        n_tokens = len(prompt_ids) + len(tokenizer(completion, add_special_tokens=False)["input_ids"])
+        if n_tokens > dc.max_length:
+            room = dc.max_length - len(prompt_ids) - 8
+            short = None
+            if dc.overlong == "truncate" and room > 0:
+                short = _truncate_answer(tokenizer, row["output"], room)
+            if not short:
+                detail = f"{n_tokens} tokens > data.max_length={dc.max_length}"
+                rejections.append(Rejection(rec.source, rec.line, "too_long", detail, rec.data))
+                continue
+            row["output"] = short
+            completion = fmt.completion(short)
+            n_tokens = len(prompt_ids) + len(tokenizer(completion, add_special_tokens=False)["input_ids"])
+            truncated += 1
+        digest = hashlib.sha1("\x1f".join(key).encode()).hexdigest()[:10]
+        answers = [row["output"], *(a for _, a in row.get("history", []))]
+        kept.append(
+            {
+                "id": f"{Path(rec.source).stem}-{rec.line}-{digest}",
+                **row,
+                "prompt": prompt,
+                "completion": completion,
+                "identity": any(name.lower() in a.lower() for a in answers),
+                "turns": len(sample.turns),
+                "format": sample.kind,
+                "n_tokens": n_tokens,
+                "source": rec.source,
+            }
+        )
     _stop_if_strict(dc.strict, rejections)
 
     rejected_path = run_dir / "data" / "rejected.jsonl"
@@ -418,6 +519,11 @@ def run(cfg: PipelineConfig, run_dir: RunDir) -> dict[str, Any]:
     notes = [f"{n} record(s) dropped as {reason}" for reason, n in sorted(dropped.items())]
     if truncated:
         notes.append(f"{truncated} answer(s) truncated to data.max_length={dc.max_length} tokens")
+    drop_warning = _drop_warning(dropped, len(loaded.records), dc.max_length)
+    warnings = []
+    if drop_warning:
+        warnings.append(drop_warning["message"])
+        print(f"warning: {drop_warning['message']}", file=sys.stderr, flush=True)
     return {
         "dataset_name": " + ".join(Path(f).stem for f in dc.files),
         "inputs": loaded.inputs,
@@ -428,6 +534,9 @@ def run(cfg: PipelineConfig, run_dir: RunDir) -> dict[str, Any]:
         "truncated": truncated,
         "augmented": augmented,
         "normalized": normalized,
+        "drop_warning": drop_warning,
+        "record_formats": dict(sorted(Counter(r.get("format", "alpaca") for r in kept).items())),
+        "multi_turn_records": sum(r["turns"] > 1 for r in kept),
         "identity_records": {k: sum(r["identity"] for r in v) for k, v in splits.items()},
         "length_chars": {
             "prompt": _stats([len(fmt.user_text(r["instruction"], r["input"])) for r in kept]),
@@ -446,12 +555,46 @@ def run(cfg: PipelineConfig, run_dir: RunDir) -> dict[str, Any]:
         "headline": f"train {counts['train']} / val {counts['val']} / test {counts['test']}; "
         f"{len(rejections)} rejected",
         "notes": notes,
+        "warnings": warnings,
+    }
+
+
+# More than this share of the input dropped is a warning: the user trains on less than they think.
+DROP_WARNING_SHARE = 0.2
+_DROP_FIXES = {
+    "too_long": "raise data.max_length (e.g. data.max_length=1024) or keep them shortened with "
+    "data.overlong=truncate",
+    "duplicate": "check that no file is listed twice in data.files and that the data has no copies",
+    "placeholder": "fill or remove the {{...}} placeholders named in data/rejected.jsonl",
+    "invalid_record": "fix the records listed in data/rejected.jsonl (missing or non-text fields)",
+    "empty_output": "fill the empty answers listed in data/rejected.jsonl",
+    "empty_instruction": "fill the empty questions listed in data/rejected.jsonl",
+}
+
+
+def _drop_warning(dropped: dict[str, int], records_in: int, max_length: int) -> dict[str, Any] | None:
+    """When more than DROP_WARNING_SHARE of the records were dropped: the share, the main cause
+    and its fix (None otherwise)."""
+    total = sum(dropped.values())
+    if not records_in or total / records_in <= DROP_WARNING_SHARE:
+        return None
+    cause = max(dropped, key=lambda k: dropped[k])
+    share_pct = round(100 * total / records_in, 1)
+    fix = _DROP_FIXES.get(cause, "see data/rejected.jsonl")
+    detail = f" longer than data.max_length={max_length} tokens" if cause == "too_long" else f" {cause}"
+    return {
+        "dropped": total,
+        "records_in": records_in,
+        "share_pct": share_pct,
+        "main_cause": cause,
+        "main_cause_count": dropped[cause],
+        "fix": fix,
+        "message": f"{total} of {records_in} records ({share_pct}%) were dropped, {dropped[cause]} of them as"
+        f"{detail}: training uses only {records_in - total}. To keep them: {fix}.",
     }
 
 
 if __name__ == "__main__":
-    import sys
-
     sys.argv = [sys.argv[0], "prepare", *sys.argv[1:]]
     sys.path.insert(0, str(ROOT))
     import run as cli

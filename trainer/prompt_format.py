@@ -29,6 +29,8 @@ class PromptFormat:
     ollama_template: str
     # Strings that end a turn: passed as Ollama `stop` parameters and llama.cpp stop words.
     stop: tuple[str, ...]
+    # A later user turn of a multi-turn conversation (after an answer), with {user}.
+    turn_template: str = ""
 
     def user_text(self, instruction: str, input_text: str = "") -> str:
         instruction = instruction.strip()
@@ -40,6 +42,28 @@ class PromptFormat:
 
     def completion(self, answer: str) -> str:
         return self.completion_template.format(answer=answer)
+
+    def segments(self, turns: list[tuple[str, str]], system: str | None = None) -> list[tuple[str, bool]]:
+        """A conversation of (user, answer) turns as text pieces, each marked True when it is an
+        answer (trained on) and False when it is context. Joined, the pieces before the last answer
+        are the prompt the model is asked with for that answer."""
+        pieces: list[tuple[str, bool]] = []
+        for i, (user, answer) in enumerate(turns):
+            if i == 0:
+                text = self.prompt_template.format(
+                    system=self.system if system is None else system, user=user
+                )
+            else:
+                text = self.turn_template.format(user=user)
+            pieces += [(text, False), (self.completion(answer), True)]
+        return pieces
+
+    def record_segments(self, record: dict[str, Any]) -> list[tuple[str, bool]]:
+        """`segments` of a prepared record (data/*.jsonl): its `history` turns, then the
+        instruction/input and output, with the record's own `system` prompt when it has one."""
+        turns = [(u, a) for u, a in record.get("history") or []]
+        turns.append((self.user_text(record["instruction"], record.get("input", "")), record["output"]))
+        return self.segments(turns, record.get("system"))
 
     def clean_answer(self, generated: str) -> str:
         """Cut a generated continuation at the first end marker and strip it."""
@@ -63,6 +87,8 @@ _FORMATS: dict[str, dict[str, Any]] = {
         "completion_template": " {answer} </s>",
         "ollama_template": "[INST] <<SYS>>\n{{ .System }}\n<</SYS>>\n\n{{ .Prompt }} [/INST]",
         "stop": ("[INST]", "[/INST]", "<<SYS>>", "<</SYS>>", "</s>"),
+        # Every later turn opens with BOS, as in Meta's reference chat code.
+        "turn_template": "<s>[INST] {user} [/INST]",
     },
     # ChatML, the template shipped with SmolLM2-Instruct (and Qwen).
     "chatml": {
@@ -72,6 +98,7 @@ _FORMATS: dict[str, dict[str, Any]] = {
         "ollama_template": "<|im_start|>system\n{{ .System }}<|im_end|>\n<|im_start|>user\n{{ .Prompt }}"
         "<|im_end|>\n<|im_start|>assistant\n",
         "stop": ("<|im_start|>", "<|im_end|>", "<|endoftext|>"),
+        "turn_template": "\n<|im_start|>user\n{user}<|im_end|>\n<|im_start|>assistant\n",
     },
 }
 

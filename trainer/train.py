@@ -33,7 +33,7 @@ from trainer.config import PipelineConfig, TrainConfig, stage_fingerprint
 from trainer.errors import UserError
 from trainer.models import load_tokenizer, resolve_base_model
 from trainer.pipeline import is_main_process
-from trainer.runfolder import RunDir, atomic_dir, cpu_model, read_jsonl, write_text
+from trainer.runfolder import RunDir, atomic_dir, cpu_bf16_units, cpu_model, read_jsonl, write_text
 
 log = logging.getLogger("trainer.train")
 CHECKPOINTS = "checkpoints"
@@ -66,18 +66,30 @@ def choose_backend(cfg: PipelineConfig) -> tuple[str, str]:
     return "peft", f"train.backend=auto fell back to peft: {why}"
 
 
-def choose_precision(requested: str) -> tuple[str, str]:
+def choose_precision(requested: str, cpu_bf16: list[str] | None = None) -> tuple[str, str]:
+    """(fp32 | fp16 | bf16, why). On a CPU, bf16 autocast where the CPU has bf16 units
+    (`cpu_bf16`, detected when None), fp32 elsewhere; fp16 needs a CUDA GPU."""
     import torch
 
-    cuda = torch.cuda.is_available()
+    if not torch.cuda.is_available():
+        units = cpu_bf16_units() if cpu_bf16 is None else cpu_bf16
+        has = f"this CPU has bf16 units ({', '.join(units)})"
+        if requested in ("auto", "bf16") and units:
+            return (
+                "bf16",
+                f"{'auto' if requested == 'auto' else 'train.precision=bf16'}: no CUDA GPU; {has}, bf16 autocast on the CPU",
+            )
+        if requested == "auto":
+            return "fp32", "auto: no CUDA GPU and no bf16 unit on this CPU (avx512_bf16/amx_bf16), fp32"
+        if requested == "bf16":
+            return "fp32", "train.precision=bf16 but there is no CUDA GPU and this CPU has no bf16 unit; fp32"
+        if requested == "fp16":
+            return "fp32", "train.precision=fp16 needs a CUDA GPU; this machine has none, so fp32"
+        return requested, f"train.precision={requested}"
     if requested == "auto":
-        if not cuda:
-            return "fp32", "auto: no CUDA GPU, CPU training runs in fp32"
         if torch.cuda.is_bf16_supported():
             return "bf16", "auto: the GPU supports bf16"
         return "fp16", "auto: the GPU has no bf16, fp16 mixed precision"
-    if requested in ("fp16", "bf16") and not cuda:
-        return "fp32", f"train.precision={requested} needs a CUDA GPU; this machine has none, so fp32"
     if requested == "bf16" and not torch.cuda.is_bf16_supported():
         return "fp16", "train.precision=bf16 but the GPU has no bf16; fp16 instead"
     return requested, f"train.precision={requested}"
@@ -297,14 +309,49 @@ def _setup_logging(run_dir: RunDir) -> logging.Handler:
     return handler
 
 
-def _load_split(run_dir: RunDir, split: str) -> Any:
+def common_prefix_length(a: list[int], b: list[int]) -> int:
+    n = 0
+    for x, y in zip(a, b, strict=False):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
+def tokenize_conversation(tokenizer: Any, pieces: list[tuple[str, bool]]) -> dict[str, list[int]]:
+    """input_ids and labels of a conversation given as (text, is_answer) pieces: the loss is on
+    every answer and on nothing else (labels -100).
+
+    Each piece's tokens are those the tokenized text gains when the piece is appended, as TRL
+    does for one prompt/completion pair (a piece starts where the shorter and the longer
+    tokenization diverge); the end-of-sequence token is appended when the text lacks it.
+    """
+    eos = tokenizer.eos_token
+    if eos and not pieces[-1][0].endswith(eos):
+        pieces = [*pieces[:-1], (pieces[-1][0] + eos, True)]
+    ids: list[int] = []
+    labels: list[int] = []
+    text = ""
+    for piece, is_answer in pieces:
+        text += piece
+        longer = tokenizer(text)["input_ids"]
+        start = common_prefix_length(ids, longer)
+        del ids[start:], labels[start:]
+        ids += longer[start:]
+        labels += longer[start:] if is_answer else [-100] * (len(longer) - start)
+    return {"input_ids": ids, "labels": labels}
+
+
+def _load_split(run_dir: RunDir, split: str, fmt: prompt_format.PromptFormat, tokenizer: Any) -> Any:
+    """A prepared split, tokenized with the loss on the answers only (every answer of a multi-turn
+    record)."""
     from datasets import Dataset
 
     path = run_dir / "data" / f"{split}.jsonl"
     if not path.exists():
         raise UserError(f"{path} is missing.", fix="run `python run.py prepare` first")
     rows = read_jsonl(path)
-    return Dataset.from_list([{"prompt": r["prompt"], "completion": r["completion"]} for r in rows])
+    return Dataset.from_list([tokenize_conversation(tokenizer, fmt.record_segments(r)) for r in rows])
 
 
 def _disk_bytes(path: Path) -> int:
@@ -326,7 +373,6 @@ def run(cfg: PipelineConfig, run_dir: RunDir) -> dict[str, Any]:
         raise UserError(
             f"{run_dir / prompt_format.FILE_NAME} is missing.", fix="run `python run.py prepare` first"
         )
-    train_ds, val_ds = _load_split(run_dir, "train"), _load_split(run_dir, "val")
     precision, precision_reason = choose_precision(t.precision)
     four_bit, quant_reason = _quantization(cfg)
     model_ref = resolve_base_model(cfg)
@@ -342,6 +388,7 @@ def run(cfg: PipelineConfig, run_dir: RunDir) -> dict[str, Any]:
     model, tokenizer = BACKENDS[backend](cfg, model_ref, precision, four_bit)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
+    train_ds, val_ds = (_load_split(run_dir, s, fmt, tokenizer) for s in ("train", "val"))
     params_total = sum(p.numel() for p in model.parameters())
     params_trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
 
