@@ -133,10 +133,11 @@ def _nvcc() -> str | None:
 
 # ggml's x86 instruction-set options, each with the /proc/cpuinfo flags it needs. The build names
 # every option itself (GGML_NATIVE=OFF) instead of -march=native, so that AMX stays off: on an Intel
-# Xeon with AMX (a KVM guest, Debian's gcc 12) ggml's AMX kernels crash in the quantized matrix
-# multiply (SIGSEGV in llama-bench and llama-cpp-python on any Q4_K_M/Q4_0/Q8_0 file; F16 and the
-# same build without AMX run). Upstream reports the same machine-dependent fault, and Ollama dropped
-# its AMX build because AMX was slower there anyway. See ../shared/FINDINGS.md and benchmarks/RESULTS.md.
+# Xeon with AMX (KVM guest, Debian's gcc 12) the -march=native build crashed with SIGSEGV in
+# ggml_backend_amx_mul_mat on the first decode of any quantized file with AMX-capable tensors (the
+# shipped SmolLM2 Q4_1, a Q4_K_M export), while the same build with the AMX buffer off, and a plain
+# AMX tile program, ran. Upstream reports the same machine-dependent fault, and Ollama dropped its
+# AMX build because AMX was slower anyway. See benchmarks/RESULTS.md and tests/test_llamacpp_build.py.
 X86_ISA_OPTIONS: list[tuple[str, tuple[str, ...]]] = [
     ("GGML_SSE42", ("sse4_2",)),
     ("GGML_AVX", ("avx",)),
