@@ -309,15 +309,6 @@ def _setup_logging(run_dir: RunDir) -> logging.Handler:
     return handler
 
 
-def common_prefix_length(a: list[int], b: list[int]) -> int:
-    n = 0
-    for x, y in zip(a, b, strict=False):
-        if x != y:
-            break
-        n += 1
-    return n
-
-
 def tokenize_conversation(tokenizer: Any, pieces: list[tuple[str, bool]]) -> dict[str, list[int]]:
     """input_ids and labels of a conversation given as (text, is_answer) pieces: the loss is on
     every answer and on nothing else (labels -100).
@@ -326,6 +317,8 @@ def tokenize_conversation(tokenizer: Any, pieces: list[tuple[str, bool]]) -> dic
     does for one prompt/completion pair (a piece starts where the shorter and the longer
     tokenization diverge); the end-of-sequence token is appended when the text lacks it.
     """
+    from trl.data_utils import common_prefix_length  # TRL's own boundary rule
+
     eos = tokenizer.eos_token
     if eos and not pieces[-1][0].endswith(eos):
         pieces = [*pieces[:-1], (pieces[-1][0] + eos, True)]
