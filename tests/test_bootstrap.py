@@ -59,10 +59,10 @@ def test_other_architectures_build_native() -> None:
 def test_cpu_machines_get_the_cpu_build_keyed_by_cpu_features_and_flags(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(bootstrap, "_cpu_flags", lambda: SAPPHIRE_RAPIDS)
+    monkeypatch.setattr(bootstrap, "cpu_flags", lambda: SAPPHIRE_RAPIDS)
     build = bootstrap._llama_build("cpu")
     assert build.cmake_flags == bootstrap.cpu_build_flags(SAPPHIRE_RAPIDS) and build.amx == "off"
-    monkeypatch.setattr(bootstrap, "_cpu_flags", lambda: EPYC_ZEN2)
+    monkeypatch.setattr(bootstrap, "cpu_flags", lambda: EPYC_ZEN2)
     assert bootstrap._llama_build("cpu").tag != build.tag
 
 
@@ -102,6 +102,6 @@ def test_the_installed_llama_cpp_build_is_recorded_without_amx() -> None:
     import json
 
     record = json.loads(bootstrap.BUILD_RECORD.read_text())
-    expected = bootstrap.cpu_build_flags(bootstrap._cpu_flags())  # + -DGGML_CUDA=ON on CUDA machines
+    expected = bootstrap.cpu_build_flags(bootstrap.cpu_flags())  # + -DGGML_CUDA=ON on CUDA machines
     assert record["amx"] == "off" and record["cmake_flags"][: len(expected)] == expected
     assert not [f for f in record["cmake_flags"] if "AMX" in f and f.endswith("=ON")]

@@ -24,6 +24,8 @@ import tarfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from trainer.runfolder import cpu_flags  # stdlib-only, like this module
+
 ROOT = Path(__file__).resolve().parent.parent
 VENV = ROOT / ".venv"
 STAMP = VENV / ".ft-installed"
@@ -113,16 +115,6 @@ def _cache_dir() -> Path:
     return base / "zh-finetune"
 
 
-def _cpu_flags() -> set[str]:
-    try:
-        line = next(
-            line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags")
-        )
-    except (OSError, StopIteration):
-        return set()
-    return set(line.split(":", 1)[1].split())
-
-
 def _nvcc() -> str | None:
     found = shutil.which("nvcc")
     if found:
@@ -155,12 +147,12 @@ AMX_OFF = ["-DGGML_AMX_TILE=OFF", "-DGGML_AMX_INT8=OFF", "-DGGML_AMX_BF16=OFF"]
 BUILD_RECORD = VENV / "llama-cpp-build.json"
 
 
-def cpu_build_flags(cpu_flags: set[str], machine: str | None = None) -> list[str]:
+def cpu_build_flags(cpu_features: set[str], machine: str | None = None) -> list[str]:
     """CMake flags of the llama.cpp CPU build for a CPU with these /proc/cpuinfo flags: on x86-64
     every instruction set the CPU has, named one by one, and never AMX; elsewhere -march=native."""
     if (machine or os.uname().machine) not in ("x86_64", "AMD64"):
         return ["-DGGML_NATIVE=ON"]
-    isa = [f"-D{opt}={'ON' if set(need) <= cpu_flags else 'OFF'}" for opt, need in X86_ISA_OPTIONS]
+    isa = [f"-D{opt}={'ON' if set(need) <= cpu_features else 'OFF'}" for opt, need in X86_ISA_OPTIONS]
     return ["-DGGML_NATIVE=OFF", *isa, *AMX_OFF]
 
 
@@ -182,8 +174,8 @@ class LlamaBuild:
 def _llama_build(kind: str) -> LlamaBuild:
     """The llama.cpp build (CPU instruction sets, CUDA when there is nvcc) and its cache tag.
     Without nvcc a CUDA machine gets the CPU build, and says so."""
-    cpu_flags = _cpu_flags()
-    flags = cpu_build_flags(cpu_flags)
+    flags_of_cpu = cpu_flags()
+    flags = cpu_build_flags(flags_of_cpu)
     if kind == "cuda":
         if _nvcc():
             flags.append("-DGGML_CUDA=ON")
@@ -191,7 +183,7 @@ def _llama_build(kind: str) -> LlamaBuild:
             _say(
                 "warning: no nvcc (CUDA toolkit): llama.cpp is built for the CPU; GGUF inference will not use the GPU"
             )
-    key = " ".join(sorted(cpu_flags)) + "|" + " ".join(flags) + "|" + LLAMA_CPP_PYTHON_VERSION
+    key = " ".join(sorted(flags_of_cpu)) + "|" + " ".join(flags) + "|" + LLAMA_CPP_PYTHON_VERSION
     return LlamaBuild(tag=hashlib.sha256(key.encode()).hexdigest()[:12], cmake_flags=flags)
 
 
