@@ -84,6 +84,11 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
         return [json.loads(line) for line in fh if line.strip()]
 
 
+def dir_bytes(path: Path) -> int:
+    """Bytes of all files under `path` (0 when it does not exist)."""
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) if path.exists() else 0
+
+
 class RunDir:
     """Paths of one run folder. Nothing but files passes between stages."""
 
@@ -111,10 +116,6 @@ class RunDir:
     def completed(self, stage: str) -> dict[str, Any] | None:
         result = self.stage_result(stage)
         return result if result and result.get("status") == COMPLETED else None
-
-    def disk_bytes(self, sub: str = "") -> int:
-        base = self.path / sub if sub else self.path
-        return sum(p.stat().st_size for p in base.rglob("*") if p.is_file())
 
 
 def git_commit() -> str | None:
