@@ -22,9 +22,9 @@ from typing import Any
 import pytest
 
 from trainer.config import load_config
+from trainer.data_formats import clean_text
 from trainer.errors import UserError
 from trainer.pipeline import run_stage
-from trainer.prepare_data import clean_text
 from trainer.runfolder import RunDir
 
 ROOT = Path(__file__).resolve().parent.parent
