@@ -1,9 +1,10 @@
-"""The optional blind judge of the evaluation stage, against the replayed Ollama server (contract)."""
+"""The optional blind judge of the evaluation stage (trainer/judge.py), against the replayed Ollama server
+(contract)."""
 
 from __future__ import annotations
 
 from trainer.config import load_config
-from trainer.evaluate import _judge
+from trainer.judge import grade
 
 ROWS = [
     {
@@ -19,7 +20,7 @@ ROWS = [
 
 
 def test_judge_off_by_default():
-    assert _judge(load_config(None), ROWS) == {
+    assert grade(load_config(None), ROWS) == {
         "judge": None,
         "judge_reason": "evaluate.judge_model is empty (off by default)",
     }
@@ -27,7 +28,7 @@ def test_judge_off_by_default():
 
 def test_judge_without_ollama_records_why(refused_host):
     cfg = load_config(None, ["evaluate.judge_model=qwen2.5:7b", f"deploy.host={refused_host}"])
-    out = _judge(cfg, ROWS)
+    out = grade(cfg, ROWS)
     assert out["judge"] is None and "not run" in out["judge_reason"]
 
 
@@ -36,7 +37,7 @@ def test_judge_records_prompt_and_raw_grades(replay):
         {"GET /api/version": "version", "POST /api/generate": ["generate_nostream", "generate_stream"]}
     )
     cfg = load_config(None, ["evaluate.judge_model=judge-model", f"deploy.host={server.url}"])
-    out = _judge(cfg, ROWS)["judge"]
+    out = grade(cfg, ROWS)["judge"]
     assert out["model"] == "judge-model" and "回答A" in out["prompt_template"]
     assert len(out["grades"]) == 2 and all(g["raw"] for g in out["grades"])
     # The recorded answers are not score JSON: they are kept raw and counted as unparsed, not invented.
