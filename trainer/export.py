@@ -20,19 +20,16 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from trainer import bootstrap, gguf_generate, prompt_format
+from trainer import gguf_generate, prompt_format
 from trainer.config import PipelineConfig
 from trainer.errors import UserError
-from trainer.runfolder import RunDir, atomic_dir, atomic_path, read_jsonl
+from trainer.paths import LLAMA_CPP_CONVERTER
+from trainer.runfolder import RunDir, atomic_dir, atomic_path, dir_bytes, read_jsonl
 
 GGUF_DIR = "models/gguf"
 MERGED_DIR = "models/finetuned"
 # llama.cpp's llama_ftype values (llama.h): the header's general.file_type.
 FILE_TYPES = {"F16": 1, "Q8_0": 7, "Q4_K_M": 15, "Q5_K_M": 17}
-
-
-def _dir_bytes(path: Path) -> int:
-    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
 
 def merge(run_dir: RunDir, cfg: PipelineConfig) -> Path:
@@ -63,7 +60,7 @@ def merge(run_dir: RunDir, cfg: PipelineConfig) -> Path:
 
 
 def converter_script() -> Path:
-    script = bootstrap.LLAMA_CPP_SRC / "vendor" / "llama.cpp" / "convert_hf_to_gguf.py"
+    script = LLAMA_CPP_CONVERTER
     if not script.exists():
         raise UserError(
             f"llama.cpp's converter is missing ({script}).",
@@ -170,7 +167,7 @@ def run(cfg: PipelineConfig, run_dir: RunDir) -> dict[str, Any]:
 
     rel = lambda p: str(Path(p).relative_to(run_dir.path))  # noqa: E731
     return {
-        "merged": {"path": MERGED_DIR, "size_bytes": _dir_bytes(merged), "dtype": cfg.export.merged_dtype},
+        "merged": {"path": MERGED_DIR, "size_bytes": dir_bytes(merged), "dtype": cfg.export.merged_dtype},
         "gguf_f16": {"path": rel(f16), "size_bytes": f16.stat().st_size},
         "gguf": {
             "path": rel(final),

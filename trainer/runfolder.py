@@ -19,7 +19,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
+from trainer.paths import LLAMA_CPP_BUILD_RECORD, ROOT  # stdlib-only, like this module
+
 COMPLETED = "completed"
 
 
@@ -225,7 +226,7 @@ def environment() -> dict[str, Any]:
 def llama_cpp_build() -> dict[str, Any]:
     """How this environment's llama.cpp was built (CMake flags, AMX off and why), as recorded by
     trainer/bootstrap.py in the virtual environment; says so when there is no record."""
-    record = Path(sys.prefix) / "llama-cpp-build.json"
+    record = Path(sys.prefix) / LLAMA_CPP_BUILD_RECORD
     if not record.exists():
         return {
             "recorded": False,
