@@ -32,6 +32,100 @@ from trainer.runfolder import RunDir, read_jsonl, write_text
 CSV_NAME = "evaluation_results.csv"
 
 
+def run(cfg: PipelineConfig, run_dir: RunDir) -> dict[str, Any]:
+    """Evaluate before/after on the test split; returns the results that go into `evaluate.json`."""
+    rows, fmt = _setup(cfg, run_dir)
+    model, tokenizer = _load_model(run_dir, cfg)
+    answers = _answer_both(model, tokenizer, rows, cfg, fmt)
+    per = _score(run_dir, rows, answers, fmt)
+    if all(not p["answer_before"] and not p["answer_after"] for p in per):
+        raise UserError(
+            "both models produced empty answers for every test record.",
+            fix="check the prompt format (prompt_format.json) and evaluate.max_new_tokens",
+        )
+    _write_csv(run_dir / CSV_NAME, per)  # the save step: one row per test record
+    judged = judge.grade(cfg, per)  # optional, off unless evaluate.judge_model names an Ollama model
+    return _summarize(cfg, rows, per, answers, judged)
+
+
+def _setup(cfg: PipelineConfig, run_dir: RunDir) -> tuple[list[dict[str, Any]], prompt_format.PromptFormat]:
+    """The test records (at most `evaluate.max_samples`) and the prompt format of the run."""
+    test_path = run_dir / "data" / "test.jsonl"
+    if not test_path.exists():
+        raise UserError(f"{test_path} is missing.", fix="run `python run.py prepare` first")
+    rows = read_jsonl(test_path)
+    if cfg.evaluate.max_samples > 0:
+        rows = rows[: cfg.evaluate.max_samples]
+    if not rows:
+        raise UserError(
+            f"{test_path} is empty: nothing to evaluate.", fix="raise data.test_size and rerun prepare"
+        )
+    return rows, prompt_format.load(run_dir)
+
+
+def _answer_both(
+    model: Any,
+    tokenizer: Any,
+    rows: list[dict[str, Any]],
+    cfg: PipelineConfig,
+    fmt: prompt_format.PromptFormat,
+) -> dict[str, Any]:
+    """Answers and reference-answer loss with the adapter disabled ("before") and enabled ("after")."""
+    bs = cfg.evaluate.batch_size
+    t0 = time.perf_counter()
+    with model.disable_adapter():
+        before = _answers(model, tokenizer, rows, cfg, fmt, "before")
+        loss_before = _answer_loss(model, tokenizer, rows, bs)
+    after = _answers(model, tokenizer, rows, cfg, fmt, "after")
+    loss_after = _answer_loss(model, tokenizer, rows, bs)
+    return {
+        "before": before,
+        "after": after,
+        "loss_before": loss_before,
+        "loss_after": loss_after,
+        "generation_s": time.perf_counter() - t0,
+    }
+
+
+def _score(
+    run_dir: RunDir, rows: list[dict[str, Any]], answers: dict[str, Any], fmt: prompt_format.PromptFormat
+) -> list[dict[str, Any]]:
+    """One CSV row per test record: both answers and their per-record metrics."""
+    train_path = run_dir / "data" / "train.jsonl"
+    train_rows = read_jsonl(train_path) if train_path.exists() else []
+    terms = metrics.domain_terms_from([r["output"] for r in train_rows])
+    per: list[dict[str, Any]] = []
+    for r, b, a in zip(rows, answers["before"], answers["after"], strict=False):
+        question = fmt.user_text(r["instruction"], r.get("input", ""))
+        rb, ra = metrics.rouge(b["text"], r["output"]), metrics.rouge(a["text"], r["output"])
+        per.append(
+            {
+                "id": r["id"],
+                "instruction": r["instruction"],
+                "input": r.get("input", ""),
+                "reference": r["output"],
+                "answer_before": b["text"],
+                "answer_after": a["text"],
+                "chars_reference": metrics.answer_chars(r["output"]),
+                "chars_before": metrics.answer_chars(b["text"]),
+                "chars_after": metrics.answer_chars(a["text"]),
+                "bleu4_before": round(metrics.bleu4(b["text"], r["output"]), 2),
+                "bleu4_after": round(metrics.bleu4(a["text"], r["output"]), 2),
+                **{f"{k}_before": round(v, 2) for k, v in rb.items()},
+                **{f"{k}_after": round(v, 2) for k, v in ra.items()},
+                "hit_max_before": b["hit_max"],
+                "hit_max_after": a["hit_max"],
+                "identity_question": bool(r.get("identity")),
+                "relevance_before": metrics.keyword_overlap(question, b["text"]),
+                "relevance_after": metrics.keyword_overlap(question, a["text"]),
+                "terms_before": metrics.term_coverage(b["text"], terms),
+                "terms_after": metrics.term_coverage(a["text"], terms),
+                "error": "; ".join(e for e in (b["error"], a["error"]) if e),
+            }
+        )
+    return per
+
+
 def _load_model(run_dir: RunDir, cfg: PipelineConfig) -> tuple[Any, Any]:
     import torch
     from peft import PeftModel
@@ -159,100 +253,6 @@ def _verdict(before: float, after: float, ref_chars: int, after_chars: int) -> s
     else:
         trend = f"ROUGE-L 下降 {-delta:.1f} 分（{before:.1f} → {after:.1f}），此例微调后变差"
     return f"{trend}；微调后回答 {after_chars} 字，参考答案 {ref_chars} 字。"
-
-
-def run(cfg: PipelineConfig, run_dir: RunDir) -> dict[str, Any]:
-    """Evaluate before/after on the test split; returns the results that go into `evaluate.json`."""
-    rows, fmt = _setup(cfg, run_dir)
-    model, tokenizer = _load_model(run_dir, cfg)
-    answers = _answer_both(model, tokenizer, rows, cfg, fmt)
-    per = _score(run_dir, rows, answers, fmt)
-    if all(not p["answer_before"] and not p["answer_after"] for p in per):
-        raise UserError(
-            "both models produced empty answers for every test record.",
-            fix="check the prompt format (prompt_format.json) and evaluate.max_new_tokens",
-        )
-    _write_csv(run_dir / CSV_NAME, per)  # the save step: one row per test record
-    judged = judge.grade(cfg, per)  # optional, off unless evaluate.judge_model names an Ollama model
-    return _summarize(cfg, rows, per, answers, judged)
-
-
-def _setup(cfg: PipelineConfig, run_dir: RunDir) -> tuple[list[dict[str, Any]], prompt_format.PromptFormat]:
-    """The test records (at most `evaluate.max_samples`) and the prompt format of the run."""
-    test_path = run_dir / "data" / "test.jsonl"
-    if not test_path.exists():
-        raise UserError(f"{test_path} is missing.", fix="run `python run.py prepare` first")
-    rows = read_jsonl(test_path)
-    if cfg.evaluate.max_samples > 0:
-        rows = rows[: cfg.evaluate.max_samples]
-    if not rows:
-        raise UserError(
-            f"{test_path} is empty: nothing to evaluate.", fix="raise data.test_size and rerun prepare"
-        )
-    return rows, prompt_format.load(run_dir)
-
-
-def _answer_both(
-    model: Any,
-    tokenizer: Any,
-    rows: list[dict[str, Any]],
-    cfg: PipelineConfig,
-    fmt: prompt_format.PromptFormat,
-) -> dict[str, Any]:
-    """Answers and reference-answer loss with the adapter disabled ("before") and enabled ("after")."""
-    bs = cfg.evaluate.batch_size
-    t0 = time.perf_counter()
-    with model.disable_adapter():
-        before = _answers(model, tokenizer, rows, cfg, fmt, "before")
-        loss_before = _answer_loss(model, tokenizer, rows, bs)
-    after = _answers(model, tokenizer, rows, cfg, fmt, "after")
-    loss_after = _answer_loss(model, tokenizer, rows, bs)
-    return {
-        "before": before,
-        "after": after,
-        "loss_before": loss_before,
-        "loss_after": loss_after,
-        "generation_s": time.perf_counter() - t0,
-    }
-
-
-def _score(
-    run_dir: RunDir, rows: list[dict[str, Any]], answers: dict[str, Any], fmt: prompt_format.PromptFormat
-) -> list[dict[str, Any]]:
-    """One CSV row per test record: both answers and their per-record metrics."""
-    train_path = run_dir / "data" / "train.jsonl"
-    train_rows = read_jsonl(train_path) if train_path.exists() else []
-    terms = metrics.domain_terms_from([r["output"] for r in train_rows])
-    per: list[dict[str, Any]] = []
-    for r, b, a in zip(rows, answers["before"], answers["after"], strict=False):
-        question = fmt.user_text(r["instruction"], r.get("input", ""))
-        rb, ra = metrics.rouge(b["text"], r["output"]), metrics.rouge(a["text"], r["output"])
-        per.append(
-            {
-                "id": r["id"],
-                "instruction": r["instruction"],
-                "input": r.get("input", ""),
-                "reference": r["output"],
-                "answer_before": b["text"],
-                "answer_after": a["text"],
-                "chars_reference": metrics.answer_chars(r["output"]),
-                "chars_before": metrics.answer_chars(b["text"]),
-                "chars_after": metrics.answer_chars(a["text"]),
-                "bleu4_before": round(metrics.bleu4(b["text"], r["output"]), 2),
-                "bleu4_after": round(metrics.bleu4(a["text"], r["output"]), 2),
-                **{f"{k}_before": round(v, 2) for k, v in rb.items()},
-                **{f"{k}_after": round(v, 2) for k, v in ra.items()},
-                "hit_max_before": b["hit_max"],
-                "hit_max_after": a["hit_max"],
-                "identity_question": bool(r.get("identity")),
-                "relevance_before": metrics.keyword_overlap(question, b["text"]),
-                "relevance_after": metrics.keyword_overlap(question, a["text"]),
-                "terms_before": metrics.term_coverage(b["text"], terms),
-                "terms_after": metrics.term_coverage(a["text"], terms),
-                "error": "; ".join(e for e in (b["error"], a["error"]) if e),
-            }
-        )
-    return per
 
 
 Triple = tuple[float | None, float | None, float | None]  # (before, after, reference)

@@ -112,20 +112,20 @@ def _setup(cfg: PipelineConfig, run_dir: RunDir) -> _Setup:
         tokenizer.pad_token = tokenizer.eos_token
     train_ds, val_ds = (_load_split(run_dir, s, fmt, tokenizer) for s in ("train", "val"))
     return _Setup(
-        backend,
-        backend_reason,
-        precision,
-        precision_reason,
-        four_bit,
-        quant_reason,
-        model_ref,
-        fmt,
-        model,
-        tokenizer,
-        train_ds,
-        val_ds,
-        main,
-        handler,
+        backend=backend,
+        backend_reason=backend_reason,
+        precision=precision,
+        precision_reason=precision_reason,
+        four_bit=four_bit,
+        quant_reason=quant_reason,
+        model_ref=model_ref,
+        fmt=fmt,
+        model=model,
+        tokenizer=tokenizer,
+        train_ds=train_ds,
+        val_ds=val_ds,
+        main=main,
+        log_handler=handler,
     )
 
 
