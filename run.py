@@ -100,7 +100,7 @@ def _preload_unsloth(cfg, run_dir, args) -> None:
         args.command == "all" and (args.force or not is_current(cfg, run_dir, "train"))
     )
     if will_train and cfg.train.backend != "peft":
-        from trainer.train import unsloth_available
+        from trainer.backends import unsloth_available
 
         unsloth_available()
 

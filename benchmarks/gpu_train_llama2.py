@@ -13,11 +13,12 @@ kind of numbers on the GPU at hand, without the hub:
    a dummy 32000-token tokenizer (`--model-dir`, default a temporary folder; ~13.5 GB of disk).
    Speed and memory depend on the shapes, not on the weights' values.
 2. For each backend, a fresh child process loads that folder in 4-bit NF4 through the toolkit's own
-   loaders (trainer/train.py `BACKENDS`: Unsloth's FastLanguageModel, or transformers +
+   loaders (trainer/backends.py `LOADERS`: Unsloth's FastLanguageModel, or transformers +
    bitsandbytes + PEFT), adds LoRA (r=8, alpha=16, all 7 projections, dropout 0 or `--lora-dropout`)
-   and trains with the toolkit's TRL SFTTrainer class on random token sequences of exactly
-   `--seq-len` tokens (no padding: every token is trained), batch `--batch-size`, gradient
-   checkpointing on (as 7B on one GPU needs; `--no-gradient-checkpointing` turns it off).
+   and trains with the toolkit's TRL SFTTrainer class (trainer/recipe.py) on random token
+   sequences of exactly `--seq-len` tokens (no padding: every token is trained), batch
+   `--batch-size`, gradient checkpointing on (as 7B on one GPU needs;
+   `--no-gradient-checkpointing` turns it off).
 3. tokens/s = batch x seq_len x timed steps / their wall time (the first `--warmup-steps` steps are
    not timed); peak VRAM = torch.cuda.max_memory_reserved() during training (reset after the model
    is loaded; the load's own peak is recorded separately).
@@ -100,12 +101,11 @@ def build_model(model_dir: Path, seed: int) -> dict[str, Any]:
 # --- child 2: one backend's training --------------------------------------------------------------
 
 
-def train_backend(backend: str, model_dir: Path, opts: dict[str, Any]) -> dict[str, Any]:
+def _backend_config(backend: str, model_dir: Path, opts: dict[str, Any]) -> Any:
+    """The toolkit's config for one backend: the random checkpoint in 4-bit, this run's LoRA settings."""
     from trainer.config import load_config
-    from trainer.train import BACKENDS as LOADERS
-    from trainer.train import choose_backend
 
-    cfg = load_config(
+    return load_config(
         None,
         [
             f"model.name={model_dir}",
@@ -119,39 +119,27 @@ def train_backend(backend: str, model_dir: Path, opts: dict[str, Any]) -> dict[s
             f"train.seed={opts['seed']}",
         ],
     )
-    backend, backend_reason = choose_backend(cfg)  # imports Unsloth first when it is the backend
+
+
+def _random_tokens(opts: dict[str, Any]) -> Any:
+    """steps x batch sequences of exactly seq_len random token ids (no padding: every token trains)."""
     import torch
     from datasets import Dataset
-    from transformers import TrainerCallback
-    from trl import SFTConfig
 
-    from trainer.train import _sft_trainer_class
-
-    precision = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-    torch.cuda.reset_peak_memory_stats()
-    t_load = time.perf_counter()
-    model, tokenizer = LOADERS[backend](cfg, str(model_dir), precision, True)
-    load_s = time.perf_counter() - t_load
-    load_peak = torch.cuda.max_memory_reserved()
-    params_trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-
-    steps, warmup = opts["steps"], opts["warmup_steps"]
-    batch, seq = opts["batch_size"], opts["seq_len"]
+    steps, batch, seq = opts["steps"], opts["batch_size"], opts["seq_len"]
     gen = torch.Generator().manual_seed(opts["seed"])
     ids = torch.randint(3, LLAMA2_7B_SHAPE["vocab_size"], (steps * batch, seq), generator=gen)
-    train_ds = Dataset.from_dict({"input_ids": ids.tolist()})
+    return Dataset.from_dict({"input_ids": ids.tolist()})
 
-    marks: list[float] = []
 
-    class StepClock(TrainerCallback):
-        def on_step_end(self, args, state, control, **kwargs):
-            torch.cuda.synchronize()
-            marks.append(time.perf_counter())
+def _sft_args(output_dir: Path, precision: str, opts: dict[str, Any]) -> Any:
+    """The fixed training settings of the published comparison (not the toolkit's config defaults)."""
+    from trl import SFTConfig
 
-    args = SFTConfig(
-        output_dir=str(model_dir.parent / f"ckpt-{backend}"),
-        max_steps=steps,
-        per_device_train_batch_size=batch,
+    return SFTConfig(
+        output_dir=str(output_dir),
+        max_steps=opts["steps"],
+        per_device_train_batch_size=opts["batch_size"],
         gradient_accumulation_steps=1,
         learning_rate=2e-4,
         warmup_steps=0,
@@ -163,22 +151,51 @@ def train_backend(backend: str, model_dir: Path, opts: dict[str, Any]) -> dict[s
         save_strategy="no",
         eval_strategy="no",
         report_to=[],
-        max_length=seq,
+        max_length=opts["seq_len"],
         packing=False,
         dataloader_num_workers=0,
         disable_tqdm=True,
     )
-    trainer = _sft_trainer_class(backend)(
-        model=model, args=args, train_dataset=train_ds, processing_class=tokenizer, callbacks=[StepClock()]
+
+
+def train_backend(backend: str, model_dir: Path, opts: dict[str, Any]) -> dict[str, Any]:
+    """Child process: load the checkpoint in 4-bit with one backend's loader, train, time the steps."""
+    from trainer.backends import LOADERS, choose_backend
+
+    cfg = _backend_config(backend, model_dir, opts)
+    backend, backend_reason = choose_backend(cfg)  # imports Unsloth first when it is the backend
+    import torch
+    from transformers import TrainerCallback
+
+    from trainer.recipe import sft_trainer_class
+
+    precision = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    torch.cuda.reset_peak_memory_stats()
+    t_load = time.perf_counter()
+    model, tokenizer = LOADERS[backend](cfg, str(model_dir), precision, True)
+    load_s = time.perf_counter() - t_load
+    load_peak = torch.cuda.max_memory_reserved()
+    params_trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+    marks: list[float] = []
+
+    class StepClock(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            torch.cuda.synchronize()
+            marks.append(time.perf_counter())
+
+    trainer = sft_trainer_class(backend)(
+        model=model,
+        args=_sft_args(model_dir.parent / f"ckpt-{backend}", precision, opts),
+        train_dataset=_random_tokens(opts),
+        processing_class=tokenizer,
+        callbacks=[StepClock()],
     )
     torch.cuda.synchronize()
     torch.cuda.reset_peak_memory_stats()
     t0 = time.perf_counter()
     trainer.train()
     wall = time.perf_counter() - t0
-    timed = marks[warmup:] if len(marks) > warmup else marks
-    start = marks[warmup - 1] if 0 < warmup < len(marks) else t0
-    timed_s = timed[-1] - start
     losses = [r["loss"] for r in trainer.state.log_history if "loss" in r]
     return {
         "backend": backend,
@@ -190,13 +207,24 @@ def train_backend(backend: str, model_dir: Path, opts: dict[str, Any]) -> dict[s
         "peak_vram_reserved_load_bytes": load_peak,
         "peak_vram_reserved_bytes": torch.cuda.max_memory_reserved(),
         "peak_vram_allocated_bytes": torch.cuda.max_memory_allocated(),
-        "timed_steps": len(timed),
-        "timed_s": round(timed_s, 3),
-        "tokens_per_s": round(batch * seq * len(timed) / timed_s, 1),
-        "s_per_step": round(timed_s / len(timed), 3),
+        **_step_timing(marks, t0, opts),
         "wall_time_s": round(wall, 2),
         "loss_first": losses[0] if losses else None,
         "loss_last": losses[-1] if losses else None,
+    }
+
+
+def _step_timing(marks: list[float], t0: float, opts: dict[str, Any]) -> dict[str, Any]:
+    """Timed steps (the first `warmup_steps` left out), their seconds, tokens/s and s/step."""
+    warmup = opts["warmup_steps"]
+    timed = marks[warmup:] if len(marks) > warmup else marks
+    start = marks[warmup - 1] if 0 < warmup < len(marks) else t0
+    timed_s = timed[-1] - start
+    return {
+        "timed_steps": len(timed),
+        "timed_s": round(timed_s, 3),
+        "tokens_per_s": round(opts["batch_size"] * opts["seq_len"] * len(timed) / timed_s, 1),
+        "s_per_step": round(timed_s / len(timed), 3),
     }
 
 
@@ -305,6 +333,79 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _options(args: argparse.Namespace) -> dict[str, Any]:
+    return {
+        "steps": args.steps,
+        "warmup_steps": args.warmup_steps,
+        "seq_len": args.seq_len,
+        "batch_size": args.batch_size,
+        "lora_r": args.lora_r,
+        "lora_alpha": args.lora_alpha,
+        "lora_dropout": args.lora_dropout,
+        "gradient_checkpointing": args.gradient_checkpointing,
+        "seed": args.seed,
+    }
+
+
+def _passthrough(args: argparse.Namespace, model_dir: Path) -> list[str]:
+    """The parent's options as a child process's command line."""
+    return [
+        f"--steps={args.steps}",
+        f"--warmup-steps={args.warmup_steps}",
+        f"--seq-len={args.seq_len}",
+        f"--batch-size={args.batch_size}",
+        f"--lora-r={args.lora_r}",
+        f"--lora-alpha={args.lora_alpha}",
+        f"--lora-dropout={args.lora_dropout}",
+        f"--seed={args.seed}",
+        f"--model-dir={model_dir}",
+        *([] if args.gradient_checkpointing else ["--no-gradient-checkpointing"]),
+    ]
+
+
+def _run_children(args: argparse.Namespace, backends: list[str]) -> list[dict[str, Any]] | None:
+    """Build the checkpoint (unless present), then train each backend in its own process; None when
+    the build failed."""
+    keep = args.model_dir is not None
+    model_dir = args.model_dir or Path(tempfile.mkdtemp(prefix="llama2-7b-random-")) / "model"
+    scratch = Path(tempfile.mkdtemp(prefix="gpu-train-"))
+    passthrough = _passthrough(args, model_dir)
+    results = []
+    try:
+        if not (model_dir / "config.json").exists():
+            print(f"building the random Llama-2-7B-shaped checkpoint in {model_dir} ...", file=sys.stderr)
+            built = _child(["--child=build", *passthrough], scratch / "build.json", args.timeout)
+            if built["status"] != "ok":
+                print(f"error: building the model failed: {built}", file=sys.stderr)
+                return None
+        for backend in backends:
+            print(f"{backend}: loading in 4-bit and training {args.steps} steps ...", file=sys.stderr)
+            one = _child([f"--child={backend}", *passthrough], scratch / f"{backend}.json", args.timeout)
+            results.append({"backend": backend, **one} if one["status"] != "ok" else {**one, "status": "ok"})
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+        if not keep:
+            shutil.rmtree(model_dir.parent, ignore_errors=True)
+    return results
+
+
+def _report(opts: dict[str, Any], results: list[dict[str, Any]]) -> dict[str, Any]:
+    """The results JSON: settings, environment, each backend's numbers and its speed-up over peft."""
+    peft = next((r for r in results if r["backend"] == "peft" and r["status"] == "ok"), None)
+    for r in results:
+        if r["status"] == "ok" and peft:
+            r["speedup_vs_peft"] = round(r["tokens_per_s"] / peft["tokens_per_s"], 3)
+    return {
+        "benchmark": "gpu_train_llama2",
+        "created_at": datetime.now().astimezone().isoformat(timespec="seconds"),
+        "command": "python -m benchmarks.gpu_train_llama2 " + " ".join(sys.argv[1:]),
+        "environment": environment(),
+        "settings": {**opts, "model_shape": LLAMA2_7B_SHAPE, "quantization": "4-bit NF4 (bitsandbytes)"},
+        "published_reference": PUBLISHED_A100_4BIT,
+        "results": results,
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     backends = [b.strip() for b in args.backends.split(",") if b.strip()]
@@ -317,17 +418,7 @@ def main(argv: list[str] | None = None) -> int:
     if not cuda_available():
         print(NO_GPU_MESSAGE, file=sys.stderr)
         return 2
-    opts = {
-        "steps": args.steps,
-        "warmup_steps": args.warmup_steps,
-        "seq_len": args.seq_len,
-        "batch_size": args.batch_size,
-        "lora_r": args.lora_r,
-        "lora_alpha": args.lora_alpha,
-        "lora_dropout": args.lora_dropout,
-        "gradient_checkpointing": args.gradient_checkpointing,
-        "seed": args.seed,
-    }
+    opts = _options(args)
     if args.child:
         if args.child == "build":
             result = build_model(args.model_dir, args.seed)
@@ -336,50 +427,10 @@ def main(argv: list[str] | None = None) -> int:
         write_json(args.child_out, result)
         return 0
 
-    keep = args.model_dir is not None
-    model_dir = args.model_dir or Path(tempfile.mkdtemp(prefix="llama2-7b-random-")) / "model"
-    scratch = Path(tempfile.mkdtemp(prefix="gpu-train-"))
-    passthrough = [
-        f"--steps={args.steps}",
-        f"--warmup-steps={args.warmup_steps}",
-        f"--seq-len={args.seq_len}",
-        f"--batch-size={args.batch_size}",
-        f"--lora-r={args.lora_r}",
-        f"--lora-alpha={args.lora_alpha}",
-        f"--lora-dropout={args.lora_dropout}",
-        f"--seed={args.seed}",
-        f"--model-dir={model_dir}",
-        *([] if args.gradient_checkpointing else ["--no-gradient-checkpointing"]),
-    ]
-    results = []
-    try:
-        if not (model_dir / "config.json").exists():
-            print(f"building the random Llama-2-7B-shaped checkpoint in {model_dir} ...", file=sys.stderr)
-            built = _child(["--child=build", *passthrough], scratch / "build.json", args.timeout)
-            if built["status"] != "ok":
-                print(f"error: building the model failed: {built}", file=sys.stderr)
-                return 1
-        for backend in backends:
-            print(f"{backend}: loading in 4-bit and training {args.steps} steps ...", file=sys.stderr)
-            one = _child([f"--child={backend}", *passthrough], scratch / f"{backend}.json", args.timeout)
-            results.append({"backend": backend, **one} if one["status"] != "ok" else {**one, "status": "ok"})
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
-        if not keep:
-            shutil.rmtree(model_dir.parent, ignore_errors=True)
-    peft = next((r for r in results if r["backend"] == "peft" and r["status"] == "ok"), None)
-    for r in results:
-        if r["status"] == "ok" and peft:
-            r["speedup_vs_peft"] = round(r["tokens_per_s"] / peft["tokens_per_s"], 3)
-    report = {
-        "benchmark": "gpu_train_llama2",
-        "created_at": datetime.now().astimezone().isoformat(timespec="seconds"),
-        "command": "python -m benchmarks.gpu_train_llama2 " + " ".join(sys.argv[1:]),
-        "environment": environment(),
-        "settings": {**opts, "model_shape": LLAMA2_7B_SHAPE, "quantization": "4-bit NF4 (bitsandbytes)"},
-        "published_reference": PUBLISHED_A100_4BIT,
-        "results": results,
-    }
+    results = _run_children(args, backends)
+    if results is None:
+        return 1
+    report = _report(opts, results)
     out = (
         args.out or ROOT / "benchmarks" / "results" / f"gpu_train_llama2-{datetime.now():%Y%m%d-%H%M%S}.json"
     )

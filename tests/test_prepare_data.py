@@ -22,9 +22,9 @@ from typing import Any
 import pytest
 
 from trainer.config import load_config
+from trainer.data_formats import clean_text
 from trainer.errors import UserError
 from trainer.pipeline import run_stage
-from trainer.prepare_data import clean_text
 from trainer.runfolder import RunDir
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -733,7 +733,7 @@ def test_broken_conversations_are_rejected_naming_the_turn(record, detail, tmp_p
 def test_multi_turn_record_is_trained_with_loss_on_every_answer_only(tiny_cfg):
     from trainer import prompt_format
     from trainer.models import load_tokenizer, resolve_base_model
-    from trainer.train import tokenize_conversation
+    from trainer.recipe import tokenize_conversation
 
     tokenizer = load_tokenizer(resolve_base_model(tiny_cfg), False)
     fmt = prompt_format.build("llama2", "你是小知。")

@@ -139,7 +139,7 @@ def test_killed_training_resumes_to_the_same_step_count(tiny_trained, tmp_path):
 def test_cpu_precision_is_bf16_autocast_only_where_the_cpu_has_bf16_units(monkeypatch):
     import torch
 
-    from trainer.train import choose_precision
+    from trainer.backends import choose_precision
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     precision, why = choose_precision("auto", ["amx_bf16", "avx512_bf16"])

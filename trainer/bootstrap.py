@@ -24,16 +24,20 @@ import tarfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from trainer.paths import (  # stdlib-only, like this module
+    LLAMA_CPP_BUILD_RECORD,
+    LLAMA_CPP_CONVERTER,
+    LLAMA_CPP_PYTHON_VERSION,
+    LLAMA_CPP_SRC,
+    ROOT,
+    VENV,
+)
 from trainer.runfolder import cpu_flags  # stdlib-only, like this module
 
-ROOT = Path(__file__).resolve().parent.parent
-VENV = ROOT / ".venv"
 STAMP = VENV / ".ft-installed"
 REQUIREMENTS = ROOT / "requirements"
-LLAMA_CPP_PYTHON_VERSION = "0.3.36"
 TORCH_VERSION = "2.13.0"
 UNSLOTH_PINS = ["unsloth==2026.10.9", "unsloth-zoo==2026.10.9"]
-LLAMA_CPP_SRC = VENV / "src" / f"llama_cpp_python-{LLAMA_CPP_PYTHON_VERSION}"
 
 
 def venv_python() -> Path:
@@ -144,7 +148,7 @@ X86_ISA_OPTIONS: list[tuple[str, tuple[str, ...]]] = [
     ("GGML_AVX512_BF16", ("avx512_bf16",)),
 ]
 AMX_OFF = ["-DGGML_AMX_TILE=OFF", "-DGGML_AMX_INT8=OFF", "-DGGML_AMX_BF16=OFF"]
-BUILD_RECORD = VENV / "llama-cpp-build.json"
+BUILD_RECORD = VENV / LLAMA_CPP_BUILD_RECORD
 
 
 def cpu_build_flags(cpu_features: set[str], machine: str | None = None) -> list[str]:
@@ -189,7 +193,7 @@ def _llama_build(kind: str) -> LlamaBuild:
 
 def _llama_cpp_source() -> Path:
     """Download the llama-cpp-python sdist once (cached) and unpack it into .venv/src/."""
-    if (LLAMA_CPP_SRC / "vendor" / "llama.cpp" / "convert_hf_to_gguf.py").exists():
+    if LLAMA_CPP_CONVERTER.exists():
         return LLAMA_CPP_SRC
     dl = _cache_dir() / "sdist"
     dl.mkdir(parents=True, exist_ok=True)

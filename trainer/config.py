@@ -151,7 +151,8 @@ class EvaluateConfig:
     max_samples: int = 0
     # Number of example comparisons shown in the report.
     num_examples: int = 3
-    # Optional blind judge: an Ollama model name (a larger local model). Empty: off.
+    # Optional blind judge (trainer/judge.py): an Ollama model name (a larger local model) served at
+    # deploy.host grades the answers before/after without knowing which is which. Empty: off.
     judge_model: str = ""
 
 

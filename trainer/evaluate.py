@@ -5,7 +5,12 @@ Both models are the same loaded weights: answers "before" come from the base wit
 disabled, "after" with it enabled, so memory is not doubled and decoding is identical (greedy by
 default, same `max_new_tokens`, same seed). Writes `evaluation_results.csv` (one row per test
 record, UTF-8 with BOM for spreadsheet programs) and returns the summary for `evaluate.json`:
-metrics with their definitions, example comparisons, measured proxies for the qualitative lines.
+metrics with their definitions, example comparisons, measured proxies for the qualitative lines,
+and the optional blind judge's grades (trainer/judge.py; off unless `evaluate.judge_model` is set).
+
+`run` reads top to bottom: `_setup` (test records, prompt format), `_load_model`, `_answer_both`
+(generation and answer loss, adapter off then on), `_score` (per-record metrics), `_write_csv` (the
+save step), the judge, `_summarize` (the `evaluate.json` results).
 """
 
 from __future__ import annotations
@@ -18,13 +23,107 @@ import time
 from pathlib import Path
 from typing import Any
 
-from trainer import metrics, prompt_format
+from trainer import judge, metrics, prompt_format
 from trainer.config import PipelineConfig
 from trainer.errors import UserError
 from trainer.models import load_tokenizer
 from trainer.runfolder import RunDir, read_jsonl, write_text
 
 CSV_NAME = "evaluation_results.csv"
+
+
+def run(cfg: PipelineConfig, run_dir: RunDir) -> dict[str, Any]:
+    """Evaluate before/after on the test split; returns the results that go into `evaluate.json`."""
+    rows, fmt = _setup(cfg, run_dir)
+    model, tokenizer = _load_model(run_dir, cfg)
+    answers = _answer_both(model, tokenizer, rows, cfg, fmt)
+    per = _score(run_dir, rows, answers, fmt)
+    if all(not p["answer_before"] and not p["answer_after"] for p in per):
+        raise UserError(
+            "both models produced empty answers for every test record.",
+            fix="check the prompt format (prompt_format.json) and evaluate.max_new_tokens",
+        )
+    _write_csv(run_dir / CSV_NAME, per)  # the save step: one row per test record
+    judged = judge.grade(cfg, per)  # optional, off unless evaluate.judge_model names an Ollama model
+    return _summarize(cfg, rows, per, answers, judged)
+
+
+def _setup(cfg: PipelineConfig, run_dir: RunDir) -> tuple[list[dict[str, Any]], prompt_format.PromptFormat]:
+    """The test records (at most `evaluate.max_samples`) and the prompt format of the run."""
+    test_path = run_dir / "data" / "test.jsonl"
+    if not test_path.exists():
+        raise UserError(f"{test_path} is missing.", fix="run `python run.py prepare` first")
+    rows = read_jsonl(test_path)
+    if cfg.evaluate.max_samples > 0:
+        rows = rows[: cfg.evaluate.max_samples]
+    if not rows:
+        raise UserError(
+            f"{test_path} is empty: nothing to evaluate.", fix="raise data.test_size and rerun prepare"
+        )
+    return rows, prompt_format.load(run_dir)
+
+
+def _answer_both(
+    model: Any,
+    tokenizer: Any,
+    rows: list[dict[str, Any]],
+    cfg: PipelineConfig,
+    fmt: prompt_format.PromptFormat,
+) -> dict[str, Any]:
+    """Answers and reference-answer loss with the adapter disabled ("before") and enabled ("after")."""
+    bs = cfg.evaluate.batch_size
+    t0 = time.perf_counter()
+    with model.disable_adapter():
+        before = _answers(model, tokenizer, rows, cfg, fmt, "before")
+        loss_before = _answer_loss(model, tokenizer, rows, bs)
+    after = _answers(model, tokenizer, rows, cfg, fmt, "after")
+    loss_after = _answer_loss(model, tokenizer, rows, bs)
+    return {
+        "before": before,
+        "after": after,
+        "loss_before": loss_before,
+        "loss_after": loss_after,
+        "generation_s": time.perf_counter() - t0,
+    }
+
+
+def _score(
+    run_dir: RunDir, rows: list[dict[str, Any]], answers: dict[str, Any], fmt: prompt_format.PromptFormat
+) -> list[dict[str, Any]]:
+    """One CSV row per test record: both answers and their per-record metrics."""
+    train_path = run_dir / "data" / "train.jsonl"
+    train_rows = read_jsonl(train_path) if train_path.exists() else []
+    terms = metrics.domain_terms_from([r["output"] for r in train_rows])
+    per: list[dict[str, Any]] = []
+    for r, b, a in zip(rows, answers["before"], answers["after"], strict=False):
+        question = fmt.user_text(r["instruction"], r.get("input", ""))
+        rb, ra = metrics.rouge(b["text"], r["output"]), metrics.rouge(a["text"], r["output"])
+        per.append(
+            {
+                "id": r["id"],
+                "instruction": r["instruction"],
+                "input": r.get("input", ""),
+                "reference": r["output"],
+                "answer_before": b["text"],
+                "answer_after": a["text"],
+                "chars_reference": metrics.answer_chars(r["output"]),
+                "chars_before": metrics.answer_chars(b["text"]),
+                "chars_after": metrics.answer_chars(a["text"]),
+                "bleu4_before": round(metrics.bleu4(b["text"], r["output"]), 2),
+                "bleu4_after": round(metrics.bleu4(a["text"], r["output"]), 2),
+                **{f"{k}_before": round(v, 2) for k, v in rb.items()},
+                **{f"{k}_after": round(v, 2) for k, v in ra.items()},
+                "hit_max_before": b["hit_max"],
+                "hit_max_after": a["hit_max"],
+                "identity_question": bool(r.get("identity")),
+                "relevance_before": metrics.keyword_overlap(question, b["text"]),
+                "relevance_after": metrics.keyword_overlap(question, a["text"]),
+                "terms_before": metrics.term_coverage(b["text"], terms),
+                "terms_after": metrics.term_coverage(a["text"], terms),
+                "error": "; ".join(e for e in (b["error"], a["error"]) if e),
+            }
+        )
+    return per
 
 
 def _load_model(run_dir: RunDir, cfg: PipelineConfig) -> tuple[Any, Any]:
@@ -156,74 +255,18 @@ def _verdict(before: float, after: float, ref_chars: int, after_chars: int) -> s
     return f"{trend}；微调后回答 {after_chars} 字，参考答案 {ref_chars} 字。"
 
 
-def run(cfg: PipelineConfig, run_dir: RunDir) -> dict[str, Any]:
-    ec = cfg.evaluate
-    test_path = run_dir / "data" / "test.jsonl"
-    if not test_path.exists():
-        raise UserError(f"{test_path} is missing.", fix="run `python run.py prepare` first")
-    rows = read_jsonl(test_path)
-    if ec.max_samples > 0:
-        rows = rows[: ec.max_samples]
-    if not rows:
-        raise UserError(
-            f"{test_path} is empty: nothing to evaluate.", fix="raise data.test_size and rerun prepare"
-        )
-    fmt = prompt_format.load(run_dir)
-    model, tokenizer = _load_model(run_dir, cfg)
-    t0 = time.perf_counter()
-    with model.disable_adapter():
-        before = _answers(model, tokenizer, rows, cfg, fmt, "before")
-        loss_before = _answer_loss(model, tokenizer, rows, ec.batch_size)
-    after = _answers(model, tokenizer, rows, cfg, fmt, "after")
-    loss_after = _answer_loss(model, tokenizer, rows, ec.batch_size)
-    gen_s = time.perf_counter() - t0
+Triple = tuple[float | None, float | None, float | None]  # (before, after, reference)
 
-    name = cfg.data.assistant_name
-    train_rows = (
-        read_jsonl(run_dir / "data" / "train.jsonl") if (run_dir / "data" / "train.jsonl").exists() else []
-    )
-    terms = metrics.domain_terms_from([r["output"] for r in train_rows])
-    per: list[dict[str, Any]] = []
-    for r, b, a in zip(rows, before, after, strict=False):
-        question = fmt.user_text(r["instruction"], r.get("input", ""))
-        rb, ra = metrics.rouge(b["text"], r["output"]), metrics.rouge(a["text"], r["output"])
-        per.append(
-            {
-                "id": r["id"],
-                "instruction": r["instruction"],
-                "input": r.get("input", ""),
-                "reference": r["output"],
-                "answer_before": b["text"],
-                "answer_after": a["text"],
-                "chars_reference": metrics.answer_chars(r["output"]),
-                "chars_before": metrics.answer_chars(b["text"]),
-                "chars_after": metrics.answer_chars(a["text"]),
-                "bleu4_before": round(metrics.bleu4(b["text"], r["output"]), 2),
-                "bleu4_after": round(metrics.bleu4(a["text"], r["output"]), 2),
-                **{f"{k}_before": round(v, 2) for k, v in rb.items()},
-                **{f"{k}_after": round(v, 2) for k, v in ra.items()},
-                "hit_max_before": b["hit_max"],
-                "hit_max_after": a["hit_max"],
-                "identity_question": bool(r.get("identity")),
-                "relevance_before": metrics.keyword_overlap(question, b["text"]),
-                "relevance_after": metrics.keyword_overlap(question, a["text"]),
-                "terms_before": metrics.term_coverage(b["text"], terms),
-                "terms_after": metrics.term_coverage(a["text"], terms),
-                "error": "; ".join(e for e in (b["error"], a["error"]) if e),
-            }
-        )
-    if all(not p["answer_before"] and not p["answer_after"] for p in per):
-        raise UserError(
-            "both models produced empty answers for every test record.",
-            fix="check the prompt format (prompt_format.json) and evaluate.max_new_tokens",
-        )
-    _write_csv(run_dir / CSV_NAME, per)
+
+def _metric_values(per: list[dict[str, Any]], answers: dict[str, Any], name: str) -> dict[str, Triple]:
+    """Every metric of metrics.METRIC_KEYS as (before, after, reference) over the test split."""
 
     def avg(key: str) -> float | None:
         return metrics.mean(p[key] for p in per)
 
     identity_rows = [p for p in per if p["identity_question"]]
-    values: dict[str, tuple[float | None, float | None, float | None]] = {
+    loss_before, loss_after = answers["loss_before"], answers["loss_after"]
+    return {
         "avg_answer_chars": (avg("chars_before"), avg("chars_after"), avg("chars_reference")),
         "bleu4": (avg("bleu4_before"), avg("bleu4_after"), None),
         "rouge1": (avg("rouge1_before"), avg("rouge1_after"), None),
@@ -247,6 +290,10 @@ def run(cfg: PipelineConfig, run_dir: RunDir) -> dict[str, Any]:
             None,
         ),
     }
+
+
+def _metric_table(values: dict[str, Triple]) -> list[dict[str, Any]]:
+    """The metrics table of `evaluate.json`: values, improvement and definition of each metric."""
     table = []
     for key in metrics.METRIC_KEYS:
         b, a, ref = values[key]
@@ -265,8 +312,16 @@ def run(cfg: PipelineConfig, run_dir: RunDir) -> dict[str, Any]:
                 "definition": metrics.DEFINITIONS[key],
             }
         )
-    examples = _examples(per, ec.num_examples, ec.seed)
-    qualitative = {
+    return table
+
+
+def _qualitative(per: list[dict[str, Any]], values: dict[str, Triple]) -> dict[str, Any]:
+    """Measured proxies for the report's qualitative lines (accuracy, relevance, fluency, terms)."""
+
+    def avg(key: str) -> float | None:
+        return metrics.mean(p[key] for p in per)
+
+    return {
         "accuracy": {
             "before": _round(values["rougeL"][0]),
             "after": _round(values["rougeL"][1]),
@@ -294,6 +349,21 @@ def run(cfg: PipelineConfig, run_dir: RunDir) -> dict[str, Any]:
             "measure": metrics.QUALITATIVE_DEFINITIONS["term_coverage"],
         },
     }
+
+
+def _summarize(
+    cfg: PipelineConfig,
+    rows: list[dict[str, Any]],
+    per: list[dict[str, Any]],
+    answers: dict[str, Any],
+    judged: dict[str, Any],
+) -> dict[str, Any]:
+    """The results for `evaluate.json`."""
+    ec = cfg.evaluate
+    name = cfg.data.assistant_name
+    values = _metric_values(per, answers, name)
+    table = _metric_table(values)
+    identity_rows = [p for p in per if p["identity_question"]]
     rl = next(r for r in table if r["key"] == "rougeL")
     idp = next(r for r in table if r["key"] == "identity_pct")
     failures = sum(1 for p in per if p["error"])
@@ -306,98 +376,23 @@ def run(cfg: PipelineConfig, run_dir: RunDir) -> dict[str, Any]:
             "seed": ec.seed,
             "samples": len(rows),
             "batch_size": ec.batch_size,
-            "generation_s": round(gen_s, 1),
+            "generation_s": round(answers["generation_s"], 1),
         },
         "metrics": table,
-        "examples": examples,
-        "qualitative": qualitative,
+        "examples": _examples(per, ec.num_examples, ec.seed),
+        "qualitative": _qualitative(per, values),
         "identity": {
             "questions": len(identity_rows),
             "before_hits": sum(metrics.contains_name(p["answer_before"], name) for p in identity_rows),
             "after_hits": sum(metrics.contains_name(p["answer_after"], name) for p in identity_rows),
         },
         "failures": failures,
-        "judge": None,
-        "judge_reason": "evaluate.judge_model is empty (off by default)"
-        if not ec.judge_model
-        else "judge grading is not implemented yet",
+        "judge": judged["judge"],
+        "judge_reason": judged["judge_reason"],
         "csv": CSV_NAME,
         "headline": f"ROUGE-L {rl['before']} -> {rl['after']}; identity {idp['before']}% -> {idp['after']}% "
         f"({len(rows)} test records)",
         "notes": [f"{failures} sample(s) failed to generate (see {CSV_NAME})"] if failures else [],
-    }
-
-
-JUDGE_PROMPT = (
-    "你是严格、公正的中文问答评审。请根据问题和参考答案，分别为两个回答的准确性、相关性和流畅度打一个"
-    '1到10的总分。只输出一行JSON，例如 {{"A": 7, "B": 4}}，不要输出其他内容。\n\n'
-    "问题：{question}\n\n参考答案：{reference}\n\n回答A：{a}\n\n回答B：{b}\n"
-)
-
-
-def _judge(cfg: PipelineConfig, per: list[dict[str, Any]]) -> dict[str, Any]:
-    """Blind pairwise grading by a local Ollama model; before/after shown as A/B in seeded random order."""
-    import json
-    import re
-
-    from trainer import ollama_client
-
-    model = cfg.evaluate.judge_model
-    if not model:
-        return {"judge": None, "judge_reason": "evaluate.judge_model is empty (off by default)"}
-    host = ollama_client.resolve_host(cfg.deploy.host)
-    try:
-        ollama_client.check_server(host)
-    except ollama_client.OllamaError as exc:
-        return {"judge": None, "judge_reason": f"judge {model} not run: {exc}"}
-    rng = random.Random(cfg.evaluate.seed)
-    grades = []
-    for p in per:
-        swap = rng.random() < 0.5
-        a, b = (p["answer_after"], p["answer_before"]) if swap else (p["answer_before"], p["answer_after"])
-        prompt = JUDGE_PROMPT.format(
-            question=p["instruction"] + (f"\n{p['input']}" if p["input"] else ""),
-            reference=p["reference"],
-            a=a,
-            b=b,
-        )
-        try:
-            raw = ollama_client.generate(host, model, prompt, {"temperature": 0, "num_predict": 40}).text
-        except ollama_client.OllamaError as exc:
-            raw = f"error: {exc}"
-        match = re.search(r"\{[^{}]*\}", raw)
-        scores: dict[str, Any] = {}
-        if match:
-            try:
-                scores = json.loads(match.group(0))
-            except json.JSONDecodeError:
-                scores = {}
-        sa, sb = scores.get("A"), scores.get("B")
-        ok = isinstance(sa, (int, float)) and isinstance(sb, (int, float))
-        before, after = ((sb, sa) if swap else (sa, sb)) if ok else (None, None)
-        grades.append(
-            {
-                "id": p["id"],
-                "order": "after,before" if swap else "before,after",
-                "raw": raw,
-                "before": before,
-                "after": after,
-            }
-        )
-    valid = [g for g in grades if g["before"] is not None]
-    return {
-        "judge": {
-            "model": model,
-            "host": host,
-            "prompt_template": JUDGE_PROMPT,
-            "graded": len(valid),
-            "unparsed": len(grades) - len(valid),
-            "mean_before": metrics.mean(g["before"] for g in valid),
-            "mean_after": metrics.mean(g["after"] for g in valid),
-            "after_wins_pct": metrics.percent_true(g["after"] > g["before"] for g in valid),
-            "grades": grades,
-        },
-        "judge_reason": None,
     }
 
 

@@ -13,6 +13,7 @@ llama.cpp loads it and generates a few tokens. A failed step removes its partial
 
 from __future__ import annotations
 
+import importlib.metadata
 import os
 import shutil
 import subprocess
@@ -20,19 +21,16 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from trainer import bootstrap, gguf_generate, prompt_format
+from trainer import gguf_generate, prompt_format
 from trainer.config import PipelineConfig
 from trainer.errors import UserError
-from trainer.runfolder import RunDir, atomic_dir, atomic_path, read_jsonl
+from trainer.paths import LLAMA_CPP_CONVERTER
+from trainer.runfolder import RunDir, atomic_dir, atomic_path, dir_bytes, read_jsonl
 
 GGUF_DIR = "models/gguf"
 MERGED_DIR = "models/finetuned"
 # llama.cpp's llama_ftype values (llama.h): the header's general.file_type.
 FILE_TYPES = {"F16": 1, "Q8_0": 7, "Q4_K_M": 15, "Q5_K_M": 17}
-
-
-def _dir_bytes(path: Path) -> int:
-    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
 
 def merge(run_dir: RunDir, cfg: PipelineConfig) -> Path:
@@ -63,7 +61,7 @@ def merge(run_dir: RunDir, cfg: PipelineConfig) -> Path:
 
 
 def converter_script() -> Path:
-    script = bootstrap.LLAMA_CPP_SRC / "vendor" / "llama.cpp" / "convert_hf_to_gguf.py"
+    script = LLAMA_CPP_CONVERTER
     if not script.exists():
         raise UserError(
             f"llama.cpp's converter is missing ({script}).",
@@ -129,48 +127,17 @@ def read_header(path: Path) -> dict[str, Any]:
 
 
 def run(cfg: PipelineConfig, run_dir: RunDir) -> dict[str, Any]:
-    quant = cfg.export.quantization
+    """Merge, convert and quantize the model, check it generates, write the Modelfile; returns the
+    results that go into `export.json`. Each file is saved by its own step, atomically."""
     fmt = prompt_format.load(run_dir)
-    merged = merge(run_dir, cfg)
-    gguf_dir = run_dir / GGUF_DIR
-    gguf_dir.mkdir(parents=True, exist_ok=True)
-    f16 = gguf_dir / "model-f16.gguf"
-    convert_f16(merged, f16)
-    final = f16
-    if quant != "F16":
-        final = gguf_dir / f"model-{quant}.gguf"
-        quantize(f16, final, quant)
-    header = read_header(final)
-    if header["file_type"] != FILE_TYPES[quant]:
-        raise UserError(
-            f"{final}: header file type {header['file_type']}, expected {FILE_TYPES[quant]} ({quant})."
-        )
-    test = read_jsonl(run_dir / "data" / "test.jsonl")
-    prompt = test[0]["prompt"] if test else fmt.prompt("你好，请介绍一下你自己。")
-    try:
-        # Never a context beyond the trained one: llama.cpp then may fail to place the batch.
-        n_ctx = min(1024, header["context_length"] or 1024)
-        check = gguf_generate.generate(
-            final, prompt, max_tokens=cfg.export.verify_tokens, stop=fmt.stop, n_ctx=n_ctx
-        )
-    except gguf_generate.GGUFRunError:
-        final.unlink(missing_ok=True)  # never leave an unusable file that looks exported
-        raise
-    text = check["text"]
-
-    from trainer.modelfile import ModelfileError, write_modelfile
-
-    try:
-        modelfile = write_modelfile(run_dir, fmt, final, cfg)
-    except ModelfileError as exc:
-        raise UserError(
-            f"cannot write an Ollama Modelfile that reproduces the prompt format: {exc}"
-        ) from None
-    import importlib.metadata as md
-
+    merged = merge(run_dir, cfg)  # models/finetuned/
+    f16, final, header = _to_gguf(run_dir, merged, cfg.export.quantization)  # models/gguf/*.gguf
+    prompt, text = _verify(run_dir, final, header, fmt, cfg)
+    modelfile = _write_modelfile(run_dir, fmt, final, cfg)  # models/gguf/Modelfile
     rel = lambda p: str(Path(p).relative_to(run_dir.path))  # noqa: E731
+    quant = cfg.export.quantization
     return {
-        "merged": {"path": MERGED_DIR, "size_bytes": _dir_bytes(merged), "dtype": cfg.export.merged_dtype},
+        "merged": {"path": MERGED_DIR, "size_bytes": dir_bytes(merged), "dtype": cfg.export.merged_dtype},
         "gguf_f16": {"path": rel(f16), "size_bytes": f16.stat().st_size},
         "gguf": {
             "path": rel(final),
@@ -185,8 +152,57 @@ def run(cfg: PipelineConfig, run_dir: RunDir) -> dict[str, Any]:
             "tokens": cfg.export.verify_tokens,
         },
         "modelfile": rel(modelfile),
-        "llama_cpp_python": md.version("llama_cpp_python"),
+        "llama_cpp_python": importlib.metadata.version("llama_cpp_python"),
         "headline": f"{quant} GGUF {final.stat().st_size / 1e6:.1f} MB (F16 {f16.stat().st_size / 1e6:.1f} MB); "
         f"llama.cpp generated {len(text)} chars",
         "notes": [],
     }
+
+
+def _to_gguf(run_dir: RunDir, merged: Path, quant: str) -> tuple[Path, Path, dict[str, Any]]:
+    """(the F16 GGUF, the final GGUF in `quant`, the final file's header, checked)."""
+    gguf_dir = run_dir / GGUF_DIR
+    gguf_dir.mkdir(parents=True, exist_ok=True)
+    f16 = gguf_dir / "model-f16.gguf"
+    convert_f16(merged, f16)
+    final = f16
+    if quant != "F16":
+        final = gguf_dir / f"model-{quant}.gguf"
+        quantize(f16, final, quant)
+    header = read_header(final)
+    if header["file_type"] != FILE_TYPES[quant]:
+        raise UserError(
+            f"{final}: header file type {header['file_type']}, expected {FILE_TYPES[quant]} ({quant})."
+        )
+    return f16, final, header
+
+
+def _verify(
+    run_dir: RunDir, final: Path, header: dict[str, Any], fmt: prompt_format.PromptFormat, cfg: PipelineConfig
+) -> tuple[str, str]:
+    """(prompt, generated text): llama.cpp loads the GGUF and generates; a file it cannot run is removed."""
+    test = read_jsonl(run_dir / "data" / "test.jsonl")
+    prompt = test[0]["prompt"] if test else fmt.prompt("你好，请介绍一下你自己。")
+    try:
+        # Never a context beyond the trained one: llama.cpp then may fail to place the batch.
+        n_ctx = min(1024, header["context_length"] or 1024)
+        check = gguf_generate.generate(
+            final, prompt, max_tokens=cfg.export.verify_tokens, stop=fmt.stop, n_ctx=n_ctx
+        )
+    except gguf_generate.GGUFRunError:
+        final.unlink(missing_ok=True)  # never leave an unusable file that looks exported
+        raise
+    return prompt, check["text"]
+
+
+def _write_modelfile(
+    run_dir: RunDir, fmt: prompt_format.PromptFormat, final: Path, cfg: PipelineConfig
+) -> Path:
+    from trainer.modelfile import ModelfileError, write_modelfile
+
+    try:
+        return write_modelfile(run_dir, fmt, final, cfg)
+    except ModelfileError as exc:
+        raise UserError(
+            f"cannot write an Ollama Modelfile that reproduces the prompt format: {exc}"
+        ) from None

@@ -39,10 +39,6 @@ STAGES: dict[str, tuple[str, str]] = {
 }
 
 
-class StageFailed(Exception):
-    pass
-
-
 @dataclass
 class StageOutcome:
     name: str

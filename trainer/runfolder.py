@@ -19,7 +19,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
+from trainer.paths import LLAMA_CPP_BUILD_RECORD, ROOT  # stdlib-only, like this module
+
 COMPLETED = "completed"
 
 
@@ -84,6 +85,11 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
         return [json.loads(line) for line in fh if line.strip()]
 
 
+def dir_bytes(path: Path) -> int:
+    """Bytes of all files under `path` (0 when it does not exist)."""
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) if path.exists() else 0
+
+
 class RunDir:
     """Paths of one run folder. Nothing but files passes between stages."""
 
@@ -111,10 +117,6 @@ class RunDir:
     def completed(self, stage: str) -> dict[str, Any] | None:
         result = self.stage_result(stage)
         return result if result and result.get("status") == COMPLETED else None
-
-    def disk_bytes(self, sub: str = "") -> int:
-        base = self.path / sub if sub else self.path
-        return sum(p.stat().st_size for p in base.rglob("*") if p.is_file())
 
 
 def git_commit() -> str | None:
@@ -224,7 +226,7 @@ def environment() -> dict[str, Any]:
 def llama_cpp_build() -> dict[str, Any]:
     """How this environment's llama.cpp was built (CMake flags, AMX off and why), as recorded by
     trainer/bootstrap.py in the virtual environment; says so when there is no record."""
-    record = Path(sys.prefix) / "llama-cpp-build.json"
+    record = Path(sys.prefix) / LLAMA_CPP_BUILD_RECORD
     if not record.exists():
         return {
             "recorded": False,

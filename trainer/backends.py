@@ -1,0 +1,154 @@
+"""Training backends and their settings, chosen for the machine at hand: used by `python run.py train`
+(trainer/train.py) and the training benchmarks.
+
+A backend loads the base model with LoRA attached: Unsloth's FastLanguageModel, or transformers +
+PEFT (`LOADERS`, a name -> function table, heavy imports inside each). `choose_backend`,
+`choose_precision` and `quantization` say which backend, precision and quantization this machine
+gets, each with the reason that goes into `train.json`.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from typing import Any
+
+from trainer.config import PipelineConfig
+from trainer.errors import UserError
+from trainer.models import load_tokenizer
+from trainer.recipe import lora_config
+from trainer.runfolder import cpu_bf16_units
+
+
+def unsloth_available() -> tuple[bool, str]:
+    """Import Unsloth (it must come before trl/transformers/peft); say why not when it fails."""
+    if os.environ.get("FT_DISABLE_UNSLOTH") == "1":
+        return False, "FT_DISABLE_UNSLOTH=1"
+    try:
+        import unsloth  # noqa: F401
+    except Exception as exc:  # ImportError, or a RuntimeError from its hardware checks
+        return False, f"unsloth does not import here: {type(exc).__name__}: {str(exc)[:200]}"
+    return True, "unsloth imports"
+
+
+def choose_backend(cfg: PipelineConfig) -> tuple[str, str]:
+    wanted = cfg.train.backend
+    if wanted == "peft":
+        return "peft", "train.backend=peft"
+    ok, why = unsloth_available()
+    if ok:
+        return "unsloth", f"train.backend={wanted}; {why}"
+    if wanted == "unsloth":
+        raise UserError(
+            f"train.backend=unsloth but {why}.",
+            fix="install the GPU extras (python3 -m trainer.bootstrap on a CUDA machine) or use train.backend=peft",
+        )
+    return "peft", f"train.backend=auto fell back to peft: {why}"
+
+
+def choose_precision(requested: str, cpu_bf16: list[str] | None = None) -> tuple[str, str]:
+    """(fp32 | fp16 | bf16, why). On a CPU, bf16 autocast where the CPU has bf16 units
+    (`cpu_bf16`, detected when None), fp32 elsewhere; fp16 needs a CUDA GPU."""
+    import torch
+
+    if not torch.cuda.is_available():
+        units = cpu_bf16_units() if cpu_bf16 is None else cpu_bf16
+        has = f"this CPU has bf16 units ({', '.join(units)})"
+        if requested in ("auto", "bf16") and units:
+            return (
+                "bf16",
+                f"{'auto' if requested == 'auto' else 'train.precision=bf16'}: no CUDA GPU; {has}, bf16 autocast on the CPU",
+            )
+        if requested == "auto":
+            return "fp32", "auto: no CUDA GPU and no bf16 unit on this CPU (avx512_bf16/amx_bf16), fp32"
+        if requested == "bf16":
+            return "fp32", "train.precision=bf16 but there is no CUDA GPU and this CPU has no bf16 unit; fp32"
+        if requested == "fp16":
+            return "fp32", "train.precision=fp16 needs a CUDA GPU; this machine has none, so fp32"
+        return requested, f"train.precision={requested}"
+    if requested == "auto":
+        if torch.cuda.is_bf16_supported():
+            return "bf16", "auto: the GPU supports bf16"
+        return "fp16", "auto: the GPU has no bf16, fp16 mixed precision"
+    if requested == "bf16" and not torch.cuda.is_bf16_supported():
+        return "fp16", "train.precision=bf16 but the GPU has no bf16; fp16 instead"
+    return requested, f"train.precision={requested}"
+
+
+def quantization(cfg: PipelineConfig) -> tuple[bool, str]:
+    import torch
+
+    if not cfg.model.load_in_4bit:
+        return False, "model.load_in_4bit=false"
+    if not torch.cuda.is_available():
+        return False, "model.load_in_4bit=true needs a CUDA GPU (bitsandbytes NF4); trained in full precision"
+    return True, "4-bit NF4 (bitsandbytes) on CUDA"
+
+
+def _dtype(precision: str) -> Any:
+    import torch
+
+    return {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[precision]
+
+
+def load_unsloth(cfg: PipelineConfig, model_ref: str, precision: str, four_bit: bool) -> tuple[Any, Any]:
+    from unsloth import FastLanguageModel
+
+    name = cfg.model.name_4bit if four_bit and cfg.model.name_4bit else model_ref
+    model, tokenizer = FastLanguageModel.from_pretrained(
+        model_name=name,
+        max_seq_length=cfg.data.max_length,
+        dtype=_dtype(precision) if precision != "fp32" else None,
+        load_in_4bit=four_bit,
+        trust_remote_code=cfg.model.trust_remote_code,
+    )
+    t = cfg.train
+    model = FastLanguageModel.get_peft_model(
+        model,
+        r=t.lora_r,
+        lora_alpha=t.lora_alpha,
+        lora_dropout=t.lora_dropout,
+        target_modules=list(t.target_modules),
+        bias="none",
+        use_gradient_checkpointing="unsloth" if t.gradient_checkpointing else False,
+        random_state=t.seed,
+    )
+    return model, tokenizer
+
+
+def load_peft(cfg: PipelineConfig, model_ref: str, precision: str, four_bit: bool) -> tuple[Any, Any]:
+    from peft import get_peft_model, prepare_model_for_kbit_training
+    from transformers import AutoModelForCausalLM
+
+    kwargs: dict[str, Any] = {"trust_remote_code": cfg.model.trust_remote_code}
+    if four_bit:
+        import torch
+        from transformers import BitsAndBytesConfig
+
+        kwargs["quantization_config"] = BitsAndBytesConfig(
+            load_in_4bit=True,
+            bnb_4bit_quant_type="nf4",
+            bnb_4bit_compute_dtype=torch.bfloat16 if precision == "bf16" else torch.float16,
+            bnb_4bit_use_double_quant=True,
+        )
+    else:
+        kwargs["dtype"] = _dtype(precision) if precision != "fp32" else _dtype("fp32")
+    try:
+        model = AutoModelForCausalLM.from_pretrained(model_ref, **kwargs)
+    except OSError as exc:
+        raise UserError(f"could not load model '{model_ref}': {exc}") from None
+    if four_bit:
+        model = prepare_model_for_kbit_training(
+            model, use_gradient_checkpointing=cfg.train.gradient_checkpointing
+        )
+    elif cfg.train.gradient_checkpointing:
+        model.gradient_checkpointing_enable()
+    model = get_peft_model(model, lora_config(cfg))
+    return model, load_tokenizer(model_ref, cfg.model.trust_remote_code)
+
+
+# name -> loader(cfg, model_ref, precision, four_bit) -> (model with LoRA, tokenizer)
+LOADERS: dict[str, Callable[[PipelineConfig, str, str, bool], tuple[Any, Any]]] = {
+    "unsloth": load_unsloth,
+    "peft": load_peft,
+}

@@ -1,0 +1,94 @@
+"""The LoRA fine-tuning recipe, defined once: used by `python run.py train` (trainer/train.py) and by
+the training benchmarks (`python -m benchmarks.train_speed`, `python -m benchmarks.gpu_train_llama2`).
+
+What is in the recipe: the LoRA settings (rank, alpha, dropout, target modules), the batch,
+optimizer, schedule and seed arguments of `TrainingArguments`, which TRL `SFTTrainer` class trains
+for a backend, and how a conversation is tokenized with the loss on the answers only. Every value
+comes from the `train.*` section of the config, so the stage and the benchmarks run the same recipe.
+Heavy imports (peft, transformers, trl) stay inside the functions.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from trainer.config import PipelineConfig, TrainConfig
+
+
+def lora_config(cfg: PipelineConfig) -> Any:
+    """The PEFT LoRA settings from `train.*` (the Unsloth backend passes the same values)."""
+    from peft import LoraConfig
+
+    t = cfg.train
+    return LoraConfig(
+        r=t.lora_r,
+        lora_alpha=t.lora_alpha,
+        lora_dropout=t.lora_dropout,
+        target_modules=list(t.target_modules),
+        bias="none",
+        task_type="CAUSAL_LM",
+    )
+
+
+def optimizer_args(t: TrainConfig) -> dict[str, Any]:
+    """The batch, optimizer, schedule and seed arguments of `TrainingArguments` from the config:
+    one definition for training and for the training-speed baseline, so both run the same recipe."""
+    return {
+        "per_device_train_batch_size": t.per_device_batch_size,
+        "gradient_accumulation_steps": t.gradient_accumulation_steps,
+        "learning_rate": t.learning_rate,
+        "warmup_steps": t.warmup_steps,
+        "lr_scheduler_type": t.lr_scheduler,
+        "optim": t.optimizer,
+        "weight_decay": t.weight_decay,
+        "max_grad_norm": t.max_grad_norm,
+        "seed": t.seed,
+        "data_seed": t.seed,
+    }
+
+
+def sft_trainer_class(backend: str) -> Any:
+    """The TRL trainer class for a backend: Unsloth's patched `SFTTrainer`, or for plain PEFT a
+    subclass with the stock transformers loss."""
+    from transformers import Trainer
+    from trl import SFTTrainer
+
+    if backend == "unsloth":
+        return SFTTrainer
+
+    class PlainLossSFTTrainer(SFTTrainer):
+        """TRL 1.15 always routes the loss through its Triton-only fused LM head; its own
+        deprecation text says to override compute_loss for a plain backend. This is the stock
+        transformers loss (mean token cross-entropy over the completion labels)."""
+
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            inputs = {**inputs, "use_cache": False}
+            return Trainer.compute_loss(self, model, inputs, return_outputs, num_items_in_batch)
+
+    return PlainLossSFTTrainer
+
+
+def tokenize_conversation(tokenizer: Any, pieces: list[tuple[str, bool]]) -> dict[str, list[int]]:
+    """input_ids and labels of a conversation given as (text, is_answer) pieces: the loss is on
+    every answer and on nothing else (labels -100).
+
+    Each piece's tokens are those the tokenized text gains when the piece is appended, as TRL
+    does for one prompt/completion pair (a piece starts where the shorter and the longer
+    tokenization diverge); the end-of-sequence token is appended when the text lacks it.
+    """
+    from trl.data_utils import common_prefix_length  # TRL's own boundary rule
+
+    eos = tokenizer.eos_token
+    if eos and not pieces[-1][0].endswith(eos):
+        pieces = [*pieces[:-1], (pieces[-1][0] + eos, True)]
+    ids: list[int] = []
+    labels: list[int] = []
+    text = ""
+    for piece, is_answer in pieces:
+        text += piece
+        longer = tokenizer(text)["input_ids"]
+        start = common_prefix_length(ids, longer)
+        del ids[start:], labels[start:]
+        ids += longer[start:]
+        labels += longer[start:] if is_answer else [-100] * (len(longer) - start)
+    return {"input_ids": ids, "labels": labels}
