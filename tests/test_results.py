@@ -72,18 +72,18 @@ def test_null_carries_the_reason_written_beside_it() -> None:
     train = results.TrainResult.from_dict(rf.gpu_less_results()["train"])
     reserved = train.resources.peak_gpu_reserved_bytes
     assert isinstance(reserved, results.NotMeasured)
-    assert reserved.reason == "no CUDA GPU on this machine"  # resources.gpu_reason
+    assert reserved.why == "no CUDA GPU on this machine"  # resources.gpu_reason
     assert not reserved.absent
     memory = results.BenchmarkResult.from_dict(rf.gpu_less_results()["benchmark"]).memory
-    assert memory.vram_bytes == results.NotMeasured("no GPU", path="memory.vram_bytes")
+    assert memory.vram_bytes == results.NotMeasured("no GPU", key_path="memory.vram_bytes")
 
 
 def test_an_absent_key_is_not_measured_and_stays_absent() -> None:
     data = {"backend": "peft"}
     train = results.TrainResult.from_dict(data)
-    assert train.best_checkpoint == results.NotMeasured(absent=True, path="best_checkpoint")
+    assert train.best_checkpoint == results.NotMeasured(absent=True, key_path="best_checkpoint")
     # Reading through a missing object gives the longer path, not an AttributeError.
-    assert train.best_checkpoint.step == results.NotMeasured(absent=True, path="best_checkpoint.step")
+    assert train.best_checkpoint.step == results.NotMeasured(absent=True, key_path="best_checkpoint.step")
     assert list(train.checkpoints) == []
     assert not results.measured(train.global_step)
     assert train.to_dict() == data

@@ -6,7 +6,7 @@ it); stdlib only, so importing it never pulls in torch. Each stage result is a d
 keys this module does not name are kept in `extra`, so an older or newer run folder round-trips too.
 
 A value that was not measured is a `NotMeasured`, never `None` or a placeholder: `null` in the file
-becomes `NotMeasured(reason)` with the stage's own `*_reason` beside it, a key that is not in the
+becomes `NotMeasured(why)` with the stage's own `*_reason` beside it, a key that is not in the
 file at all becomes `NotMeasured(absent=True)` (and is left out again by `to_dict`). Wording a
 reason for a reader (in Chinese) is the report's job; this module carries the stage's words only.
 
@@ -37,7 +37,9 @@ from trainer.results.serving import (
     BenchFiles,
     BenchmarkResult,
     BenchMemory,
+    BenchSettings,
     DeployResult,
+    EngineDetails,
     ExportResult,
     GgufVerification,
     LevelSummary,
@@ -59,9 +61,12 @@ from trainer.results.training import (
     Hyperparameters,
     IdentityCheck,
     InputFile,
+    LengthChars,
     LengthStats,
+    LengthTokens,
     LoraSettings,
     PrepareResult,
+    Qualitative,
     QualitativeMeasure,
     Splits,
     TrainFiles,
@@ -104,8 +109,8 @@ class EnvInfo(Record):
 class StageRecord(Record):
     """`<stage>.json`: the runner's envelope; `results` is the stage's typed result once completed."""
 
-    stage: str
-    status: str  # running | completed | failed | interrupted
+    stage: OptStr = ABSENT
+    status: OptStr = ABSENT  # running | completed | failed | interrupted (written before the stage runs)
     config_fingerprint: OptStr = ABSENT
     started_at: OptStr = ABSENT
     finished_at: OptStr = ABSENT
@@ -115,10 +120,12 @@ class StageRecord(Record):
     results: Any = ABSENT
 
     @classmethod
-    def read(cls, data: Any) -> StageRecord:
-        """Decode the envelope, then `results` as the stage's type (a plain dict for unknown stages)."""
+    def read(cls, data: Any, stage: str | None = None) -> StageRecord:
+        """Decode the envelope, then `results` as the type of `stage` (default: the record's own
+        `stage`; a plain dict for a stage this module does not know)."""
         record = cls.from_dict(data)
-        result_type = RESULT_TYPES.get(record.stage)
+        name = stage or (record.stage if isinstance(record.stage, str) else "")
+        result_type = RESULT_TYPES.get(name)
         if result_type is not None and isinstance(record.results, dict):
             record.results = result_type.from_dict(record.results)
         return record
@@ -144,7 +151,7 @@ def load_result(run_dir: Path | Any, stage: str) -> StageRecord | None:
     path = Path(getattr(run_dir, "path", run_dir)) / f"{stage}.json"
     if not path.exists():
         return None
-    return StageRecord.read(json.loads(path.read_text(encoding="utf-8")))
+    return StageRecord.read(json.loads(path.read_text(encoding="utf-8")), stage)
 
 
 def load_env(run_dir: Path | Any) -> EnvInfo | None:
@@ -162,10 +169,12 @@ __all__ = [
     "Augmentation",
     "BenchFiles",
     "BenchMemory",
+    "BenchSettings",
     "BenchmarkResult",
     "Checkpoint",
     "DeployResult",
     "DropWarning",
+    "EngineDetails",
     "EnvInfo",
     "EvalExample",
     "EvalMetric",
@@ -177,13 +186,16 @@ __all__ = [
     "Hyperparameters",
     "IdentityCheck",
     "InputFile",
+    "LengthChars",
     "LengthStats",
+    "LengthTokens",
     "LevelSummary",
     "LoraSettings",
     "ModelFile",
     "NotMeasured",
     "Percentiles",
     "PrepareResult",
+    "Qualitative",
     "QualitativeMeasure",
     "Record",
     "ReportResult",

@@ -25,16 +25,17 @@ class ResultError(ValueError):
 class NotMeasured:
     """A value the stage did not measure, and why.
 
-    `reason` is the stage's own explanation (`<key>_reason` or `reason` beside a `null`), "" when it
-    gave none. `absent` tells a key missing from the file from one written as `null`; `path` is the
-    dotted key inside `results`. It behaves as an empty, falsy value (iterating yields nothing) and
-    reading an attribute of it gives a NotMeasured for the longer path, so a reader can write
-    `result.best_checkpoint.step` without first checking that the checkpoint exists.
+    `why` is the stage's own explanation (`<key>_reason` or `reason` beside a `null`), "" when it
+    gave none. `absent` tells a key missing from the file from one written as `null`; `key_path` is
+    the dotted key inside the result. It behaves as an empty, falsy value (iterating yields nothing)
+    and reading any other attribute gives a NotMeasured for the longer path, so a reader can write
+    `result.best_checkpoint.step` without first checking that the checkpoint exists. (Its own
+    attribute names are ones no stage file uses, so they never hide a field of the result.)
     """
 
-    reason: str = ""
+    why: str = ""
     absent: bool = False
-    path: str = ""
+    key_path: str = ""
 
     def __bool__(self) -> bool:
         return False
@@ -45,7 +46,7 @@ class NotMeasured:
     def __getattr__(self, name: str) -> NotMeasured:
         if name.startswith("_"):  # copy/pickle/dataclass probes must still see a plain object
             raise AttributeError(name)
-        return NotMeasured("", True, f"{self.path}.{name}" if self.path else name)
+        return NotMeasured("", True, f"{self.key_path}.{name}" if self.key_path else name)
 
 
 def measured(value: Any) -> bool:
@@ -119,10 +120,10 @@ def _decode_field(f: dataclasses.Field[Any], hint: Any, data: dict[str, Any], pa
     if f.name not in data:
         if not optional:
             raise ResultError(f"{path}: missing")
-        return NotMeasured(absent=True, path=path)
+        return NotMeasured(absent=True, key_path=path)
     value = data[f.name]
     if value is None and optional:
-        return NotMeasured(_reason_for(f.name, data, f.metadata.get("reason_key")), path=path)
+        return NotMeasured(_reason_for(f.name, data, f.metadata.get("reason_key")), key_path=path)
     return _decode(inner, value, path)
 
 

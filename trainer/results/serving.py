@@ -157,12 +157,41 @@ class BenchFiles(Record):
 
 
 @dataclass(kw_only=True)
+class BenchSettings(Record):
+    """The benchmark.* settings the run used, and why this engine."""
+
+    engine: OptStr = ABSENT
+    engine_reason: OptStr = ABSENT
+    concurrency: list[int] | NotMeasured = ABSENT
+    num_requests: OptNum = ABSENT
+    repetitions: OptNum = ABSENT
+    max_tokens: OptNum = ABSENT
+    num_ctx: OptNum = ABSENT
+    threads: OptNum = ABSENT
+    warmup_requests: OptNum = ABSENT
+    request_timeout_s: OptNum = ABSENT
+    temperature: OptNum = ABSENT
+    seed: OptNum = ABSENT
+    prompts: dict[str, Any] | NotMeasured = ABSENT
+
+
+@dataclass(kw_only=True)
+class EngineDetails(Record):
+    """llama.cpp only: which server ran and why (other engines add their own keys)."""
+
+    server: OptStr = ABSENT  # "native" llama-server | "python" llama-cpp-python
+    server_reason: OptStr = ABSENT
+    server_parallel_slots: OptNum = ABSENT
+    llama_server_version: OptStr = ABSENT
+
+
+@dataclass(kw_only=True)
 class BenchmarkResult(StageResult):
     engine: OptStr = ABSENT
     model: OptStr = ABSENT
     model_size_bytes: OptNum = ABSENT
     quantization: OptStr = ABSENT
-    settings: dict[str, Any] | NotMeasured = ABSENT  # the benchmark.* config plus engine_reason
+    settings: BenchSettings | NotMeasured = ABSENT
     summary: list[LevelSummary] | NotMeasured = ABSENT
     memory: BenchMemory | NotMeasured = ABSENT
     roofline: Roofline | NotMeasured = ABSENT
@@ -171,7 +200,7 @@ class BenchmarkResult(StageResult):
     partial_reason: OptStr = ABSENT
     failures_total: OptNum = ABSENT
     requests_total: OptNum = ABSENT
-    engine_details: dict[str, Any] | NotMeasured = ABSENT
+    engine_details: EngineDetails | NotMeasured = ABSENT
     machine_load: Any = ABSENT
     timing_agreement: TimingAgreement | NotMeasured = ABSENT
     files: BenchFiles | NotMeasured = ABSENT

@@ -15,7 +15,7 @@ from trainer.results.base import ABSENT, NotMeasured, OptNum, OptStr, Record, St
 
 @dataclass(kw_only=True)
 class InputFile(Record):
-    path: str
+    path: OptStr = ABSENT
     format: OptStr = ABSENT
     records: OptNum = ABSENT
 
@@ -58,6 +58,17 @@ class LengthStats(Record):
 
 
 @dataclass(kw_only=True)
+class LengthChars(Record):
+    prompt: LengthStats | NotMeasured = ABSENT
+    output: LengthStats | NotMeasured = ABSENT
+
+
+@dataclass(kw_only=True)
+class LengthTokens(Record):
+    total: LengthStats | NotMeasured = ABSENT
+
+
+@dataclass(kw_only=True)
 class PrepareResult(StageResult):
     dataset_name: OptStr = ABSENT
     inputs: list[InputFile] | NotMeasured = ABSENT
@@ -73,8 +84,8 @@ class PrepareResult(StageResult):
     record_formats: dict[str, int] | NotMeasured = ABSENT
     multi_turn_records: OptNum = ABSENT
     identity_records: Splits | NotMeasured = ABSENT
-    length_chars: dict[str, LengthStats] | NotMeasured = ABSENT  # prompt | output
-    length_tokens: dict[str, LengthStats] | NotMeasured = ABSENT  # total
+    length_chars: LengthChars | NotMeasured = ABSENT
+    length_tokens: LengthTokens | NotMeasured = ABSENT
     max_length: OptNum = ABSENT
     overlong: OptStr = ABSENT
     prompt_format: OptStr = ABSENT
@@ -186,7 +197,7 @@ class EvalSettings(Record):
 class EvalMetric(Record):
     """One before/after metric; `name_zh` and `definition` are Chinese, written by the stage."""
 
-    key: str
+    key: OptStr = ABSENT  # avg_answer_chars, bleu4, rouge1, rouge2, rougeL, loss, perplexity, ...
     name_zh: OptStr = ABSENT
     before: OptNum = ABSENT
     after: OptNum = ABSENT
@@ -218,6 +229,17 @@ class QualitativeMeasure(Record):
     unit: OptStr = ABSENT
     measure: OptStr = ABSENT  # Chinese, what stands in for the dimension
     higher_is_better: bool | NotMeasured = ABSENT
+    reason: OptStr = ABSENT  # why before or after is missing
+
+
+@dataclass(kw_only=True)
+class Qualitative(Record):
+    """The four qualitative dimensions, each measured by a stand-in metric."""
+
+    accuracy: QualitativeMeasure | NotMeasured = ABSENT
+    relevance: QualitativeMeasure | NotMeasured = ABSENT
+    fluency: QualitativeMeasure | NotMeasured = ABSENT
+    professionalism: QualitativeMeasure | NotMeasured = ABSENT
 
 
 @dataclass(kw_only=True)
@@ -232,7 +254,7 @@ class EvaluateResult(StageResult):
     settings: EvalSettings | NotMeasured = ABSENT
     metrics: list[EvalMetric] | NotMeasured = ABSENT
     examples: list[EvalExample] | NotMeasured = ABSENT
-    qualitative: dict[str, QualitativeMeasure] | NotMeasured = ABSENT
+    qualitative: Qualitative | NotMeasured = ABSENT
     identity: IdentityCheck | NotMeasured = ABSENT
     failures: Any = ABSENT  # a count, or a list of failed samples
     judge: Any = ABSENT  # null when no judge ran (see judge_reason)
