@@ -10,6 +10,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -39,6 +40,12 @@ def test_every_fixture_stage_file_round_trips(tmp_path: Path, name: str) -> None
     env = results.load_env(run)
     assert env is not None
     assert env.to_dict() == json.loads((run / "env.json").read_text(encoding="utf-8"))
+
+
+@pytest.mark.parametrize("results_of", [rf.complete_results, rf.gpu_less_results])
+def test_every_fixture_result_dict_round_trips(results_of: Any) -> None:
+    for stage, data in results_of().items():
+        assert results.RESULT_TYPES[stage].from_dict(data).to_dict() == data, stage
 
 
 def test_a_real_prepare_json_round_trips(tmp_path: Path) -> None:

@@ -12,7 +12,7 @@ from reporting import facts
 from reporting.runfiles import RunFiles, known
 from reporting.sections.common import nm
 from reporting.text import code, fmt_bytes, fmt_float, fmt_general, is_number, shorten
-from trainer.results import ApiCase, ApiTest, GgufVerification, ModelFile
+from trainer.results import ApiCase, ApiTest, GgufVerification, ModelFile, measured
 
 API_ANSWER_CHARS = 80
 DEPLOY_STATUS_ZH = {"deployed": "已部署", "not_deployed": "未部署", "failed": "部署失败"}
@@ -78,8 +78,7 @@ def _api_test(a: ApiTest, deploy_reason: Any) -> tuple[str, str]:
         api_text = f"未运行：{a.reason or deploy_reason or 'deploy.json 未说明原因'}"
     else:
         api_text = f"{facts.api_test_word(known(a.status, None))}（{ok}/{len(cases)} 个用例成功，POST /api/generate）"
-    llamacpp = known(a.llamacpp, None)
-    compare_reason = llamacpp.get("reason") if isinstance(llamacpp, dict) else None
+    compare_reason = a.llamacpp.reason if measured(a.llamacpp) else None
     matches_text = {True: "一致", False: "不一致"}.get(
         known(a.matches_llamacpp, None),
         nm(str(compare_reason or a.reason or "deploy.json 中 matches_llamacpp 为空，未说明原因")),

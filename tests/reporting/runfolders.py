@@ -1,4 +1,4 @@
-"""Fixture run folders for the report tests, written exactly as docs/ARTIFACTS.md specifies.
+"""Fixture run folders for the report tests, in the shapes of the run folder contract (trainer/results).
 
 `complete(path)` is a finished GPU run (Llama-2-7B, QLoRA on an A100, deployed to Ollama);
 `gpu_less(path)` the embedded SmolLM2 trained on a 2-core CPU; `ollama_not_deployed`,
@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from trainer.config import load_config, to_yaml
+from trainer.results import RESULT_TYPES
 
 STAGES = ("prepare", "train", "evaluate", "export", "deploy", "benchmark")
 TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
@@ -577,7 +578,9 @@ def write_run(
     for stage in STAGES:
         res = results.get(stage)
         if res is not None:
-            _write_json(path / f"{stage}.json", stage_record(stage, res, STARTS[stage], DURATIONS[stage]))
+            # Through the stage's type, as a stage writes it: a fixture that does not fit fails here.
+            typed = RESULT_TYPES[stage].from_dict(res).to_dict()
+            _write_json(path / f"{stage}.json", stage_record(stage, typed, STARTS[stage], DURATIONS[stage]))
     if metrics is not None:
         (path / "logs").mkdir(parents=True, exist_ok=True)
         (path / "logs" / "metrics.jsonl").write_text(

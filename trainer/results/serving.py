@@ -60,12 +60,21 @@ class ApiCase(Record):
 
 
 @dataclass(kw_only=True)
+class LlamacppComparison(Record):
+    """The same prompt answered by llama.cpp directly, to compare with Ollama's answer."""
+
+    prompt: OptStr = ABSENT
+    text: OptStr = ABSENT
+    reason: OptStr = ABSENT  # why no comparison was made
+
+
+@dataclass(kw_only=True)
 class ApiTest(Record):
     status: OptStr = ABSENT  # passed | failed | not_run
     reason: OptStr = ABSENT
     cases: list[ApiCase] | NotMeasured = ABSENT
     matches_llamacpp: bool | NotMeasured = ABSENT
-    llamacpp: dict[str, Any] | NotMeasured = ABSENT  # {prompt, text, reason}
+    llamacpp: LlamacppComparison | NotMeasured = ABSENT
     options: dict[str, Any] | NotMeasured = ABSENT
 
 
