@@ -71,8 +71,11 @@ def test_a_stage_builds_its_result_from_the_type() -> None:
         "backend": "peft",
         "best_checkpoint": None,
         "lora": {"r": 8, "alpha": 16, "dropout": 0.05, "target_modules": ["q_proj"]},
+        "best_checkpoint_reason": "no evaluation ran",  # the reason is written beside the null
     }
-    assert results.TrainResult.from_dict(data).to_dict() == data
+    read_back = results.TrainResult.from_dict(data)
+    assert read_back.best_checkpoint.why == "no evaluation ran"
+    assert read_back.to_dict() == data
 
 
 def test_null_carries_the_reason_written_beside_it() -> None:
@@ -120,3 +123,21 @@ def test_the_contract_imports_nothing_heavy() -> None:
     code = "import sys, trainer.results; print(sorted({'torch', 'yaml', 'numpy'} & set(sys.modules)))"
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_a_reason_goes_under_the_key_the_type_names() -> None:
+    resources = results.TrainResources(
+        peak_gpu_reserved_bytes=results.NotMeasured("no CUDA GPU"), gpu_name=""
+    )
+    assert resources.to_dict() == {
+        "peak_gpu_reserved_bytes": None,
+        "gpu_name": "",
+        "gpu_reason": "no CUDA GPU",
+    }
+    # Said once: a second field with the same reason does not repeat it.
+    both = results.TrainResources(
+        peak_gpu_reserved_bytes=results.NotMeasured("no CUDA GPU"),
+        peak_gpu_allocated_bytes=results.NotMeasured("no CUDA GPU"),
+    )
+    assert both.to_dict()["gpu_reason"] == "no CUDA GPU"
+    assert results.TrainResources.from_dict(both.to_dict()).to_dict() == both.to_dict()

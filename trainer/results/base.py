@@ -96,14 +96,23 @@ class Record:
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
+        reasons: list[tuple[str, str | None, str]] = []
         for f in dataclasses.fields(self):
             if f.name == "extra":
                 continue
             value = getattr(self, f.name)
-            if isinstance(value, NotMeasured) and value.absent:
-                continue
+            if isinstance(value, NotMeasured):
+                if value.absent:
+                    continue
+                if value.why:
+                    reasons.append((f.name, f.metadata.get("reason_key"), value.why))
             out[f.name] = _encode(value)
         out.update(self.extra)
+        # A NotMeasured built by a stage keeps its reason in the file as `<key>_reason`, unless the
+        # object already says it there (as every decoded one does, so round trips are unchanged).
+        for name, reason_key, why in reasons:
+            if _reason_for(name, out, reason_key) != why:
+                out[reason_key or f"{name}_reason"] = why
         return out
 
 
