@@ -141,3 +141,16 @@ def test_a_reason_goes_under_the_key_the_type_names() -> None:
     )
     assert both.to_dict()["gpu_reason"] == "no CUDA GPU"
     assert results.TrainResources.from_dict(both.to_dict()).to_dict() == both.to_dict()
+
+
+def test_a_real_benchmark_result_round_trips() -> None:
+    """benchmarks/results/serving-llamacpp-native.json: the results of a real llama.cpp benchmark run."""
+    raw = json.loads((ROOT / "benchmarks/results/serving-llamacpp-native.json").read_text(encoding="utf-8"))
+    bench = results.BenchmarkResult.from_dict(raw)
+    assert bench.to_dict() == raw
+    assert bench.summary and all(isinstance(row, results.LevelSummary) for row in bench.summary)
+    assert isinstance(bench.timing_agreement, results.TimingAgreement)
+    assert isinstance(bench.roofline, results.Roofline)
+    env = results.EnvInfo.from_dict(raw["environment"])
+    assert env.to_dict() == raw["environment"]
+    assert not results.measured(env.gpu)
