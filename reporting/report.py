@@ -29,6 +29,7 @@ import jinja2
 from reporting import charts, context, runfiles
 from reporting.text import escape_md
 from trainer.config import PipelineConfig, ReportConfig
+from trainer.results import BenchmarkResult, measured
 from trainer.runfolder import ROOT, RunDir, atomic_path, now_iso, write_text
 
 TEMPLATES = ROOT / "templates"
@@ -95,17 +96,20 @@ def _draw_charts(
     The benchmark stage keeps its own charts in the same folder (results.files.charts): when they
     exist they are embedded as they are and only the loss curve is drawn here.
     """
-    tr, bm = files.stage("train"), files.stage("benchmark")
+    tr, bm = files.train, files.benchmark
     out_dir = run_dir / ASSETS
     out_dir.mkdir(parents=True, exist_ok=True)
     drawn: dict[str, charts.Chart | None] = {}
     reasons: dict[str, str] = {}
     if files.metrics:
-        ckpts = [c.get("step") for c in tr.raw("checkpoints", default=[]) if isinstance(c, dict)]
-        best_step = tr.raw("best_checkpoint", "step")
-        best_loss = tr.raw("best_checkpoint", "eval_loss")
-        best = (best_step, best_loss) if best_step is not None and best_loss is not None else None
-        drawn["loss"] = charts.loss_chart(files.metrics, [s for s in ckpts if s is not None], best, out_dir)
+        ckpts = [c.step for c in tr.result.checkpoints if measured(c.step)]
+        best_ckpt = tr.result.best_checkpoint
+        best = (
+            (best_ckpt.step, best_ckpt.eval_loss)
+            if measured(best_ckpt.step) and measured(best_ckpt.eval_loss)
+            else None
+        )
+        drawn["loss"] = charts.loss_chart(files.metrics, ckpts, best, out_dir)
         if drawn["loss"] is None:
             reasons["loss"] = "logs/metrics.jsonl 中没有 loss 或 eval_loss 记录"
     else:
@@ -118,9 +122,10 @@ def _draw_charts(
             for i, chart in enumerate(stage_charts):
                 drawn[f"benchmark_{i}"] = chart
         else:
-            summary = [r for r in bm.raw("summary", default=[]) if isinstance(r, dict)]
-            samples = [s for s in bm.raw("samples", default=[]) if isinstance(s, dict)]
-            limit = bm.raw("roofline", "limit_tokens_per_s")
+            # reporting.charts draws from plain rows: the typed rows as the stage wrote them.
+            summary = [row.to_dict() for row in bm.result.summary]
+            samples = [s for s in bm.result.samples if isinstance(s, dict)]
+            limit = bm.result.roofline.limit_tokens_per_s
             drawn["latency"] = charts.latency_chart(summary, samples, out_dir)
             drawn["throughput"] = charts.throughput_chart(
                 summary, float(limit) if isinstance(limit, (int, float)) else None, out_dir
@@ -137,11 +142,12 @@ def _draw_charts(
     return drawn, reasons
 
 
-def _benchmark_stage_charts(files: runfiles.RunFiles, bm: runfiles.Stage) -> list[charts.Chart]:
+def _benchmark_stage_charts(
+    files: runfiles.RunFiles, bm: runfiles.Stage[BenchmarkResult]
+) -> list[charts.Chart]:
     """The benchmark stage's own chart files under report_assets/, when all of them exist."""
-    listed = bm.raw("files", "charts", default=[])
     found = []
-    for rel in listed if isinstance(listed, list) else []:
+    for rel in bm.result.files.charts:
         path = runfiles.inside(files.path, rel)
         if not (path.is_file() and path.suffix.lower() in (".png", ".svg") and path.parent.name == ASSETS):
             return []

@@ -4,21 +4,42 @@ Reads `config.resolved.yaml`, `env.json`, every `<stage>.json`, `logs/metrics.js
 `evaluation_results.csv` (see docs/ARTIFACTS.md); writes nothing. A missing or unreadable file, a
 stage that failed or never ran, and a `null` value are all normal: every lookup returns a
 `Measured` that carries either the value or the reason it is missing, worded for the report.
+Stage files and env.json are read only through their types in `trainer.results` (the contract).
 """
 
 from __future__ import annotations
 
 import csv
 import json
-import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar, cast
 
 import yaml
 
-from reporting.text import NOT_MEASURED, first_line, shorten
+from reporting.text import NOT_MEASURED, first_line, is_number, shorten
+from trainer.results import (
+    RESULT_TYPES,
+    BenchmarkResult,
+    DeployResult,
+    EnvInfo,
+    EvaluateResult,
+    ExportResult,
+    NotMeasured,
+    PrepareResult,
+    ResultError,
+    StageRecord,
+    StageResult,
+    TrainResult,
+    load_env,
+    load_result,
+    measured,
+)
 from trainer.runfolder import RunDir
+
+R = TypeVar("R", bound=StageResult)
+T = TypeVar("T")
 
 # Pipeline order and the Chinese name of each stage (the report's own stage is not listed).
 STAGE_NAMES_ZH: dict[str, str] = {
@@ -61,12 +82,17 @@ def missing(reason: str) -> Measured:
     return Measured(None, reason)
 
 
+def known(value: Any, default: Any) -> Any:
+    """`value` when it was measured, else `default` (for rules that only need to know what is there)."""
+    return value if measured(value) else default
+
+
 @dataclass
-class Stage:
-    """One `<stage>.json`, possibly absent or not completed."""
+class Stage(Generic[R]):
+    """One `<stage>.json` (typed by trainer.results), possibly absent, unreadable or not completed."""
 
     name: str
-    record: dict[str, Any] | None
+    record: StageRecord | None
     file_error: str = ""
 
     @property
@@ -77,20 +103,26 @@ class Stage:
     def status(self) -> str:
         if self.record is None:
             return "missing"
-        return str(self.record.get("status") or "running")
+        return str(known(self.record.status, "") or "running")
 
     @property
     def ok(self) -> bool:
         return self.status == "completed"
 
     @property
-    def results(self) -> dict[str, Any]:
-        results = (self.record or {}).get("results") if self.ok else None
-        return results if isinstance(results, dict) else {}
+    def result(self) -> R:
+        """The typed result; for a stage that did not complete, a NotMeasured that reads as empty."""
+        if not self.ok or self.record is None:
+            return cast(R, NotMeasured(self.why_missing))
+        results = self.record.results
+        if isinstance(results, StageResult):
+            return cast(R, results)
+        return cast(R, RESULT_TYPES[self.name]())  # `results` missing or not an object: nothing recorded
 
     @property
     def error(self) -> str:
-        return first_line((self.record or {}).get("error") or "", 200)
+        error = self.record.error if self.record is not None else ""
+        return first_line(known(error, "") or "", 200)
 
     @property
     def why_missing(self) -> str:
@@ -108,51 +140,35 @@ class Stage:
             return f"{self.name_zh}阶段未完成（{self.name}.json 状态为 running，进程可能被终止）"
         return f"{self.name_zh}阶段状态为 {status}"
 
-    def get(self, *path: str, reason_key: str | None = None) -> Measured:
-        """`results[path...]`, or the reason it is missing (the stage's, or the `*_reason` beside it).
+    def m(self, value: Any) -> Measured:
+        """A typed field of this stage's result as a `Measured`: the value, or why it is missing.
 
-        A null value looks for its reason in the same object: `reason_key` if given, then
-        `<key>_reason`, the same without a unit suffix (`vram_bytes` -> `vram_reason`), and `reason`.
+        The reason is the stage's own (`*_reason` beside a null), else says the key is not recorded
+        or empty; for a stage that did not complete it is the stage's.
         """
         if not self.ok:
             return missing(self.why_missing)
-        node: Any = self.results
-        parent: dict[str, Any] = node
-        dotted = ".".join(path)
-        for key in path:
-            if not isinstance(node, dict) or key not in node:
-                return missing(f"{self.name}.json 未记录 {dotted}")
-            parent, node = node, node[key]
-        if node is None:
-            last = path[-1]
-            stem = re.sub(r"_(bytes|s|ms|ns|pct|per_s)$", "", last)
-            for candidate in (reason_key, f"{last}_reason", f"{stem}_reason", "reason"):
-                if candidate and isinstance(parent.get(candidate), str) and parent[candidate].strip():
-                    return missing(shorten(" ".join(parent[candidate].split()), 300))
-            return missing(f"{self.name}.json 中 {dotted} 为空，未说明原因")
-        return Measured(node)
-
-    def raw(self, *path: str, default: Any = None) -> Any:
-        """The value at `path` or `default` (for rules that only need to know what is there)."""
-        node: Any = self.results
-        for key in path:
-            if not isinstance(node, dict) or key not in node:
-                return default
-            node = node[key]
-        return default if node is None else node
+        if not isinstance(value, NotMeasured):
+            return Measured(value)
+        if value.absent:
+            return missing(f"{self.name}.json 未记录 {value.key_path}")
+        if value.why.strip():
+            return missing(shorten(" ".join(value.why.split()), 300))
+        return missing(f"{self.name}.json 中 {value.key_path} 为空，未说明原因")
 
     @property
     def duration_s(self) -> float | None:
-        value = (self.record or {}).get("duration_s")
-        return float(value) if isinstance(value, (int, float)) else None
+        value = self.record.duration_s if self.record is not None else None
+        return float(value) if is_number(value) else None
 
     @property
     def started_at(self) -> str | None:
-        return (self.record or {}).get("started_at")
+        value = self.record.started_at if self.record is not None else None
+        return value if measured(value) else None
 
     @property
     def notes(self) -> list[str]:
-        return [str(n) for n in self.results.get("notes") or [] if str(n).strip()]
+        return [str(n) for n in self.result.notes if str(n).strip()] if self.ok else []
 
 
 @dataclass
@@ -162,16 +178,40 @@ class RunFiles:
     path: Path
     config: dict[str, Any]
     config_error: str
-    env: dict[str, Any]
+    env: EnvInfo
     env_error: str
-    stages: dict[str, Stage]
+    stages: dict[str, Stage[Any]]
     metrics: list[dict[str, Any]]
     metrics_error: str
     eval_rows: int | None
     eval_csv_error: str
     warnings: list[str] = field(default_factory=list)
 
-    def stage(self, name: str) -> Stage:
+    @property
+    def prepare(self) -> Stage[PrepareResult]:
+        return self.stages["prepare"]
+
+    @property
+    def train(self) -> Stage[TrainResult]:
+        return self.stages["train"]
+
+    @property
+    def evaluate(self) -> Stage[EvaluateResult]:
+        return self.stages["evaluate"]
+
+    @property
+    def export(self) -> Stage[ExportResult]:
+        return self.stages["export"]
+
+    @property
+    def deploy(self) -> Stage[DeployResult]:
+        return self.stages["deploy"]
+
+    @property
+    def benchmark(self) -> Stage[BenchmarkResult]:
+        return self.stages["benchmark"]
+
+    def stage(self, name: str) -> Stage[Any]:
         return self.stages[name]
 
     def config_value(self, section: str, key: str) -> Measured:
@@ -182,22 +222,27 @@ class RunFiles:
             return missing(f"config.resolved.yaml 未记录 {section}.{key}")
         return Measured(sec[key])
 
-    def env_value(self, key: str) -> Measured:
+    def env_m(self, value: Any) -> Measured:
+        """A field of env.json as a `Measured` (e.g. `run.env_m(run.env.python)`)."""
         if self.env_error:
             return missing(self.env_error)
-        if key not in self.env:
-            return missing(f"env.json 未记录 {key}")
-        if self.env[key] is None:
-            return missing(f"env.json 中 {key} 为空")
-        return Measured(self.env[key])
+        if not isinstance(value, NotMeasured):
+            return Measured(value)
+        if value.absent:
+            return missing(f"env.json 未记录 {value.key_path}")
+        return missing(f"env.json 中 {value.key_path} 为空")
+
+    @property
+    def has_gpu(self) -> bool | None:
+        """Whether env.json records a GPU; None when env.json could not be read."""
+        return None if self.env_error else measured(self.env.gpu)
 
 
-def _read_json_file(path: Path) -> tuple[Any, str]:
-    if not path.exists():
-        return None, ""
+def _read_typed(read: Callable[[], T | None]) -> tuple[T | None, str]:
+    """A typed run folder file, or the reason it could not be read (None, "" when it is absent)."""
     try:
-        return json.loads(path.read_text(encoding="utf-8")), ""
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        return read(), ""
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, ResultError) as exc:
         return None, f"{type(exc).__name__}: {first_line(str(exc), 120)}"
 
 
@@ -260,32 +305,30 @@ def load(run_dir: RunDir) -> RunFiles:
     if config_error:
         warnings.append(config_error)
 
-    env, env_error = _read_json_file(base / "env.json")
+    env, env_error = _read_typed(lambda: load_env(base))
     if env_error:
         env_error = f"env.json 无法读取（{env_error}）"
     elif env is None:
         env_error = "env.json 不存在"
-    if not isinstance(env, dict):
-        env = {}
     if env_error:
         warnings.append(env_error)
 
-    stages = {}
+    stages: dict[str, Stage[Any]] = {}
     for name in STAGE_NAMES_ZH:
-        record, error = _read_json_file(base / f"{name}.json")
+        record, error = _read_typed(lambda name=name: load_result(base, name))
         if error:
             warnings.append(f"{name}.json 无法读取：{error}")
-        stages[name] = Stage(name, record if isinstance(record, dict) else None, error)
+        stages[name] = Stage(name, record, error)
 
-    metrics_file = stages["train"].raw("files", "metrics", default="logs/metrics.jsonl")
+    metrics_file = known(stages["train"].result.files.metrics, "logs/metrics.jsonl")
     metrics, metrics_error = _read_metrics(inside(base, metrics_file))
-    csv_file = stages["evaluate"].raw("csv", default="evaluation_results.csv")
+    csv_file = known(stages["evaluate"].result.csv, "evaluation_results.csv")
     eval_rows, eval_csv_error = _count_csv_rows(inside(base, csv_file))
     return RunFiles(
         path=base,
         config=config,
         config_error=config_error,
-        env=env,
+        env=env or EnvInfo(),
         env_error=env_error,
         stages=stages,
         metrics=metrics,

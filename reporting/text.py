@@ -132,11 +132,6 @@ def fmt_general(value: Any) -> str:
     return str(value)
 
 
-def fmt_pct(fraction_or_pct: Any, digits: int = 1, *, is_fraction: bool = False) -> str:
-    value = float(fraction_or_pct) * (100 if is_fraction else 1)
-    return f"{value:.{digits}f}%"
-
-
 def fmt_bytes(value: Any) -> str:
     """Bytes in binary units with two decimals (4.08 GiB); below 1 KiB as a plain count."""
     n = float(value)

@@ -1,0 +1,280 @@
+"""Rule-based 问题与改进 of `python run.py report`: what went wrong or fell back, and what to do.
+
+Reads nothing itself: each rule takes the loaded run folder (`reporting.runfiles.RunFiles`, whose
+stage results are the typed `trainer.results` objects) and returns Chinese findings that quote the
+numbers they rest on. The thresholds below are the whole of the judgement.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from reporting.facts import DROP_REASON_ZH, better_direction, direction, metric, metric_change, metrics
+from reporting.runfiles import STAGE_NAMES_ZH, RunFiles, known
+from reporting.text import first_line, fmt_duration, fmt_float, fmt_general, fmt_int, fmt_loss, is_number
+
+# Validation loss this much above its minimum at the last evaluation: a sign of overfitting.
+OVERFIT_RATIO = 1.02
+# Share of answers that hit max_new_tokens (percent) above which truncation is a problem.
+TRUNCATION_PCT = 10.0
+# Share of input records dropped by prepare (percent) above which it is a problem.
+DROPPED_PCT = 5.0
+# Train split smaller than this: more data is the first improvement.
+SMALL_TRAIN_SPLIT = 1000
+# Decoding below this fraction of the memory-bandwidth limit is worth a look.
+ROOFLINE_FRACTION = 0.5
+
+
+@dataclass
+class Finding:
+    """One problem found in the files and, where a rule knows one, the improvement it suggests."""
+
+    problem: str
+    improvement: str | None = None
+
+
+def _stage_findings(run: RunFiles) -> list[Finding]:
+    out = []
+    for name, zh in STAGE_NAMES_ZH.items():
+        st = run.stage(name)
+        if st.ok:
+            continue
+        if st.status == "missing" and not st.file_error:
+            out.append(
+                Finding(
+                    f"{zh}阶段未运行（{name}.json 不存在），报告中相关数值标记为未测量。",
+                    f"运行 “python run.py {name}” 补齐{zh}阶段后重新生成报告。",
+                )
+            )
+        else:
+            out.append(
+                Finding(
+                    f"{st.why_missing}。",
+                    f"按错误信息修复后运行 “python run.py {name}”，再重新生成报告。",
+                )
+            )
+    return out
+
+
+def _train_findings(run: RunFiles) -> list[Finding]:
+    tr = run.train
+    r = tr.result
+    if not tr.ok:
+        return []
+    out = []
+    requested_backend = (
+        run.config.get("train", {}).get("backend") if isinstance(run.config.get("train"), dict) else None
+    )
+    backend = known(r.backend, None)
+    if requested_backend in ("unsloth", "auto") and backend and backend != "unsloth":
+        out.append(
+            Finding(
+                f"训练后端回退为 {backend}（配置 train.backend={requested_backend}）："
+                f"{known(r.backend_reason, 'train.json 未说明原因')}。",
+                "安装可用的 Unsloth（或在 GPU 机器上运行）以使用其优化内核。",
+            )
+        )
+    wants_4bit = (run.config.get("model") or {}).get("load_in_4bit") is True
+    quant = known(r.quantization, None)
+    if wants_4bit and quant != "4-bit NF4":
+        out.append(
+            Finding(
+                f"配置要求 4-bit QLoRA（model.load_in_4bit=true），实际量化为 {quant or '未记录'}："
+                f"{known(r.quantization_reason, 'train.json 未说明原因')}。",
+                "在带 CUDA GPU 的机器上训练以启用 4-bit NF4 量化，降低显存占用。",
+            )
+        )
+    precision = r.precision
+    if precision == "fp32":
+        wall = r.resources.wall_time_s
+        took = f"，本次训练用时 {fmt_duration(wall)}" if is_number(wall) else ""
+        out.append(
+            Finding(
+                f"未使用混合精度训练（精度 fp32）：{known(r.precision_reason, 'train.json 未说明原因')}{took}。",
+                "在支持 bf16/fp16 的 GPU 上训练，可显著缩短训练时间并减少内存。",
+            )
+        )
+    if run.has_gpu is False:
+        tps = r.resources.tokens_per_s
+        speed = f"，训练吞吐 {fmt_float(tps, 1)} tokens/秒" if is_number(tps) else ""
+        cpu = run.env.cpu_model or "未记录型号"
+        cores = run.env.cpu_count
+        out.append(
+            Finding(
+                f"本次运行无 GPU（env.json 中 gpu 为空）：训练在 CPU（{cpu}，{cores if cores else '?'} 核）上进行{speed}。",
+                None,
+            )
+        )
+    # Overfitting: the last validation loss is clearly above the lowest one.
+    evals = [(row["step"], row["eval_loss"]) for row in run.metrics if is_number(row.get("eval_loss"))]
+    if len(evals) >= 3:
+        best_step, best_loss = min(evals, key=lambda p: p[1])
+        last_step, last_loss = evals[-1]
+        if last_loss > best_loss * OVERFIT_RATIO:
+            best = known(r.best_checkpoint.step, None)
+            dropout = known(r.lora.dropout, None)
+            use = f"使用最佳检查点（step {best}）" if best is not None else "保存并使用验证 Loss 最低的检查点"
+            out.append(
+                Finding(
+                    f"验证 Loss 在 step {best_step} 达到最低 {fmt_loss(best_loss)}，之后在 step {last_step} "
+                    f"升至 {fmt_loss(last_loss)}（高出 {fmt_float((last_loss / best_loss - 1) * 100, 1)}%），有过拟合迹象。",
+                    f"{use}，或减少训练轮数 / 增大 LoRA dropout（当前 {fmt_general(dropout) if dropout is not None else '未记录'}）。",
+                )
+            )
+    return out
+
+
+def _data_findings(run: RunFiles) -> list[Finding]:
+    pr = run.prepare
+    if not pr.ok:
+        return []
+    out = []
+    records_in = pr.result.records_in
+    dropped = known(pr.result.dropped, {})
+    total = sum(v for v in dropped.values() if is_number(v)) if isinstance(dropped, dict) else 0
+    if is_number(records_in) and records_in > 0 and total / records_in * 100 > DROPPED_PCT:
+        detail = "、".join(
+            f"{DROP_REASON_ZH.get(k, k)} {fmt_int(v)} 条" for k, v in dropped.items() if is_number(v) and v
+        )
+        out.append(
+            Finding(
+                f"数据准备丢弃了 {fmt_int(total)}/{fmt_int(records_in)} 条记录"
+                f"（{fmt_float(total / records_in * 100, 1)}%，超过 {DROPPED_PCT:g}%）：{detail}。",
+                "查看 data/rejected.jsonl 中每条被拒记录的原因并修正源数据。",
+            )
+        )
+    train_n = pr.result.splits.train
+    if is_number(train_n) and train_n < SMALL_TRAIN_SPLIT:
+        out.append(
+            Finding(
+                f"训练集仅 {fmt_int(train_n)} 条（少于 {SMALL_TRAIN_SPLIT} 条）。",
+                "扩充高质量的领域问答数据，再比较测试集指标。",
+            )
+        )
+    return out
+
+
+def _eval_findings(run: RunFiles) -> list[Finding]:
+    ev = run.evaluate
+    if not ev.ok:
+        return []
+    out = []
+    lr = known(run.train.result.hyperparameters.learning_rate, None)
+    for m in metrics(run):
+        if m.key == "hit_max_tokens_pct":
+            continue  # its own rule below
+        if direction(m.before, m.after, better_direction(m)) == "变差":
+            out.append(
+                Finding(
+                    f"微调后指标变差：{metric_change(m)}。",
+                    "对照 evaluation_results.csv 中该指标下降的样本检查训练数据"
+                    + (f"，并尝试降低学习率（当前 {fmt_general(lr)}）" if lr is not None else "")
+                    + "。",
+                )
+            )
+    hit = metric(run, "hit_max_tokens_pct")
+    max_new = known(ev.result.settings.max_new_tokens, None)
+    if hit and is_number(hit.after) and hit.after > TRUNCATION_PCT:
+        out.append(
+            Finding(
+                f"微调后 {fmt_float(hit.after, 1)}% 的回答达到生成上限"
+                f"（max_new_tokens={max_new if max_new is not None else '未记录'}）被截断，超过 {TRUNCATION_PCT:g}%。",
+                "提高 evaluate.max_new_tokens，或检查回答是否缺少结束标记（模板 / stop 设置）。",
+            )
+        )
+    failures = ev.result.failures
+    count = len(failures) if isinstance(failures, list) else failures
+    if is_number(count) and count > 0:
+        out.append(Finding(f"评估中有 {fmt_int(count)} 条样本生成失败（evaluate.json failures）。", None))
+    return out
+
+
+def _deploy_findings(run: RunFiles) -> list[Finding]:
+    dp = run.deploy
+    r = dp.result
+    if not dp.ok:
+        return []
+    out = []
+    status = r.status
+    reason = known(r.reason, "deploy.json 未说明原因")
+    if status == "not_deployed":
+        out.append(
+            Finding(
+                f"模型未部署到 Ollama：{reason}。",
+                "安装并启动 Ollama（“ollama serve”），然后运行 “python run.py deploy”。",
+            )
+        )
+    elif status == "failed":
+        out.append(Finding(f"Ollama 部署失败：{reason}。", "按错误信息修复后运行 “python run.py deploy”。"))
+    cases = list(r.api_test.cases)
+    test_status = r.api_test.status
+    if test_status == "failed":
+        ok = sum(1 for c in cases if c.ok)
+        out.append(
+            Finding(
+                f"API 测试未通过：{ok}/{len(cases)} 个用例成功。",
+                "检查 Modelfile 的 TEMPLATE 与 stop 参数是否与训练时的对话格式一致（prompt_format.json）。",
+            )
+        )
+    if r.api_test.matches_llamacpp is False:
+        out.append(
+            Finding(
+                "Ollama 的回答与 llama.cpp 直接推理的回答不一致（api_test.matches_llamacpp=false）。",
+                "核对 Ollama 模型的模板、stop 与 num_ctx 设置。",
+            )
+        )
+    return out
+
+
+def _benchmark_findings(run: RunFiles) -> list[Finding]:
+    bm = run.benchmark
+    r = bm.result
+    if not bm.ok:
+        return []
+    out = []
+    for row in r.summary:
+        failures, requests = row.failures, known(row.requests, None)
+        if is_number(failures) and failures > 0:
+            out.append(
+                Finding(
+                    f"并发 {known(row.concurrency, None)} 时 {fmt_int(failures)}/{fmt_int(requests or 0)} 个请求失败。",
+                    "提高 benchmark.request_timeout_s 或降低并发数后重新测试。",
+                )
+            )
+    if r.partial is True:
+        out.append(
+            Finding(
+                f"基准测试结果不完整：{known(r.partial_reason, 'benchmark.json 未说明原因')}。",
+                "重新运行 “python run.py benchmark --force” 得到完整结果。",
+            )
+        )
+    fraction = r.roofline.achieved_fraction
+    limit = r.roofline.limit_tokens_per_s
+    if is_number(fraction) and fraction < ROOFLINE_FRACTION:
+        limit_text = f"{fmt_float(limit, 1)} tokens/秒" if is_number(limit) else "未记录"
+        out.append(
+            Finding(
+                f"单请求解码速度只达到内存带宽上限（{limit_text}）的 {fmt_float(fraction * 100, 1)}%。",
+                "设置 benchmark.threads（共享 CPU 时 1 个线程可能更快），并确认没有其他进程占用内存带宽。",
+            )
+        )
+    return out
+
+
+def findings(run: RunFiles) -> list[Finding]:
+    """Problems in pipeline order: stages not run or failed, fallbacks, data, metrics, deployment, speed.
+
+    Then every stage's own `notes` (what it skipped or fell back on, in its own words).
+    """
+    out = (
+        _stage_findings(run)
+        + _train_findings(run)
+        + _data_findings(run)
+        + _eval_findings(run)
+        + _deploy_findings(run)
+        + _benchmark_findings(run)
+    )
+    for name, zh in STAGE_NAMES_ZH.items():
+        for note in run.stage(name).notes:
+            out.append(Finding(f"{zh}阶段记录：{first_line(note, 300)}", None))
+    return out

@@ -1,0 +1,21 @@
+"""Small wording helpers shared by the report sections (`reporting.sections`); reads nothing."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from reporting.text import NOT_MEASURED, shorten
+
+# Longest reason or note quoted from a stage file.
+REASON_CHARS = 300
+
+
+def nm(reason: str) -> str:
+    """`未测量：<reason>`, the one wording of a value that is not there."""
+    return f"{NOT_MEASURED}{reason}"
+
+
+def with_reason(value: str, reason: Any) -> str:
+    """`value（reason）`, or `value` alone when the stage gave no reason (None, "" or NotMeasured)."""
+    reason = shorten(" ".join(str(reason or "").split()), REASON_CHARS)
+    return f"{value}（{reason}）" if reason else value

@@ -1,0 +1,163 @@
+"""Report section 数据集 (`python run.py report`): sources, splits, cleaning, conversion, lengths.
+
+Reads only `prepare.json` through its type (`trainer.results.PrepareResult`) and the report
+settings; every Chinese label and sentence is made here.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from reporting import facts
+from reporting.runfiles import RunFiles, Stage, known
+from reporting.sections.common import nm
+from reporting.text import fmt_general, fmt_int, is_number
+from trainer.config import ReportConfig
+from trainer.results import LengthStats, PrepareResult, measured
+
+FORMAT_NAMES_ZH = {
+    "sharegpt": "ShareGPT（conversations: from/value）",
+    "messages": "messages（role/content）",
+}
+SPLIT_NAMES_ZH = (("train", "训练"), ("val", "验证"), ("test", "测试"))
+
+
+def dataset(run: RunFiles, report_cfg: ReportConfig) -> dict[str, Any]:
+    """The 数据集 section's slots."""
+    pr = run.prepare
+    r = pr.result
+    splits = {
+        k: pr.m(getattr(r.splits, k)).text(lambda v: f"{fmt_int(v)} 条") for k in ("train", "val", "test")
+    }
+    sources, format_type = _sources_and_format(pr)
+    identity = pr.m(r.identity_records)
+    if identity.ok and measured(identity.value):
+        identity_text = "，".join(
+            f"{zh} {fmt_int(getattr(identity.value, k))} 条"
+            for k, zh in SPLIT_NAMES_ZH
+            if is_number(getattr(identity.value, k))
+        )
+    else:
+        identity_text = identity.text()
+    return {
+        "name": pr.m(r.dataset_name).text(),
+        "sources": sources,
+        "splits": splits,
+        "identity": identity_text,
+        "format_type": format_type,
+        "prompt_format": pr.m(r.prompt_format).text(),
+        "language": report_cfg.language,
+        "domain": report_cfg.domain,
+        "cleaning": _cleaning(r) if pr.ok else nm(pr.why_missing),
+        "augmentation": _augmentation(r) if pr.ok else nm(pr.why_missing),
+        "conversion": _conversion(r) if pr.ok else nm(pr.why_missing),
+        "lengths": _lengths(pr),
+    }
+
+
+def _sources_and_format(pr: Stage[PrepareResult]) -> tuple[str, str]:
+    """数据来源 (each input file and its record count) and 数据格式 (record formats, file formats)."""
+    inputs = pr.m(pr.result.inputs)
+    if not (inputs.ok and isinstance(inputs.value, list)):
+        return inputs.text(), inputs.text()
+    sources = "；".join(
+        f"{known(i.path, None)}（{known(i.format, None)}，{fmt_int(i.records)} 条）"
+        if is_number(i.records)
+        else f"{known(i.path, None)}（{known(i.format, None)}）"
+        for i in inputs.value
+    )
+    formats = sorted({str(i.format) for i in inputs.value if i.format})
+    format_type = "Alpaca 指令格式（instruction / input / output）"
+    kinds = known(pr.result.record_formats, {}) or {}
+    conversational = {k: v for k, v in kinds.items() if k != "alpaca" and is_number(v) and v}
+    if conversational:
+        format_type += "；对话格式：" + "、".join(
+            f"{FORMAT_NAMES_ZH.get(k, k)} {fmt_int(v)} 条" for k, v in sorted(conversational.items())
+        )
+    if formats:
+        format_type += f"，源文件格式：{'、'.join(formats)}"
+    return sources, format_type
+
+
+def _cleaning(r: PrepareResult) -> str:
+    """数据清洗: records read and kept, what was dropped and why, and the >20 % drop warning."""
+    records_in, kept = r.records_in, r.records_kept
+    dropped = known(r.dropped, {})
+    parts = [
+        f"读入 {fmt_int(records_in) if is_number(records_in) else '未记录'} 条，"
+        f"保留 {fmt_int(kept) if is_number(kept) else '未记录'} 条"
+    ]
+    drops = [
+        f"{facts.DROP_REASON_ZH.get(k, k)} {fmt_int(v)} 条"
+        for k, v in (dropped.items() if isinstance(dropped, dict) else [])
+        if is_number(v) and v
+    ]
+    parts.append("剔除：" + "、".join(drops) if drops else "未剔除任何记录")
+    if is_number(r.normalized):
+        parts.append(f"规范化（去除首尾空白、合并空白、Unicode NFC）{fmt_int(r.normalized)} 条")
+    cleaning = "；".join(parts)
+    if drops:
+        cleaning += "（明细见 data/rejected.jsonl）"
+    # The stage's own `fix` / `message` are English: the report words the warning from the numbers.
+    w = r.drop_warning
+    if measured(w) and is_number(w.share_pct):
+        cause_key = str(known(w.main_cause, None))
+        cleaning += (
+            f"。⚠ 警告：共剔除 {fmt_int(w.dropped)} 条，占读入的 {w.share_pct}%"
+            f"（超过 20%），主要原因：{facts.DROP_REASON_ZH.get(cause_key, cause_key)} "
+            f"{fmt_int(w.main_cause_count)} 条；实际参与训练的数据比原始数据少。处理办法："
+            f"{facts.DROP_FIX_ZH.get(cause_key, '见 data/rejected.jsonl')}"
+        )
+    return cleaning
+
+
+def _augmentation(r: PrepareResult) -> str:
+    """数据增强: only what the prepare stage recorded (results.augmented)."""
+    if not measured(r.augmented):
+        return "未进行（prepare.json 未记录任何数据增强步骤）"
+    if not r.augmented:
+        return "未进行（本次配置未启用数据增强）"
+    return "；".join(
+        f"{known(a.description, known(a.method, None))}，新增 {known(a.records_added, None)} 条"
+        for a in r.augmented
+    )
+
+
+def _conversion(r: PrepareResult) -> str:
+    """格式转换: the chat template, multi-turn loss, the length limit and what happened to longer records."""
+    overlong = known(r.overlong, "未记录")
+    too_long = (known(r.dropped, {}) or {}).get("too_long", 0)
+    text = f"套用 {known(r.prompt_format, '未记录')} 对话模板，转为 prompt / completion 两段（只对回答计算 Loss）"
+    if is_number(r.multi_turn_records) and r.multi_turn_records:
+        text += f"；多轮对话 {fmt_int(r.multi_turn_records)} 条，每一轮助手回答都计算 Loss"
+    if measured(r.max_length):
+        text += f"；最大长度 {fmt_int(r.max_length)} tokens"
+    text += f"；超长处理方式：{overlong}"
+    if overlong == "drop":
+        text += f"（丢弃 {fmt_int(too_long or 0)} 条）"
+    elif is_number(r.truncated):
+        text += f"（截断 {fmt_int(r.truncated)} 条）"
+    return text
+
+
+def _lengths(pr: Stage[PrepareResult]) -> list[list[str]]:
+    """Rows of the length table: min / mean / p50 / p95 / max of questions, answers and samples."""
+    rows = []
+    r = pr.result
+    for label, value in (
+        ("问题（字）", r.length_chars.prompt),
+        ("回答（字）", r.length_chars.output),
+        ("完整样本（tokens）", r.length_tokens.total),
+    ):
+        got = pr.m(value)
+        if got.ok and isinstance(got.value, LengthStats):
+            cells = [
+                fmt_general(round(float(getattr(got.value, k)), 1))
+                if is_number(getattr(got.value, k))
+                else "未记录"
+                for k in ("min", "mean", "p50", "p95", "max")
+            ]
+            rows.append([label, *cells])
+        else:
+            rows.append([label, got.text(), "", "", "", ""])
+    return rows

@@ -1,0 +1,154 @@
+"""Report section 模型评估 (`python run.py report`): metrics table, settings, identity check, examples.
+
+Reads `evaluate.json` through its type (`trainer.results.EvaluateResult`) and the row count of
+`evaluation_results.csv`. The stage's Chinese metric names and definitions are shown as written;
+every verdict (变好 / 变差, 明显改进 ...) is made here and in `reporting.facts`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from reporting import facts
+from reporting.runfiles import RunFiles, known
+from reporting.sections.common import nm
+from reporting.text import fenced, first_line, fmt_float, fmt_general, fmt_int, fmt_signed, is_number, shorten
+from trainer.results import EvalExample, EvalMetric, IdentityCheck, NotMeasured
+
+# Longest example text shown in full; the CSV holds every answer in full.
+EXAMPLE_CHARS = 1500
+
+
+def _improvement_text(m: EvalMetric) -> str:
+    before, after, improvement = m.before, m.after, m.improvement
+    if not is_number(improvement):
+        reason = improvement.why if isinstance(improvement, NotMeasured) else ""
+        if not reason:
+            reason = (
+                "微调前或微调后未测量"
+                if not (is_number(before) and is_number(after))
+                else "evaluate.json 未给出提升值"
+            )
+        return nm(str(reason))
+    kind = m.improvement_kind
+    text = f"{fmt_signed(improvement)}%" if kind == "relative_pct" else f"{fmt_signed(improvement)} 分"
+    if kind == "points" and str(known(m.key, "")).endswith("_pct"):
+        text = f"{fmt_signed(improvement)} 个百分点"
+    verdict = facts.direction(before, after, facts.better_direction(m))
+    return f"{text}（{verdict}）" if verdict else text
+
+
+def _side(m: EvalMetric, value: Any) -> str:
+    if is_number(value):
+        return fmt_float(value, 4 if m.key == "loss" else 2)
+    reason = value.why if isinstance(value, NotMeasured) else ""
+    return nm(str(reason or "evaluate.json 中该值为空，未说明原因"))
+
+
+def _metric_rows(run: RunFiles) -> tuple[list[list[str]], list[str]]:
+    """The before/after table (answer length first) and one definition line per metric."""
+    rows, definitions = [], []
+    ordered = sorted(facts.metrics(run), key=lambda m: m.key != "avg_answer_chars")
+    for m in ordered:
+        name = str(m.name_zh or known(m.key, None))
+        if m.key == "avg_answer_chars":
+            name = "平均回答长度（字）" if "平均回答长度" not in name else name
+        rows.append([name, _side(m, m.before), _side(m, m.after), _improvement_text(m)])
+        definition = str(m.definition or "").strip()
+        extra = f"参考答案为 {fmt_float(m.reference)}" if is_number(m.reference) else ""
+        direction_word = {True: "越高越好", False: "越低越好"}.get(facts.better_direction(m), "无优劣方向")
+        definitions.append(
+            f"{name}：{definition or 'evaluate.json 未给出定义'}（{direction_word}{'；' + extra if extra else ''}）"
+        )
+    return rows, definitions
+
+
+def _settings_text(run: RunFiles) -> str:
+    s = run.evaluate.result.settings
+    decoding = "采样" if s.do_sample else "贪心解码"
+    if s.do_sample:
+        decoding += (
+            f"（temperature={fmt_general(known(s.temperature, None))}，"
+            f"top_p={fmt_general(known(s.top_p, None))}）"
+        )
+    csv_rows = (
+        f"evaluation_results.csv 共 {fmt_int(run.eval_rows)} 行"
+        if run.eval_rows is not None
+        else run.eval_csv_error
+    )
+    return (
+        f"测试集样本 {fmt_int(s.samples) if is_number(s.samples) else '未记录'} 条（{csv_rows}）；{decoding}，"
+        f"max_new_tokens={fmt_general(known(s.max_new_tokens, None))}，"
+        f"seed={fmt_general(known(s.seed, None))}；微调前后使用相同的解码设置。"
+    )
+
+
+def _identity_text(run: RunFiles, assistant_name: str) -> str:
+    identity = run.evaluate.m(run.evaluate.result.identity)
+    if not (identity.ok and isinstance(identity.value, IdentityCheck)):
+        return identity.text()
+    i = identity.value
+    return (
+        f"{fmt_general(known(i.questions, None))} 道身份问题中，回答含助手名称“{assistant_name}”的："
+        f"微调前 {fmt_general(known(i.before_hits, None))} 道，"
+        f"微调后 {fmt_general(known(i.after_hits, None))} 道。"
+    )
+
+
+def _example(n: int, e: EvalExample) -> dict[str, Any]:
+    question = str(e.instruction or "")
+    if str(e.input or "").strip():
+        question += "\n\n" + str(e.input)
+    kind = facts.EXAMPLE_KIND_ZH.get(str(known(e.kind, None)), "")
+    example_id = known(e.id, None)
+    title = f"示例 {n}" + (f"（{kind}，编号 {example_id}）" if kind else f"（编号 {example_id}）")
+    return {
+        "title": title,
+        "question": fenced(shorten(question, EXAMPLE_CHARS)),
+        "reference": fenced(shorten(str(e.reference or "（无参考答案）"), EXAMPLE_CHARS)),
+        "before": fenced(shorten(str(e.before or "（空回答）"), EXAMPLE_CHARS)),
+        "after": fenced(shorten(str(e.after or "（空回答）"), EXAMPLE_CHARS)),
+        "verdict": facts.example_verdict(e),
+    }
+
+
+def evaluation(run: RunFiles, assistant_name: str) -> dict[str, Any]:
+    """The 模型评估 section's slots."""
+    ev = run.evaluate
+    rows, definitions = _metric_rows(run)
+    if ev.ok and not rows:
+        table_note = "evaluate.json 未记录任何指标。"
+    elif not ev.ok:
+        table_note = nm(ev.why_missing)
+    else:
+        table_note = ""
+    if ev.ok:
+        settings = _settings_text(run)
+        judge = known(ev.result.judge, None)
+        judge_text = (
+            "未启用评审模型（评价与分析均由下述规则从指标得出）"
+            if judge is None
+            else f"评审模型：{first_line(str(judge), 200)}"
+        )
+        identity_text = _identity_text(run, assistant_name)
+    else:
+        settings = identity_text = nm(ev.why_missing)
+        judge_text = ""
+    examples = [_example(n, e) for n, e in enumerate(ev.result.examples, start=1)] if ev.ok else []
+    if ev.ok and not examples:
+        examples_note = "evaluate.json 未记录示例。"
+    elif not ev.ok:
+        examples_note = nm(ev.why_missing)
+    else:
+        examples_note = ""
+    return {
+        "settings": settings,
+        "judge": judge_text,
+        "rows": rows,
+        "table_note": table_note,
+        "definitions": definitions,
+        "identity": identity_text,
+        "examples": examples,
+        "examples_note": examples_note,
+        "qualitative": facts.qualitative(run),
+    }

@@ -1,0 +1,141 @@
+"""Report sections 项目概述, 附件, 各阶段运行情况 and 运行环境 (`python run.py report`).
+
+Reads the stage records (`trainer.results.StageRecord`: status, start, duration, headline),
+`train.json` for the method, `env.json` (`EnvInfo`) and `config.resolved.yaml` for what the run
+was configured to do; checks which listed files exist in the run folder. Chinese labels are made here.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from reporting.runfiles import STAGE_NAMES_ZH, STATUS_ZH, Measured, RunFiles, Stage, inside, known, missing
+from reporting.sections.common import nm
+from reporting.text import code, first_line, fmt_bytes, fmt_date, fmt_duration, fmt_int, fmt_time, is_number
+from trainer.config import ReportConfig
+from trainer.results import measured
+
+
+def project(run: RunFiles, report_cfg: ReportConfig) -> dict[str, Any]:
+    """项目概述: base model, LoRA or QLoRA and the backend actually used, training date, git commit."""
+    tr = run.train
+    base = tr.m(tr.result.base_model).or_else(run.config_value("model", "name"))
+    if tr.ok:
+        method = (
+            "QLoRA（4-bit NF4 量化基础模型 + LoRA 适配器）"
+            if tr.result.quantization == "4-bit NF4"
+            else "LoRA（基础模型不量化）"
+        )
+        method += f"，训练后端 {known(tr.result.backend, '未记录')}"
+    else:
+        wants_4bit = run.config_value("model", "load_in_4bit")
+        planned = "QLoRA" if wants_4bit.value is True else "LoRA"
+        method = f"{planned}（配置值；实际方法{nm(tr.why_missing)}）"
+    started = Measured(tr.started_at, "train.json 未记录 started_at") if tr.ok else missing(tr.why_missing)
+    return {
+        "name": report_cfg.project_name,
+        "base_model": base.text(),
+        "method": method,
+        "train_date": started.text(fmt_date),
+        "run_name": run.path.name,
+        "git_commit": run.env_m(run.env.git_commit).text(),
+    }
+
+
+def _attachment(run: RunFiles, label: str, rel: Any, stage: Stage[Any], extra: str = "") -> list[Any]:
+    rel_text = str(rel)
+    path = inside(run.path, rel_text)
+    if path.is_dir():
+        size = sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+        state = f"存在，{fmt_bytes(size)}"
+        shown = rel_text.rstrip("/") + "/"
+    elif path.is_file():
+        state = f"存在，{fmt_bytes(path.stat().st_size)}"
+        shown = rel_text
+    else:
+        state = "不存在" + ("" if stage.ok else f"（{stage.why_missing}）")
+        shown = rel_text
+    if extra and path.exists():
+        state += f"，{extra}"
+    return [label, code(shown), state]
+
+
+def attachments(run: RunFiles) -> list[list[Any]]:
+    """附件: each file the stages list (or would have written), whether it exists and its size."""
+    tr, ev, ex, bm = run.train, run.evaluate, run.export, run.benchmark
+    files = tr.result.files
+    rows = [
+        _attachment(run, "训练日志", known(files.log, "logs/training.log"), tr),
+        _attachment(run, "Loss 日志", known(files.metrics, "logs/metrics.jsonl"), tr),
+        _attachment(
+            run,
+            "评估结果",
+            known(ev.result.csv, "evaluation_results.csv"),
+            ev,
+            f"{fmt_int(run.eval_rows)} 行" if run.eval_rows is not None else "",
+        ),
+        _attachment(run, "模型文件", known(ex.result.merged.path, "models/finetuned"), ex),
+        _attachment(run, "LoRA 适配器", known(files.adapter, "adapter"), tr),
+        _attachment(run, "TensorBoard日志", known(files.tensorboard, "runs"), tr),
+    ]
+    if ex.result.gguf.path:
+        rows.append(_attachment(run, "GGUF 模型", ex.result.gguf.path, ex))
+    if bm.result.files.csv:
+        rows.append(_attachment(run, "基准测试明细", bm.result.files.csv, bm))
+    for chart in bm.result.files.charts:
+        rows.append(_attachment(run, "基准测试图表", chart, bm))
+    return rows
+
+
+def stage_rows(run: RunFiles) -> tuple[list[list[str]], str]:
+    """各阶段运行情况: status, start, duration and the stage's own headline, plus the total time."""
+    rows = []
+    total = 0.0
+    for name, zh in STAGE_NAMES_ZH.items():
+        st = run.stage(name)
+        status = STATUS_ZH.get(st.status, st.status)
+        if st.status in ("failed", "interrupted") and st.error:
+            status += f"：{first_line(st.error, 80)}"
+        duration = st.duration_s
+        if duration is not None:
+            total += duration
+        # The headline is the stage's English one-liner for the terminal, quoted as written.
+        headline = first_line(known(st.result.headline, "") or "", 100) if st.ok else ""
+        rows.append(
+            [
+                f"{zh}（{name}）",
+                status,
+                fmt_time(st.started_at) if st.started_at else "—",
+                fmt_duration(duration) if duration is not None else "—",
+                headline or "—",
+            ]
+        )
+    return rows, fmt_duration(total)
+
+
+def environment(run: RunFiles) -> list[list[str]]:
+    """运行环境: when, Python, platform, CPU, memory, GPU, git commit and library versions."""
+    env = run.env
+    gpu = env.gpu
+    if measured(gpu):
+        mem = fmt_bytes(gpu.memory_bytes) if is_number(gpu.memory_bytes) else "显存未记录"
+        gpu_text = (
+            f"{known(gpu.name, None)} × {known(gpu.count, None)}"
+            f"（{mem}，计算能力 {known(gpu.capability, None)}）"
+        )
+    elif run.env_error:
+        gpu_text = nm(run.env_error)
+    else:
+        gpu_text = "无（env.json 中 gpu 为空：本次运行无GPU）"
+    libs = known(env.libraries, {})
+    lib_text = "，".join(f"{k} {v}" for k, v in libs.items() if v) or run.env_m(env.libraries).text()
+    return [
+        ["记录时间", run.env_m(env.created_at).text(fmt_time)],
+        ["Python", run.env_m(env.python).text()],
+        ["平台", run.env_m(env.platform).text()],
+        ["CPU", run.env_m(env.cpu_model).text() + (f"（{env.cpu_count} 核）" if env.cpu_count else "")],
+        ["内存", run.env_m(env.memory_bytes).text(fmt_bytes)],
+        ["GPU", gpu_text],
+        ["代码版本（git）", run.env_m(env.git_commit).text()],
+        ["主要库版本", lib_text],
+    ]

@@ -1,0 +1,238 @@
+"""Report sections 训练配置 and 训练过程 (`python run.py report`).
+
+Reads `train.json` through its type (`trainer.results.TrainResult`), the loss log
+`logs/metrics.jsonl` and, when training did not complete, the configured values from
+`config.resolved.yaml` (labelled as such). Every Chinese label is made here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from reporting.charts import Chart
+from reporting.runfiles import Measured, RunFiles, known, missing
+from reporting.sections.common import nm, with_reason
+from reporting.text import (
+    fmt_duration,
+    fmt_float,
+    fmt_general,
+    fmt_int,
+    fmt_loss,
+    fmt_params,
+    fmt_signed,
+    image,
+    is_number,
+)
+from trainer.results import Checkpoint, TrainResult, measured
+
+
+def _loss_change(first: Measured, last: Measured) -> str:
+    if not first.ok:
+        return first.text()
+    if not last.ok:
+        return last.text()
+    text = f"{fmt_loss(first.value)} → {fmt_loss(last.value)}"
+    if is_number(first.value) and first.value:
+        text += f"（{fmt_signed((last.value - first.value) / first.value * 100, 1)}%）"
+    return text
+
+
+def _metric_series(run: RunFiles, key: str) -> list[tuple[int, float]]:
+    return [(r["step"], float(r[key])) for r in run.metrics if is_number(r.get(key))]
+
+
+def _config_source(run: RunFiles) -> tuple[bool, str]:
+    """Whether the training tables show what train.json says was used (True) or the config's values."""
+    tr = run.train
+    if tr.ok:
+        return True, "下表为训练阶段实际使用的设置（train.json）。"
+    if run.config_error:
+        return False, f"训练设置无法读取：{tr.why_missing}；{run.config_error}。"
+    return False, f"{tr.why_missing}：下表为 config.resolved.yaml 中的配置值，不是实际使用值。"
+
+
+def _used_settings(run: RunFiles) -> dict[str, str]:
+    """Model, quantization, device, backend, precision and parameters as train.json records them."""
+    tr = run.train
+    r = tr.result
+    quant = tr.m(r.quantization)
+    quantization = with_reason(quant.text(), r.quantization_reason) if quant.ok else quant.text()
+    device = tr.m(r.device).text()
+    detail = r.resources.gpu_name or r.resources.cpu_model
+    if detail and str(detail) not in device:
+        device += f"（{detail}）"
+    total, trainable = r.params_total, r.params_trainable
+    if is_number(total) and is_number(trainable) and total:
+        params = (
+            f"可训练 {fmt_params(trainable)}（{fmt_int(trainable)}）/ 总计 {fmt_params(total)}，"
+            f"占 {fmt_float(trainable / total * 100, 3)}%"
+        )
+    else:
+        params = tr.m(trainable).text(fmt_int)
+    return {
+        "base_model": tr.m(r.base_model).text(),
+        "quantization": quantization,
+        "device": device,
+        "backend": with_reason(tr.m(r.backend).text(), r.backend_reason),
+        "precision": with_reason(tr.m(r.precision).text(), r.precision_reason),
+        "params": params,
+    }
+
+
+def _configured_settings(run: RunFiles) -> dict[str, str]:
+    """The same rows from config.resolved.yaml, for a training that did not complete."""
+    why = nm(run.train.why_missing)
+    wants = run.config_value("model", "load_in_4bit")
+    return {
+        "base_model": run.config_value("model", "name").text(),
+        "quantization": (
+            f"{'4-bit NF4' if wants.value else '无'}（配置值；实际{why}）" if wants.ok else wants.text()
+        ),
+        "device": why,
+        "backend": run.config_value("train", "backend").text(),
+        "precision": run.config_value("train", "precision").text(),
+        "params": why,
+    }
+
+
+def training_config(run: RunFiles) -> dict[str, Any]:
+    """The 训练配置 section: settings, LoRA and hyperparameters (used values, else configured ones)."""
+    tr = run.train
+    used, source_note = _config_source(run)
+    lora, hp = tr.result.lora, tr.result.hyperparameters
+
+    def pick(value: Any, cfg_key: tuple[str, str] | None, fmt: Callable[[Any], str] = fmt_general) -> str:
+        if used:
+            return tr.m(value).text(fmt)
+        if cfg_key is None:
+            return nm(tr.why_missing)
+        return run.config_value(*cfg_key).text(fmt)
+
+    settings = _used_settings(run) if used else _configured_settings(run)
+    hyper = {
+        "epochs": pick(hp.epochs, ("train", "epochs")),
+        "max_steps": pick(
+            hp.max_steps,
+            ("train", "max_steps"),
+            lambda v: "不限（按 epochs）" if is_number(v) and v <= 0 else fmt_general(v),
+        ),
+        "batch_size": pick(hp.per_device_batch_size, ("train", "per_device_batch_size")),
+        "grad_accum": pick(hp.gradient_accumulation_steps, ("train", "gradient_accumulation_steps")),
+        "effective_batch": pick(hp.effective_batch_size, None),
+        "world_size": pick(hp.world_size, None),
+        "learning_rate": pick(hp.learning_rate, ("train", "learning_rate")),
+        "lr_scheduler": pick(hp.lr_scheduler, ("train", "lr_scheduler")),
+        "warmup_steps": pick(hp.warmup_steps, ("train", "warmup_steps")),
+        "max_length": pick(hp.max_length, ("data", "max_length")),
+        "optimizer": pick(hp.optimizer, ("train", "optimizer")),
+        "precision": settings["precision"],
+        "seed": pick(hp.seed, ("train", "seed")),
+    }
+    return {
+        "source_note": source_note,
+        "base_model": settings["base_model"],
+        "quantization": settings["quantization"],
+        "device": settings["device"],
+        "backend": settings["backend"],
+        "params": settings["params"],
+        "lora": {
+            "r": pick(lora.r, ("train", "lora_r")),
+            "alpha": pick(lora.alpha, ("train", "lora_alpha")),
+            "dropout": pick(lora.dropout, ("train", "lora_dropout")),
+            "target_modules": pick(
+                lora.target_modules, ("train", "target_modules"), lambda v: ", ".join(map(str, v))
+            ),
+        },
+        "hp": hyper,
+    }
+
+
+def _checkpoint_rows(r: TrainResult) -> list[list[str]]:
+    best_step = known(r.best_checkpoint.step, None)
+    return [
+        [
+            fmt_general(c.step) if measured(c.step) else "未记录",
+            fmt_loss(c.train_loss) if is_number(c.train_loss) else "未记录",
+            fmt_loss(c.eval_loss) if is_number(c.eval_loss) else "未记录",
+            str(c.path or "未记录"),
+            "★ 最佳" if best_step is not None and known(c.step, None) == best_step else "",
+        ]
+        for c in r.checkpoints
+    ]
+
+
+def _best_text(best: Measured) -> str:
+    if best.ok and isinstance(best.value, Checkpoint):
+        b = best.value
+        loss = fmt_loss(b.eval_loss) if is_number(b.eval_loss) else "未记录"
+        return f"step {known(b.step, None)}，验证 Loss {loss}（{b.path or '路径未记录'}）"
+    return best.text()
+
+
+def _losses(run: RunFiles) -> tuple[str, str]:
+    """训练 / 验证 Loss first → last; the loss log stands in for a value train.json did not record."""
+    tr = run.train
+    r = tr.result
+    train_series = _metric_series(run, "loss")
+    eval_series = _metric_series(run, "eval_loss")
+    log_first = (
+        Measured(train_series[0][1]) if train_series else missing(run.metrics_error or "日志中无训练 Loss")
+    )
+    log_last = Measured(train_series[-1][1]) if train_series else log_first
+    eval_first = (
+        Measured(eval_series[0][1]) if eval_series else missing(run.metrics_error or "日志中无验证 Loss")
+    )
+    eval_last = Measured(eval_series[-1][1]) if eval_series else eval_first
+
+    def first_of(value: Any, fallback: Measured) -> Measured:
+        got = tr.m(value)
+        return got if got.ok or not tr.ok else got.or_else(fallback)
+
+    return (
+        _loss_change(first_of(r.train_loss_first, log_first), first_of(r.train_loss_last, log_last)),
+        _loss_change(first_of(r.eval_loss_first, eval_first), first_of(r.eval_loss_last, eval_last)),
+    )
+
+
+def training(run: RunFiles, charts: dict[str, Chart | None], chart_reasons: dict[str, str]) -> dict[str, Any]:
+    """The 训练过程 section: loss curve, losses, time, throughput, resumption and checkpoints."""
+    tr = run.train
+    r = tr.result
+    tokens, tps = r.resources.trained_tokens, r.resources.tokens_per_s
+    if is_number(tokens) and is_number(tps):
+        throughput = f"{fmt_int(tokens)} tokens，{fmt_float(tps, 1)} tokens/秒"
+    else:
+        throughput = tr.m(tps).text(lambda v: f"{fmt_float(v, 1)} tokens/秒")
+    resumed = tr.m(r.resumed_from)
+    if resumed.ok:
+        resumed_text = f"是，自 {resumed.value} 继续"
+    else:  # null means trained from scratch; absent means train.json did not say
+        resumed_text = "否（从头训练）" if tr.ok and not r.resumed_from.absent else resumed.text()
+    checkpoints = _checkpoint_rows(r) if tr.ok else []
+    if tr.ok and not checkpoints:
+        checkpoints_note = "train.json 未记录任何检查点。"
+    elif not tr.ok:
+        checkpoints_note = nm(tr.why_missing)
+    else:
+        checkpoints_note = ""
+    train_loss, eval_loss = _losses(run)
+    chart = charts.get("loss")
+    return {
+        "chart": image(f"report_assets/{chart.file}", chart.caption) if chart else None,
+        "chart_caption": chart.caption if chart else "",
+        "chart_missing": nm(chart_reasons.get("loss", "")) if not chart else "",
+        "metrics_warning": run.metrics_error if run.metrics and run.metrics_error else "",
+        "train_loss": train_loss,
+        "eval_loss": eval_loss,
+        "wall_time": tr.m(r.resources.wall_time_s).text(fmt_duration),
+        "stage_time": fmt_duration(tr.duration_s)
+        if tr.ok and tr.duration_s is not None
+        else nm(tr.why_missing),
+        "global_step": tr.m(r.global_step).text(fmt_int),
+        "throughput": throughput,
+        "resumed": resumed_text,
+        "checkpoints": checkpoints,
+        "checkpoints_note": checkpoints_note,
+        "best": _best_text(tr.m(r.best_checkpoint)),
+    }

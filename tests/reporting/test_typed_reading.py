@@ -1,0 +1,62 @@
+"""The report reads stage files only through their types (trainer/results): shapes, unknown keys, nulls.
+
+Markdown only (no PDF): each test writes a fixture run folder, edits one stage file and renders
+report.md in-process.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from reporting import report, runfiles
+from tests.reporting import runfolders as rf
+from trainer.config import load_config
+from trainer.runfolder import RunDir
+
+
+def _edit(path: Path, stage: str, fn: Callable[[dict[str, Any]], None]) -> None:
+    record = json.loads((path / f"{stage}.json").read_text(encoding="utf-8"))
+    fn(record["results"])
+    (path / f"{stage}.json").write_text(json.dumps(record, ensure_ascii=False), encoding="utf-8")
+
+
+def _markdown(path: Path) -> str:
+    files = runfiles.load(RunDir(path))
+    cfg = load_config(None, ["report.format=md"])
+    drawn, reasons = report._draw_charts(files, RunDir(path))
+    return report.render_markdown(files, cfg.report, drawn, reasons, generated_at="2025-11-28 10:00:00")
+
+
+def test_a_stage_file_of_the_wrong_shape_is_unreadable_not_a_crash(tmp_path: Path) -> None:
+    path = rf.complete(tmp_path / "run")
+    _edit(path, "train", lambda r: r.update(checkpoints=[5]))
+    md = _markdown(path)
+    assert "train.json 无法读取（ResultError: checkpoints\\[0\\]: expected an object, got int）" in md
+    assert runfiles.load(RunDir(path)).warnings == [
+        "train.json 无法读取：ResultError: checkpoints[0]: expected an object, got int"
+    ]
+
+
+def test_keys_the_contract_does_not_name_change_nothing(tmp_path: Path) -> None:
+    plain = _markdown(rf.complete(tmp_path / "plain"))
+    path = rf.complete(tmp_path / "extra")
+    for stage in rf.STAGES:
+        _edit(path, stage, lambda r: r.update(added_by_a_newer_stage={"x": 1}))
+    _edit(path, "train", lambda r: r["resources"].update(new_counter=3))
+    assert _markdown(path).replace("extra", "plain") == plain
+
+
+def test_a_null_shows_the_reason_written_beside_it(tmp_path: Path) -> None:
+    path = rf.complete(tmp_path / "run")
+
+    def no_vram(r: dict[str, Any]) -> None:
+        r["memory"].update(vram_bytes=None, vram_reason="ollama ps 未报告显存")
+
+    _edit(path, "benchmark", no_vram)
+    _edit(path, "train", lambda r: r.pop("global_step"))
+    md = _markdown(path)
+    assert "未测量：ollama ps 未报告显存" in md
+    assert "未测量：train.json 未记录 global_step" in md

@@ -1,0 +1,156 @@
+"""The run folder contract (trainer/results): every stage file round-trips through its type.
+
+Covers the fixture run folders of the report tests (tests/reporting/runfolders.py, one per shape the
+report handles) and a real prepare.json written by the prepare stage on the tiny config.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.reporting import runfolders as rf
+from trainer import results
+from trainer.config import load_config
+from trainer.pipeline import run_stage
+from trainer.runfolder import RunDir
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _stage_files(run: Path) -> list[Path]:
+    return [run / f"{stage}.json" for stage in rf.STAGES if (run / f"{stage}.json").exists()]
+
+
+@pytest.mark.parametrize("name", sorted(rf.BUILDERS))
+def test_every_fixture_stage_file_round_trips(tmp_path: Path, name: str) -> None:
+    run = rf.BUILDERS[name](tmp_path / "run")
+    for path in _stage_files(run):
+        raw = json.loads(path.read_text(encoding="utf-8"))
+        record = results.load_result(run, path.stem)
+        assert record is not None
+        assert record.to_dict() == raw, path.name
+        if record.status == "completed":
+            assert isinstance(record.results, results.RESULT_TYPES[path.stem])
+    env = results.load_env(run)
+    assert env is not None
+    assert env.to_dict() == json.loads((run / "env.json").read_text(encoding="utf-8"))
+
+
+@pytest.mark.parametrize("results_of", [rf.complete_results, rf.gpu_less_results])
+def test_every_fixture_result_dict_round_trips(results_of: Any) -> None:
+    for stage, data in results_of().items():
+        assert results.RESULT_TYPES[stage].from_dict(data).to_dict() == data, stage
+
+
+def test_a_real_prepare_json_round_trips(tmp_path: Path) -> None:
+    cfg = load_config(ROOT / "configs" / "tiny.yaml", [])
+    run_stage("prepare", cfg, RunDir(tmp_path))
+    raw = json.loads((tmp_path / "prepare.json").read_text(encoding="utf-8"))
+    record = results.load_result(tmp_path, "prepare")
+    assert record is not None and record.to_dict() == raw
+    prepared = record.results
+    assert isinstance(prepared, results.PrepareResult)
+    assert prepared.splits.train == raw["results"]["splits"]["train"]
+    assert prepared.extra == {}  # every key prepare writes has a field
+
+
+def test_a_stage_builds_its_result_from_the_type() -> None:
+    built = results.TrainResult(
+        backend="peft",
+        best_checkpoint=results.NotMeasured("no evaluation ran"),
+        lora=results.LoraSettings(r=8, alpha=16, dropout=0.05, target_modules=["q_proj"]),
+    )
+    data = built.to_dict()
+    assert data == {
+        "backend": "peft",
+        "best_checkpoint": None,
+        "lora": {"r": 8, "alpha": 16, "dropout": 0.05, "target_modules": ["q_proj"]},
+        "best_checkpoint_reason": "no evaluation ran",  # the reason is written beside the null
+    }
+    read_back = results.TrainResult.from_dict(data)
+    assert read_back.best_checkpoint.why == "no evaluation ran"
+    assert read_back.to_dict() == data
+
+
+def test_null_carries_the_reason_written_beside_it() -> None:
+    train = results.TrainResult.from_dict(rf.gpu_less_results()["train"])
+    reserved = train.resources.peak_gpu_reserved_bytes
+    assert isinstance(reserved, results.NotMeasured)
+    assert reserved.why == "no CUDA GPU on this machine"  # resources.gpu_reason
+    assert not reserved.absent
+    memory = results.BenchmarkResult.from_dict(rf.gpu_less_results()["benchmark"]).memory
+    assert memory.vram_bytes == results.NotMeasured("no GPU", key_path="memory.vram_bytes")
+
+
+def test_an_absent_key_is_not_measured_and_stays_absent() -> None:
+    data = {"backend": "peft"}
+    train = results.TrainResult.from_dict(data)
+    assert train.best_checkpoint == results.NotMeasured(absent=True, key_path="best_checkpoint")
+    # Reading through a missing object gives the longer path, not an AttributeError.
+    assert train.best_checkpoint.step == results.NotMeasured(absent=True, key_path="best_checkpoint.step")
+    assert list(train.checkpoints) == []
+    assert not results.measured(train.global_step)
+    assert train.to_dict() == data
+
+
+def test_keys_without_a_field_are_kept() -> None:
+    data = {"backend": "peft", "future_key": {"a": 1}, "resources": {"wall_time_s": 1.5, "new": 2}}
+    train = results.TrainResult.from_dict(data)
+    assert train.extra == {"future_key": {"a": 1}}
+    assert train.resources.extra == {"new": 2}
+    assert train.to_dict() == data
+
+
+def test_a_wrong_shape_names_the_key() -> None:
+    with pytest.raises(results.ResultError, match=r"checkpoints\[1\]: expected an object"):
+        results.TrainResult.from_dict({"checkpoints": [{"step": 1}, 5]})
+    with pytest.raises(results.ResultError, match=r"api_test.cases: expected a list"):
+        results.DeployResult.from_dict({"api_test": {"cases": "none"}})
+
+
+def test_a_missing_stage_file_is_none(tmp_path: Path) -> None:
+    assert results.load_result(tmp_path, "train") is None
+    assert results.load_env(tmp_path) is None
+
+
+def test_the_contract_imports_nothing_heavy() -> None:
+    code = "import sys, trainer.results; print(sorted({'torch', 'yaml', 'numpy'} & set(sys.modules)))"
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_a_reason_goes_under_the_key_the_type_names() -> None:
+    resources = results.TrainResources(
+        peak_gpu_reserved_bytes=results.NotMeasured("no CUDA GPU"), gpu_name=""
+    )
+    assert resources.to_dict() == {
+        "peak_gpu_reserved_bytes": None,
+        "gpu_name": "",
+        "gpu_reason": "no CUDA GPU",
+    }
+    # Said once: a second field with the same reason does not repeat it.
+    both = results.TrainResources(
+        peak_gpu_reserved_bytes=results.NotMeasured("no CUDA GPU"),
+        peak_gpu_allocated_bytes=results.NotMeasured("no CUDA GPU"),
+    )
+    assert both.to_dict()["gpu_reason"] == "no CUDA GPU"
+    assert results.TrainResources.from_dict(both.to_dict()).to_dict() == both.to_dict()
+
+
+def test_a_real_benchmark_result_round_trips() -> None:
+    """benchmarks/results/serving-llamacpp-native.json: the results of a real llama.cpp benchmark run."""
+    raw = json.loads((ROOT / "benchmarks/results/serving-llamacpp-native.json").read_text(encoding="utf-8"))
+    bench = results.BenchmarkResult.from_dict(raw)
+    assert bench.to_dict() == raw
+    assert bench.summary and all(isinstance(row, results.LevelSummary) for row in bench.summary)
+    assert isinstance(bench.timing_agreement, results.TimingAgreement)
+    assert isinstance(bench.roofline, results.Roofline)
+    env = results.EnvInfo.from_dict(raw["environment"])
+    assert env.to_dict() == raw["environment"]
+    assert not results.measured(env.gpu)

@@ -1,0 +1,262 @@
+"""Typed results of the training half of the pipeline: prepare.json, train.json, evaluate.json.
+
+Part of the run folder contract (`trainer.results`, docs/ARTIFACTS.md); stdlib only, reads and writes nothing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from trainer.results.base import ABSENT, NotMeasured, OptNum, OptStr, Record, StageResult
+
+# ---- prepare.json ---------------------------------------------------------------------------------
+
+
+@dataclass(kw_only=True)
+class InputFile(Record):
+    path: OptStr = ABSENT
+    format: OptStr = ABSENT
+    records: OptNum = ABSENT
+
+
+@dataclass(kw_only=True)
+class Splits(Record):
+    train: OptNum = ABSENT
+    val: OptNum = ABSENT
+    test: OptNum = ABSENT
+
+
+@dataclass(kw_only=True)
+class DropWarning(Record):
+    """Set when more than 20 % of the records were dropped; `fix` and `message` are English."""
+
+    dropped: OptNum = ABSENT
+    records_in: OptNum = ABSENT
+    share_pct: OptNum = ABSENT
+    main_cause: OptStr = ABSENT
+    main_cause_count: OptNum = ABSENT
+    fix: OptStr = ABSENT
+    message: OptStr = ABSENT
+
+
+@dataclass(kw_only=True)
+class Augmentation(Record):
+    method: OptStr = ABSENT
+    factor: OptNum = ABSENT
+    records_added: OptNum = ABSENT
+    description: OptStr = ABSENT  # Chinese, shown in the report as written
+
+
+@dataclass(kw_only=True)
+class LengthStats(Record):
+    min: OptNum = ABSENT
+    mean: OptNum = ABSENT
+    p50: OptNum = ABSENT
+    p95: OptNum = ABSENT
+    max: OptNum = ABSENT
+
+
+@dataclass(kw_only=True)
+class LengthChars(Record):
+    prompt: LengthStats | NotMeasured = ABSENT
+    output: LengthStats | NotMeasured = ABSENT
+
+
+@dataclass(kw_only=True)
+class LengthTokens(Record):
+    total: LengthStats | NotMeasured = ABSENT
+
+
+@dataclass(kw_only=True)
+class PrepareResult(StageResult):
+    dataset_name: OptStr = ABSENT
+    inputs: list[InputFile] | NotMeasured = ABSENT
+    records_in: OptNum = ABSENT
+    records_kept: OptNum = ABSENT
+    splits: Splits | NotMeasured = ABSENT
+    dropped: dict[str, int] | NotMeasured = ABSENT  # reason -> count
+    truncated: OptNum = ABSENT
+    augmented: list[Augmentation] | NotMeasured = ABSENT
+    normalized: OptNum = ABSENT
+    drop_warning: DropWarning | NotMeasured = ABSENT
+    warnings: list[str] | NotMeasured = ABSENT
+    record_formats: dict[str, int] | NotMeasured = ABSENT
+    multi_turn_records: OptNum = ABSENT
+    identity_records: Splits | NotMeasured = ABSENT
+    length_chars: LengthChars | NotMeasured = ABSENT
+    length_tokens: LengthTokens | NotMeasured = ABSENT
+    max_length: OptNum = ABSENT
+    overlong: OptStr = ABSENT
+    prompt_format: OptStr = ABSENT
+    files: dict[str, str] | NotMeasured = ABSENT
+
+
+# ---- train.json -----------------------------------------------------------------------------------
+
+
+@dataclass(kw_only=True)
+class LoraSettings(Record):
+    r: OptNum = ABSENT
+    alpha: OptNum = ABSENT
+    dropout: OptNum = ABSENT
+    target_modules: list[str] | NotMeasured = ABSENT
+
+
+@dataclass(kw_only=True)
+class Hyperparameters(Record):
+    epochs: OptNum = ABSENT
+    max_steps: OptNum = ABSENT
+    per_device_batch_size: OptNum = ABSENT
+    gradient_accumulation_steps: OptNum = ABSENT
+    effective_batch_size: OptNum = ABSENT
+    learning_rate: OptNum = ABSENT
+    warmup_steps: OptNum = ABSENT
+    lr_scheduler: OptStr = ABSENT
+    optimizer: OptStr = ABSENT
+    max_length: OptNum = ABSENT
+    world_size: OptNum = ABSENT
+    seed: OptNum = ABSENT
+
+
+@dataclass(kw_only=True)
+class Checkpoint(Record):
+    step: OptNum = ABSENT
+    train_loss: OptNum = ABSENT
+    eval_loss: OptNum = ABSENT
+    path: OptStr = ABSENT
+
+
+@dataclass(kw_only=True)
+class TrainResources(Record):
+    wall_time_s: OptNum = ABSENT
+    trained_tokens: OptNum = ABSENT
+    tokens_per_s: OptNum = ABSENT
+    s_per_step: OptNum = ABSENT
+    peak_rss_bytes: OptNum = ABSENT
+    peak_gpu_reserved_bytes: OptNum = field(
+        default=ABSENT, metadata={"reason_key": "gpu_reason"}
+    )  # null on CPU
+    peak_gpu_allocated_bytes: OptNum = field(default=ABSENT, metadata={"reason_key": "gpu_reason"})
+    gpu_reason: OptStr = ABSENT
+    gpu_name: OptStr = ABSENT
+    cpu_model: OptStr = ABSENT
+    disk_bytes: OptNum = ABSENT
+
+
+@dataclass(kw_only=True)
+class TrainFiles(Record):
+    adapter: OptStr = ABSENT
+    metrics: OptStr = ABSENT
+    log: OptStr = ABSENT
+    tensorboard: OptStr = ABSENT
+
+
+@dataclass(kw_only=True)
+class TrainResult(StageResult):
+    backend: OptStr = ABSENT
+    backend_reason: OptStr = ABSENT
+    precision: OptStr = ABSENT
+    precision_reason: OptStr = ABSENT
+    device: OptStr = ABSENT
+    quantization: OptStr = ABSENT  # "none" | "4-bit NF4"
+    quantization_reason: OptStr = ABSENT
+    base_model: OptStr = ABSENT
+    base_model_path: OptStr = ABSENT
+    params_total: OptNum = ABSENT
+    params_trainable: OptNum = ABSENT
+    lora: LoraSettings | NotMeasured = ABSENT
+    hyperparameters: Hyperparameters | NotMeasured = ABSENT
+    global_step: OptNum = ABSENT
+    train_loss_first: OptNum = ABSENT
+    train_loss_last: OptNum = ABSENT
+    eval_loss_first: OptNum = ABSENT
+    eval_loss_last: OptNum = ABSENT
+    checkpoints: list[Checkpoint] | NotMeasured = ABSENT
+    best_checkpoint: Checkpoint | NotMeasured = ABSENT
+    resumed_from: OptStr = ABSENT  # null: trained from scratch
+    resources: TrainResources | NotMeasured = ABSENT
+    files: TrainFiles | NotMeasured = ABSENT
+
+
+# ---- evaluate.json --------------------------------------------------------------------------------
+
+
+@dataclass(kw_only=True)
+class EvalSettings(Record):
+    max_new_tokens: OptNum = ABSENT
+    do_sample: bool | NotMeasured = ABSENT
+    temperature: OptNum = ABSENT
+    top_p: OptNum = ABSENT
+    seed: OptNum = ABSENT
+    samples: OptNum = ABSENT
+    batch_size: OptNum = ABSENT
+
+
+@dataclass(kw_only=True)
+class EvalMetric(Record):
+    """One before/after metric; `name_zh` and `definition` are Chinese, written by the stage."""
+
+    key: OptStr = ABSENT  # avg_answer_chars, bleu4, rouge1, rouge2, rougeL, loss, perplexity, ...
+    name_zh: OptStr = ABSENT
+    before: OptNum = ABSENT
+    after: OptNum = ABSENT
+    reference: OptNum = ABSENT
+    improvement: OptNum = ABSENT
+    improvement_kind: OptStr = ABSENT  # "relative_pct" | "points"
+    higher_is_better: bool | NotMeasured = ABSENT  # null: neither direction is better
+    definition: OptStr = ABSENT
+
+
+@dataclass(kw_only=True)
+class EvalExample(Record):
+    id: Any = ABSENT
+    kind: OptStr = ABSENT  # largest_gain | regression | random
+    instruction: OptStr = ABSENT
+    input: OptStr = ABSENT
+    reference: OptStr = ABSENT
+    before: OptStr = ABSENT
+    after: OptStr = ABSENT
+    rougeL_before: OptNum = ABSENT
+    rougeL_after: OptNum = ABSENT
+    verdict: OptStr = ABSENT  # the stage's own words; the report quotes it
+
+
+@dataclass(kw_only=True)
+class QualitativeMeasure(Record):
+    before: OptNum = ABSENT
+    after: OptNum = ABSENT
+    unit: OptStr = ABSENT
+    measure: OptStr = ABSENT  # Chinese, what stands in for the dimension
+    higher_is_better: bool | NotMeasured = ABSENT
+    reason: OptStr = ABSENT  # why before or after is missing
+
+
+@dataclass(kw_only=True)
+class Qualitative(Record):
+    """The four qualitative dimensions, each measured by a stand-in metric."""
+
+    accuracy: QualitativeMeasure | NotMeasured = ABSENT
+    relevance: QualitativeMeasure | NotMeasured = ABSENT
+    fluency: QualitativeMeasure | NotMeasured = ABSENT
+    professionalism: QualitativeMeasure | NotMeasured = ABSENT
+
+
+@dataclass(kw_only=True)
+class IdentityCheck(Record):
+    questions: OptNum = ABSENT
+    before_hits: OptNum = ABSENT
+    after_hits: OptNum = ABSENT
+
+
+@dataclass(kw_only=True)
+class EvaluateResult(StageResult):
+    settings: EvalSettings | NotMeasured = ABSENT
+    metrics: list[EvalMetric] | NotMeasured = ABSENT
+    examples: list[EvalExample] | NotMeasured = ABSENT
+    qualitative: Qualitative | NotMeasured = ABSENT
+    identity: IdentityCheck | NotMeasured = ABSENT
+    failures: Any = ABSENT  # a count, or a list of failed samples
+    judge: Any = ABSENT  # null when no judge ran (see judge_reason)
+    judge_reason: OptStr = ABSENT
+    csv: OptStr = ABSENT
