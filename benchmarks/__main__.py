@@ -255,10 +255,10 @@ def _load_format_file(path: Path) -> Any:
 
 def settings_from_args(args: argparse.Namespace) -> Any:
     from benchmarks.engines import resolve_auto
-    from benchmarks.engines.ollama import resolve_host
     from benchmarks.prompts import load_prompts
     from benchmarks.runner import default_threads
     from benchmarks.spec import BenchSettings
+    from trainer.ollama_client import resolve_host
 
     host = resolve_host(args.host)
     engine, reason = (args.engine, "--engine") if args.engine != "auto" else resolve_auto(args.model, host)

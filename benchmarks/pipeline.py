@@ -18,13 +18,13 @@ from __future__ import annotations
 from typing import Any
 
 from benchmarks import outputs
-from benchmarks.engines.ollama import answers, resolve_host
 from benchmarks.prompts import load_prompts
 from benchmarks.runner import INTERRUPTED, default_threads, run_benchmark
 from benchmarks.spec import BenchSettings
 from trainer import prompt_format
 from trainer.config import PipelineConfig
 from trainer.errors import UserError
+from trainer.ollama_client import answers, resolve_host
 from trainer.runfolder import RunDir, write_json
 
 CSV_NAME = "benchmark_requests.csv"

@@ -7,13 +7,13 @@ import socket
 
 import pytest
 
-from benchmarks.engines.ollama import answers, resolve_host
 from benchmarks.prompts import load_prompts
 from benchmarks.runner import INTERRUPTED, run_benchmark
 from benchmarks.spec import BenchSettings
 from tests.benchmarks.ollama_replay import MODEL, ReplayServer
 from trainer import prompt_format
 from trainer.errors import UserError
+from trainer.ollama_client import answers, resolve_host
 
 
 def settings_for(host: str, model: str = MODEL, **kw) -> BenchSettings:
@@ -95,12 +95,17 @@ def test_unknown_model_is_a_clear_user_error(replay: ReplayServer) -> None:
     assert "python run.py deploy" in str(err.value)
 
 
-def test_unreachable_server_is_a_clear_user_error() -> None:
+def refused_url() -> str:
+    """A loopback URL where nothing listens (the port was free a moment ago)."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]  # closed again: nothing listens there
+        port = sock.getsockname()[1]
+    return f"http://127.0.0.1:{port}"
+
+
+def test_unreachable_server_is_a_clear_user_error() -> None:
     with pytest.raises(UserError, match="unreachable"):
-        run_benchmark(settings_for(f"http://127.0.0.1:{port}"))
+        run_benchmark(settings_for(refused_url()))
 
 
 def test_request_timeouts_are_counted_not_raised() -> None:
@@ -161,9 +166,15 @@ def test_time_budget_marks_the_run_partial(replay: ReplayServer) -> None:
     assert results["requests_total"] == 0 and results["summary"] == []
 
 
-def test_resolve_host_follows_the_official_client() -> None:
-    assert resolve_host("0.0.0.0") == "http://127.0.0.1:11434"
-    assert resolve_host("example.com:8080") == "http://example.com:8080"
+def test_a_proxy_in_the_environment_is_not_used_for_loopback(
+    replay: ReplayServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The benchmark reaches a loopback Ollama through the deploy stage's client: no proxy."""
+    proxy = refused_url()
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "all_proxy"):
+        monkeypatch.setenv(name, proxy)
+    results = run_benchmark(settings_for(replay.url, concurrency=[1], num_requests=1, warmup_requests=0))
+    assert results["failures_total"] == 0 and results["requests_total"] == 1
 
 
 @pytest.mark.ollama

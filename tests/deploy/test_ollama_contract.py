@@ -28,6 +28,17 @@ def test_refused_connection_is_unavailable(refused_host: str) -> None:
         ollama_client.check_server(refused_host)
 
 
+def test_a_proxy_in_the_environment_is_not_used_for_loopback(
+    replay, refused_host: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A proxy cannot reach this machine's loopback: Ollama's own CLI never sends loopback there.
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "all_proxy"):
+        monkeypatch.setenv(name, refused_host)
+    server = replay({"GET /api/version": "version"})
+    assert ollama_client.answers(server.url) is True
+    assert ollama_client.answers(refused_host) is False
+
+
 def test_something_else_at_the_host_is_a_clear_error(replay) -> None:
     server = replay({})  # answers 404 to everything, like a web server that is not Ollama
     with pytest.raises(ollama_client.OllamaError, match="not an Ollama server") as err:
