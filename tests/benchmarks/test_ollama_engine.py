@@ -10,7 +10,7 @@ import pytest
 from benchmarks.prompts import load_prompts
 from benchmarks.runner import INTERRUPTED, run_benchmark
 from benchmarks.spec import BenchSettings
-from tests.benchmarks.ollama_replay import MODEL, ReplayServer
+from tests.ollama_replay import MODEL, SERVING_ROUTES, ReplayServer
 from trainer import prompt_format
 from trainer.errors import UserError
 from trainer.ollama_client import answers, resolve_host
@@ -64,7 +64,7 @@ def test_replayed_ollama_benchmark_records_client_and_server_timings(replay: Rep
 
 def test_requests_are_raw_with_pinned_options_and_unique_prompts(replay: ReplayServer) -> None:
     run_benchmark(settings_for(replay.url, concurrency=[1], num_requests=3, seed=7, threads=2))
-    bodies = [b for method, path, b in replay.requests if path == "/api/generate"]
+    bodies = [r.json for r in replay.requests_to("POST", "/api/generate")]
     assert len(bodies) == 1 + 1 + 3  # sanity, warm-up, measured
     for body in bodies:
         assert body["raw"] is True and body["stream"] is True
@@ -85,7 +85,7 @@ def test_without_prompt_format_ollama_applies_its_template(replay: ReplayServer)
     run_benchmark(
         settings_for(replay.url, prompt_format=None, concurrency=[1], num_requests=1, warmup_requests=0)
     )
-    bodies = [b for _, path, b in replay.requests if path == "/api/generate"]
+    bodies = [r.json for r in replay.requests_to("POST", "/api/generate")]
     assert all("raw" not in b and "<|im_start|>" not in b["prompt"] for b in bodies)
 
 
@@ -110,7 +110,7 @@ def test_unreachable_server_is_a_clear_user_error() -> None:
 
 def test_request_timeouts_are_counted_not_raised() -> None:
     # sanity + warm-up answer; every measured request stalls past the 0.5 s timeout
-    with ReplayServer(stall_after=2, stall_s=3.0) as server:
+    with ReplayServer(SERVING_ROUTES, model=MODEL, stall_after=2, stall_s=3.0) as server:
         results = run_benchmark(
             settings_for(server.url, concurrency=[2], num_requests=2, request_timeout_s=0.5)
         )

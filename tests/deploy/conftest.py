@@ -1,4 +1,4 @@
-"""Fixtures for the deploy tests: the replay server, a refused port, and a minimal run folder."""
+"""Fixtures for the deploy tests: replay servers routed per test, a refused port, and a minimal run folder."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.deploy.replay_server import ReplayServer
+from tests.ollama_replay import ReplayServer
 from trainer import prompt_format
 from trainer.config import PipelineConfig
 from trainer.modelfile import write_modelfile
@@ -47,13 +47,6 @@ def refused_host() -> str:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     return f"http://127.0.0.1:{port}"
-
-
-@pytest.fixture(scope="session")
-def smollm2_gguf() -> Path:
-    from trainer.models import embedded_gguf
-
-    return embedded_gguf()
 
 
 @pytest.fixture

@@ -1,7 +1,7 @@
 """Contract tests: the Ollama client against real responses recorded from an Ollama server.
 
-The replay server (replay_server.py) answers with fixtures/ollama_exchanges.json, taken unchanged
-from the recorded exchanges in ../shared/ollama-api/.
+The replay server (tests/ollama_replay.py) answers with tests/fixtures/ollama_exchanges.json, taken
+unchanged from the recorded exchanges in /work/shared/ollama-api/.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.deploy.conftest import RECORDED_SYSTEM
-from tests.deploy.replay_server import load_exchanges
+from tests.ollama_replay import load_exchanges
 from trainer import ollama_client, prompt_format
 from trainer.modelfile import render_go_template
 

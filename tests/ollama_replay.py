@@ -1,14 +1,22 @@
-"""A loopback HTTP server that answers with recorded Ollama responses (fixtures/ollama_exchanges.json).
+"""A loopback HTTP server that answers like Ollama by replaying recorded responses.
+
+Used by the deploy tests (the Ollama client's contract) and the benchmark tests (the Ollama engine).
+The answers are fixtures/ollama_exchanges.json, copied unchanged from the real exchanges in
+/work/shared/ollama-api/recorded-exchanges.json.
 
 Each test routes "METHOD /path" (a trailing "*" matches any rest of the path) to a recorded
-exchange name, or to a list of names served in turn (the last one repeats). The server answers with
-that exchange's real status and body: NDJSON bodies go out line by line with chunked encoding, the
-way Ollama streams them. It records every request it got (method, path, body size and sha256, JSON)
-so tests can check what the client sent. Unrouted requests get 404 with an empty body, which is not
-what Ollama sends: a test then sees its own routing mistake.
+exchange name, or to a list of names served in turn (the last one repeats); `SERVING_ROUTES` is
+what the benchmark needs. The server answers with that exchange's real status and body: NDJSON
+bodies go out line by line with chunked encoding and a short pause between lines, so client-side
+timing sees a real stream. Unrouted requests get 404 with an empty body, which is not what Ollama
+sends: a test then sees its own routing mistake. Every request is kept in `requests` (method, path,
+body size and sha256, JSON) so tests can check what the client sent.
 
-One server-side behaviour is reproduced rather than only replayed, because the client is built
-around it: for `blob_upload_existing` Ollama answers at once without reading the upload.
+Server-side behaviour that the clients are built around is reproduced rather than only replayed:
+- `blob_upload_existing`: Ollama answers at once without reading the upload;
+- `model=`: a request naming another model gets Ollama's recorded "model not found" 404;
+- `stall_after=`: /api/generate stalls `stall_s` after its first line once that many were served
+  (a request timeout).
 """
 
 from __future__ import annotations
@@ -16,16 +24,29 @@ from __future__ import annotations
 import hashlib
 import json
 import threading
+import time
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 FIXTURE = Path(__file__).parent / "fixtures" / "ollama_exchanges.json"
+# The model the exchanges were recorded with.
+MODEL = "demo-finetuned"
+# What a benchmark run asks: server check, model facts, memory and streamed answers.
+SERVING_ROUTES: dict[str, str | list[str]] = {
+    "GET /api/version": "version",
+    "GET /api/tags": "tags",
+    "GET /api/ps": "ps",
+    "POST /api/show": "show",
+    "POST /api/generate": "generate_stream",
+}
 
 
 def load_exchanges() -> dict[str, dict[str, Any]]:
-    return json.loads(FIXTURE.read_text(encoding="utf-8"))["exchanges"]
+    """The recorded exchanges by name."""
+    data = json.loads(FIXTURE.read_text(encoding="utf-8"))
+    return {exchange["name"]: exchange for exchange in data["exchanges"]}
 
 
 @dataclass
@@ -38,11 +59,25 @@ class ReceivedRequest:
 
 
 class ReplayServer:
-    def __init__(self, routes: dict[str, str | list[str]] | None = None) -> None:
+    """Start with `with ReplayServer(routes) as server:`; `server.url` is its base URL."""
+
+    def __init__(
+        self,
+        routes: dict[str, str | list[str]] | None = None,
+        *,
+        model: str | None = None,
+        line_delay_s: float = 0.005,
+        stall_after: int | None = None,
+        stall_s: float = 5.0,
+    ) -> None:
         self.exchanges = load_exchanges()
         self.routes: dict[str, list[str]] = {}
         self.served: dict[str, int] = {}
         self.requests: list[ReceivedRequest] = []
+        self.model = model
+        self.line_delay_s = line_delay_s
+        self.stall_after = stall_after
+        self.stall_s = stall_s
         self._lock = threading.Lock()
         for key, names in (routes or {}).items():
             self.route(key, names)
@@ -75,7 +110,8 @@ class ReplayServer:
     def requests_to(self, method: str, path_prefix: str) -> list[ReceivedRequest]:
         return [r for r in self.requests if r.method == method and r.path.startswith(path_prefix)]
 
-    def _pick(self, method: str, path: str) -> dict[str, Any] | None:
+    def _pick(self, method: str, path: str) -> tuple[dict[str, Any], int] | None:
+        """The exchange routed for this request and how many were served on its route before."""
         with self._lock:
             for key, names in self.routes.items():
                 m, _, pattern = key.partition(" ")
@@ -85,8 +121,18 @@ class ReplayServer:
                     turn = self.served.get(key, 0)
                     self.served[key] = turn + 1
                     name = names[min(turn, len(names) - 1)]
-                    return {"name": name, **self.exchanges[name]}
+                    return {"name": name, **self.exchanges[name]}, turn
         return None
+
+    def _unknown_model(self, body: Any) -> str | None:
+        """Ollama's 404 text when the request names a model other than `self.model`."""
+        if self.model is None or not isinstance(body, dict) or "model" not in body:
+            return None
+        asked = str(body["model"])
+        if asked in (self.model, f"{self.model}:latest"):
+            return None
+        recorded = json.loads(self.exchanges["generate_unknown_model"]["response_text"])
+        return json.dumps({"error": recorded["error"].replace("'nope'", f"'{asked}'")})
 
     def _handler_class(self) -> type[BaseHTTPRequestHandler]:
         server = self
@@ -109,24 +155,28 @@ class ReplayServer:
                         self.rfile.readline()
                 return self.rfile.read(int(self.headers.get("Content-Length") or 0))
 
-            def _handle(self) -> None:
-                exchange = server._pick(self.command, self.path)
-                skip_body = exchange is not None and exchange["name"] == "blob_upload_existing"
-                body = b"" if skip_body or self.command in ("GET", "HEAD") else self._read_body()
+            def _record(self, body: bytes) -> Any:
                 try:
                     parsed = json.loads(body) if body else None
                 except (json.JSONDecodeError, UnicodeDecodeError):
                     parsed = None
+                digest = hashlib.sha256(body).hexdigest() if body else None
                 with server._lock:
                     server.requests.append(
-                        ReceivedRequest(
-                            self.command,
-                            self.path,
-                            len(body),
-                            hashlib.sha256(body).hexdigest() if body else None,
-                            parsed,
-                        )
+                        ReceivedRequest(self.command, self.path, len(body), digest, parsed)
                     )
+                return parsed
+
+            def _handle(self) -> None:
+                picked = server._pick(self.command, self.path)
+                exchange, turn = picked if picked else (None, 0)
+                skip_body = exchange is not None and exchange["name"] == "blob_upload_existing"
+                body = b"" if skip_body or self.command in ("GET", "HEAD") else self._read_body()
+                parsed = self._record(body)
+                not_found = server._unknown_model(parsed)
+                if not_found is not None:
+                    self._send(404, not_found.encode(), "application/json; charset=utf-8")
+                    return
                 if exchange is None:
                     self._send(404, b"", "text/plain")
                     return
@@ -136,7 +186,8 @@ class ReplayServer:
                 text = exchange["response_text"]
                 lines = [line for line in text.split("\n") if line.strip()]
                 if len(lines) > 1:
-                    self._stream(exchange["status"], lines)
+                    stalls = self.path == "/api/generate" and server.stall_after is not None
+                    self._stream(exchange["status"], lines, stalls and turn >= server.stall_after)
                 else:
                     content_type = "application/json; charset=utf-8" if text else "text/plain"
                     self._send(exchange["status"], text.encode(), content_type)
@@ -149,16 +200,23 @@ class ReplayServer:
                 if self.command != "HEAD":
                     self.wfile.write(payload)
 
-            def _stream(self, status: int, lines: list[str]) -> None:
+            def _stream(self, status: int, lines: list[str], stall: bool) -> None:
                 self.send_response(status)
                 self.send_header("Content-Type", "application/x-ndjson")
                 self.send_header("Transfer-Encoding", "chunked")
                 self.end_headers()
-                for line in lines:
-                    data = (line + "\n").encode()
-                    self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
-                    self.wfile.flush()
-                self.wfile.write(b"0\r\n\r\n")
+                try:
+                    for i, line in enumerate(lines):
+                        if stall and i == 1:
+                            time.sleep(server.stall_s)
+                        data = (line + "\n").encode()
+                        self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
+                        self.wfile.flush()
+                        time.sleep(server.line_delay_s)
+                    self.wfile.write(b"0\r\n\r\n")
+                except (BrokenPipeError, ConnectionResetError):
+                    # The client gave up (its request timeout): nothing left to answer.
+                    self.close_connection = True
 
             do_GET = do_POST = do_HEAD = do_DELETE = _handle
 
