@@ -200,7 +200,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _template_of(model: Path) -> str | None:
     """The chat template of a GGUF file or a Hugging Face folder, if it has one."""
     if model.is_file():
-        from benchmarks.modelinfo import read_gguf
+        from trainer.gguf_info import read_gguf
 
         return read_gguf(model).chat_template
     jinja = model / "chat_template.jinja"

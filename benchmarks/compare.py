@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from trainer.errors import UserError
+from trainer.metrics import mean
 
 BASELINE = "transformers"
 
@@ -66,10 +67,6 @@ def _row(label: str, round_no: int, results: dict[str, Any]) -> dict[str, Any]:
 
 def summarize(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Mean of each contestant's rounds, with the speed-up over the baseline's mean decode speed."""
-
-    def mean(values: list[Any]) -> float | None:
-        data = [v for v in values if isinstance(v, int | float)]
-        return sum(data) / len(data) if data else None
 
     labels = list(dict.fromkeys(r["contestant"] for r in rows))
     out = []

@@ -12,6 +12,7 @@ import io
 from pathlib import Path
 from typing import Any
 
+from trainer.metrics import mean
 from trainer.runfolder import write_text
 
 CSV_COLUMNS = [
@@ -52,7 +53,7 @@ def csv_rows(samples: list[dict[str, Any]]) -> list[dict[str, Any]]:
         itl = s.get("itl_ms") or []
         server = s.get("server") or {}
         row = {k: s.get(k) for k in CSV_COLUMNS if k in s}
-        row["itl_mean_ms"] = sum(itl) / len(itl) if itl else None
+        row["itl_mean_ms"] = mean(itl)
         row["itl_max_ms"] = max(itl) if itl else None
         for key in (
             "prompt_eval_count",

@@ -365,7 +365,7 @@ def _roofline(
     arch = dict(model.get("arch") or {})
     # A local GGUF of the same model gives exact tensor bytes even when Ollama serves it.
     if settings.gguf_path and arch.get("weight_bytes_source") != "GGUF tensor bytes":
-        from benchmarks.modelinfo import read_gguf
+        from trainer.gguf_info import read_gguf
 
         try:
             info = read_gguf(settings.gguf_path)
