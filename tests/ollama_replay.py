@@ -81,8 +81,8 @@ class ReplayServer:
         self._lock = threading.Lock()
         for key, names in (routes or {}).items():
             self.route(key, names)
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
-        self._server.daemon_threads = True
+        self._server = _HTTPServer(("127.0.0.1", 0), _Handler)
+        self._server.replay = self
         # A short poll interval: shutdown() waits up to one interval.
         self._thread = threading.Thread(target=self._server.serve_forever, args=(0.02,), daemon=True)
 
@@ -134,90 +134,96 @@ class ReplayServer:
         recorded = json.loads(self.exchanges["generate_unknown_model"]["response_text"])
         return json.dumps({"error": recorded["error"].replace("'nope'", f"'{asked}'")})
 
-    def _handler_class(self) -> type[BaseHTTPRequestHandler]:
-        server = self
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
+class _HTTPServer(ThreadingHTTPServer):
+    daemon_threads = True
+    replay: ReplayServer
 
-            def log_message(self, format: str, *args: Any) -> None:  # keep test output quiet
-                pass
 
-            def _read_body(self) -> bytes:
-                if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
-                    data = bytearray()
-                    while True:
-                        size = int(self.rfile.readline().split(b";")[0].strip(), 16)
-                        if size == 0:
-                            self.rfile.readline()
-                            return bytes(data)
-                        data += self.rfile.read(size)
-                        self.rfile.readline()
-                return self.rfile.read(int(self.headers.get("Content-Length") or 0))
+class _Handler(BaseHTTPRequestHandler):
+    """Answers one connection's requests from `self.server.replay`."""
 
-            def _record(self, body: bytes) -> Any:
-                try:
-                    parsed = json.loads(body) if body else None
-                except (json.JSONDecodeError, UnicodeDecodeError):
-                    parsed = None
-                digest = hashlib.sha256(body).hexdigest() if body else None
-                with server._lock:
-                    server.requests.append(
-                        ReceivedRequest(self.command, self.path, len(body), digest, parsed)
-                    )
-                return parsed
+    server: _HTTPServer
+    protocol_version = "HTTP/1.1"
 
-            def _handle(self) -> None:
-                picked = server._pick(self.command, self.path)
-                exchange, turn = picked if picked else (None, 0)
-                skip_body = exchange is not None and exchange["name"] == "blob_upload_existing"
-                body = b"" if skip_body or self.command in ("GET", "HEAD") else self._read_body()
-                parsed = self._record(body)
-                not_found = server._unknown_model(parsed)
-                if not_found is not None:
-                    self._send(404, not_found.encode(), "application/json; charset=utf-8")
-                    return
-                if exchange is None:
-                    self._send(404, b"", "text/plain")
-                    return
-                if skip_body:
-                    # Ollama answers and drops the connection without reading the upload.
-                    self.close_connection = True
-                text = exchange["response_text"]
-                lines = [line for line in text.split("\n") if line.strip()]
-                if len(lines) > 1:
-                    stalls = self.path == "/api/generate" and server.stall_after is not None
-                    self._stream(exchange["status"], lines, stalls and turn >= server.stall_after)
-                else:
-                    content_type = "application/json; charset=utf-8" if text else "text/plain"
-                    self._send(exchange["status"], text.encode(), content_type)
+    @property
+    def replay(self) -> ReplayServer:
+        return self.server.replay
 
-            def _send(self, status: int, payload: bytes, content_type: str) -> None:
-                self.send_response(status)
-                self.send_header("Content-Type", content_type)
-                self.send_header("Content-Length", str(len(payload)))
-                self.end_headers()
-                if self.command != "HEAD":
-                    self.wfile.write(payload)
+    def log_message(self, format: str, *args: Any) -> None:  # keep test output quiet
+        pass
 
-            def _stream(self, status: int, lines: list[str], stall: bool) -> None:
-                self.send_response(status)
-                self.send_header("Content-Type", "application/x-ndjson")
-                self.send_header("Transfer-Encoding", "chunked")
-                self.end_headers()
-                try:
-                    for i, line in enumerate(lines):
-                        if stall and i == 1:
-                            time.sleep(server.stall_s)
-                        data = (line + "\n").encode()
-                        self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
-                        self.wfile.flush()
-                        time.sleep(server.line_delay_s)
-                    self.wfile.write(b"0\r\n\r\n")
-                except (BrokenPipeError, ConnectionResetError):
-                    # The client gave up (its request timeout): nothing left to answer.
-                    self.close_connection = True
+    def _read_body(self) -> bytes:
+        if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
+            data = bytearray()
+            while True:
+                size = int(self.rfile.readline().split(b";")[0].strip(), 16)
+                if size == 0:
+                    self.rfile.readline()
+                    return bytes(data)
+                data += self.rfile.read(size)
+                self.rfile.readline()
+        return self.rfile.read(int(self.headers.get("Content-Length") or 0))
 
-            do_GET = do_POST = do_HEAD = do_DELETE = _handle
+    def _record(self, body: bytes) -> Any:
+        try:
+            parsed = json.loads(body) if body else None
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            parsed = None
+        digest = hashlib.sha256(body).hexdigest() if body else None
+        with self.replay._lock:
+            self.replay.requests.append(ReceivedRequest(self.command, self.path, len(body), digest, parsed))
+        return parsed
 
-        return Handler
+    def _handle(self) -> None:
+        picked = self.replay._pick(self.command, self.path)
+        exchange, turn = picked if picked else (None, 0)
+        skip_body = exchange is not None and exchange["name"] == "blob_upload_existing"
+        body = b"" if skip_body or self.command in ("GET", "HEAD") else self._read_body()
+        parsed = self._record(body)
+        not_found = self.replay._unknown_model(parsed)
+        if not_found is not None:
+            self._send(404, not_found.encode(), "application/json; charset=utf-8")
+            return
+        if exchange is None:
+            self._send(404, b"", "text/plain")
+            return
+        if skip_body:
+            # Ollama answers and drops the connection without reading the upload.
+            self.close_connection = True
+        text = exchange["response_text"]
+        lines = [line for line in text.split("\n") if line.strip()]
+        if len(lines) > 1:
+            stalls = self.path == "/api/generate" and self.replay.stall_after is not None
+            self._stream(exchange["status"], lines, stalls and turn >= self.replay.stall_after)
+        else:
+            content_type = "application/json; charset=utf-8" if text else "text/plain"
+            self._send(exchange["status"], text.encode(), content_type)
+
+    def _send(self, status: int, payload: bytes, content_type: str) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(payload)
+
+    def _stream(self, status: int, lines: list[str], stall: bool) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", "application/x-ndjson")
+        self.send_header("Transfer-Encoding", "chunked")
+        self.end_headers()
+        try:
+            for i, line in enumerate(lines):
+                if stall and i == 1:
+                    time.sleep(self.replay.stall_s)
+                data = (line + "\n").encode()
+                self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
+                self.wfile.flush()
+                time.sleep(self.replay.line_delay_s)
+            self.wfile.write(b"0\r\n\r\n")
+        except (BrokenPipeError, ConnectionResetError):
+            # The client gave up (its request timeout): nothing left to answer.
+            self.close_connection = True
+
+    do_GET = do_POST = do_HEAD = do_DELETE = _handle
