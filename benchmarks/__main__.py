@@ -231,17 +231,14 @@ def _load_format_file(path: Path) -> Any:
 def settings_from_args(args: argparse.Namespace) -> Any:
     from benchmarks.engines import resolve_auto
     from benchmarks.prompts import load_prompts
-    from benchmarks.runner import default_threads
+    from benchmarks.runner import resolve_threads
     from benchmarks.spec import BenchSettings
     from trainer.ollama_client import resolve_host
 
     host = resolve_host(args.host)
     engine, reason = (args.engine, "--engine") if args.engine != "auto" else resolve_auto(args.model, host)
     fmt, fmt_source = resolve_prompt_format(args.prompt_format, engine, args.model, args.system)
-    if args.threads > 0:
-        threads, threads_reason = args.threads, "--threads"
-    else:
-        threads, threads_reason = default_threads()
+    threads, threads_reason = resolve_threads(args.threads, "--threads")
     model = str(Path(args.model).resolve()) if engine != "ollama" else args.model
     return BenchSettings(
         engine=engine, engine_reason=reason, model=model, prompts=load_prompts(args.prompts),

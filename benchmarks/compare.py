@@ -87,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     from rich.console import Console
 
-    from benchmarks.runner import default_threads
+    from benchmarks.runner import resolve_threads
     from trainer.runfolder import environment, write_json
 
     console = Console() if sys.stdout.isatty() else Console(width=140)
@@ -96,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.out
         else Path("benchmark-results") / f"compare-{datetime.now():%Y%m%d-%H%M%S}.json"
     )
-    threads, threads_reason = (args.threads, "--threads") if args.threads > 0 else default_threads()
+    threads, threads_reason = resolve_threads(args.threads, "--threads")
     try:
         rows, runs = _run_rounds(args, threads, threads_reason, out, console)
     except UserError as exc:

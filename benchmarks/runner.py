@@ -67,6 +67,12 @@ def default_threads(load: dict[str, Any] | None = None) -> tuple[int, str]:
     return free, f"{cores} physical core(s) usable, {busy:.1f} busy before the run -> {free} thread(s)"
 
 
+def resolve_threads(requested: int, source: str) -> tuple[int, str]:
+    """(threads, why): `requested` when > 0 (named by `source`, e.g. "--threads"), else
+    `default_threads()` (0 means the free physical cores)."""
+    return (requested, source) if requested > 0 else default_threads()
+
+
 class _Requests:
     """Builds the request specs: unique numbers and tags, prompts in order."""
 

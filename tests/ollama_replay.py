@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import socket
 import threading
 import time
 from dataclasses import dataclass
@@ -41,6 +42,14 @@ SERVING_ROUTES: dict[str, str | list[str]] = {
     "POST /api/show": "show",
     "POST /api/generate": "generate_stream",
 }
+
+
+def refused_url() -> str:
+    """A loopback URL where nothing listens (the port was free a moment ago)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    return f"http://127.0.0.1:{port}"
 
 
 def load_exchanges() -> dict[str, dict[str, Any]]:

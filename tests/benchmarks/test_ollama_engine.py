@@ -3,14 +3,12 @@ against a real Ollama server (marker `ollama`, skipped when OLLAMA_HOST does not
 
 from __future__ import annotations
 
-import socket
-
 import pytest
 
 from benchmarks.prompts import load_prompts
 from benchmarks.runner import INTERRUPTED, run_benchmark
 from benchmarks.spec import BenchSettings
-from tests.ollama_replay import MODEL, SERVING_ROUTES, ReplayServer
+from tests.ollama_replay import MODEL, SERVING_ROUTES, ReplayServer, refused_url
 from trainer import prompt_format
 from trainer.errors import UserError
 from trainer.ollama_client import answers, resolve_host
@@ -93,14 +91,6 @@ def test_unknown_model_is_a_clear_user_error(replay: ReplayServer) -> None:
     with pytest.raises(UserError, match="model 'nope' not found") as err:
         run_benchmark(settings_for(replay.url, model="nope"))
     assert "python run.py deploy" in str(err.value)
-
-
-def refused_url() -> str:
-    """A loopback URL where nothing listens (the port was free a moment ago)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    return f"http://127.0.0.1:{port}"
 
 
 def test_unreachable_server_is_a_clear_user_error() -> None:
