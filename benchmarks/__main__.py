@@ -18,11 +18,15 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from trainer.errors import UserError
+
+if TYPE_CHECKING:
+    from trainer.config import BenchmarkConfig
 
 EXIT_FAILURES = 1
 EXIT_INTERRUPTED = 130
@@ -51,7 +55,6 @@ def _positive(kind: type) -> Any:
 def build_parser() -> argparse.ArgumentParser:
     from trainer.config import BenchmarkConfig
 
-    d = BenchmarkConfig()
     p = argparse.ArgumentParser(
         prog="python -m benchmarks",
         description="Serving benchmark (TTFT, TPOT, ITL, latency percentiles, tokens/s, memory, roofline) "
@@ -59,6 +62,16 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Example: python -m benchmarks --engine llamacpp --model model.gguf --concurrency 1,2 "
         "--num-requests 4 --max-tokens 32",
     )
+    defaults = BenchmarkConfig()
+    _add_model_options(p)
+    for flag, kind, default, text in _load_options(defaults):
+        p.add_argument(flag, type=kind, default=default, help=text)
+    _add_server_and_output_options(p, defaults)
+    return p
+
+
+def _add_model_options(p: argparse.ArgumentParser) -> None:
+    """What to benchmark, where, and how its prompts are written."""
     p.add_argument(
         "--engine",
         choices=["auto", "ollama", "llamacpp", "transformers"],
@@ -87,74 +100,37 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="system prompt for chatml/llama2 (default: the toolkit's default system prompt)",
     )
-    p.add_argument(
-        "--concurrency",
-        type=_levels,
-        default=list(d.concurrency),
-        help=f"comma-separated concurrency levels (default: {','.join(map(str, d.concurrency))})",
-    )
-    p.add_argument(
-        "--num-requests",
-        type=_positive(int),
-        default=d.num_requests,
-        help=f"requests per concurrency level and repetition (default: {d.num_requests})",
-    )
-    p.add_argument(
-        "--repetitions",
-        type=_positive(int),
-        default=1,
-        help="run every concurrency level this many times (default: 1)",
-    )
-    p.add_argument(
-        "--max-tokens",
-        type=_positive(int),
-        default=d.max_tokens,
-        help=f"fixed output length in tokens (default: {d.max_tokens})",
-    )
-    p.add_argument(
-        "--num-ctx",
-        type=_positive(int),
-        default=d.num_ctx,
-        help=f"context size pinned on the server (default: {d.num_ctx})",
-    )
-    p.add_argument(
-        "--threads",
-        type=int,
-        default=d.threads,
-        help="CPU threads for llama.cpp / Ollama / torch; 0: physical cores not busy with other "
-        "processes right now (default: 0)",
-    )
-    p.add_argument(
-        "--warmup",
-        type=int,
-        default=d.warmup_requests,
-        help=f"warm-up requests after the sanity request, not measured (default: {d.warmup_requests})",
-    )
-    p.add_argument(
-        "--request-timeout",
-        type=_positive(float),
-        default=d.request_timeout_s,
-        help=f"seconds before one request counts as failed (default: {d.request_timeout_s:g})",
-    )
-    p.add_argument(
-        "--max-duration",
-        type=_positive(float),
-        default=1800.0,
-        help="send no new request after this many seconds; results are then marked partial (default: 1800)",
-    )
-    p.add_argument(
-        "--startup-timeout",
-        type=_positive(float),
-        default=120.0,
-        help="seconds to wait for the llama.cpp server or the model to load (default: 120)",
-    )
-    p.add_argument("--seed", type=int, default=42, help="sampling seed sent with every request (default: 42)")
-    p.add_argument(
-        "--port",
-        type=int,
-        default=0,
-        help="llama.cpp server port on 127.0.0.1; 0 picks a free one (default: 0)",
-    )
+
+
+def _load_options(d: BenchmarkConfig) -> list[tuple[str, Callable[[str], Any], Any, str]]:
+    """(flag, type, default, help) of the options that shape the load and bound the run; the
+    defaults the pipeline has are BenchmarkConfig's (`d`), so both runs measure the same thing."""
+    return [
+        ("--concurrency", _levels, list(d.concurrency),
+         f"comma-separated concurrency levels (default: {','.join(map(str, d.concurrency))})"),
+        ("--num-requests", _positive(int), d.num_requests,
+         f"requests per concurrency level and repetition (default: {d.num_requests})"),
+        ("--repetitions", _positive(int), 1, "run every concurrency level this many times (default: 1)"),
+        ("--max-tokens", _positive(int), d.max_tokens, f"fixed output length in tokens (default: {d.max_tokens})"),
+        ("--num-ctx", _positive(int), d.num_ctx, f"context size pinned on the server (default: {d.num_ctx})"),
+        ("--threads", int, d.threads,
+         "CPU threads for llama.cpp / Ollama / torch; 0: physical cores not busy with other "
+         "processes right now (default: 0)"),
+        ("--warmup", int, d.warmup_requests,
+         f"warm-up requests after the sanity request, not measured (default: {d.warmup_requests})"),
+        ("--request-timeout", _positive(float), d.request_timeout_s,
+         f"seconds before one request counts as failed (default: {d.request_timeout_s:g})"),
+        ("--max-duration", _positive(float), 1800.0,
+         "send no new request after this many seconds; results are then marked partial (default: 1800)"),
+        ("--startup-timeout", _positive(float), 120.0,
+         "seconds to wait for the llama.cpp server or the model to load (default: 120)"),
+        ("--seed", int, 42, "sampling seed sent with every request (default: 42)"),
+        ("--port", int, 0, "llama.cpp server port on 127.0.0.1; 0 picks a free one (default: 0)"),
+    ]  # fmt: skip
+
+
+def _add_server_and_output_options(p: argparse.ArgumentParser, d: BenchmarkConfig) -> None:
+    """Which llama.cpp server, and what is written besides the results JSON."""
     p.add_argument(
         "--server",
         choices=["auto", "native", "python"],
@@ -194,13 +170,12 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="skip the bandwidth/matmul measurement and the roofline limit",
     )
-    return p
 
 
 def _template_of(model: Path) -> str | None:
     """The chat template of a GGUF file or a Hugging Face folder, if it has one."""
     if model.is_file():
-        from benchmarks.modelinfo import read_gguf
+        from trainer.gguf_info import read_gguf
 
         return read_gguf(model).chat_template
     jinja = model / "chat_template.jinja"
@@ -255,18 +230,15 @@ def _load_format_file(path: Path) -> Any:
 
 def settings_from_args(args: argparse.Namespace) -> Any:
     from benchmarks.engines import resolve_auto
-    from benchmarks.engines.ollama import resolve_host
     from benchmarks.prompts import load_prompts
-    from benchmarks.runner import default_threads
+    from benchmarks.runner import resolve_threads
     from benchmarks.spec import BenchSettings
+    from trainer.ollama_client import resolve_host
 
     host = resolve_host(args.host)
     engine, reason = (args.engine, "--engine") if args.engine != "auto" else resolve_auto(args.model, host)
     fmt, fmt_source = resolve_prompt_format(args.prompt_format, engine, args.model, args.system)
-    if args.threads > 0:
-        threads, threads_reason = args.threads, "--threads"
-    else:
-        threads, threads_reason = default_threads()
+    threads, threads_reason = resolve_threads(args.threads, "--threads")
     model = str(Path(args.model).resolve()) if engine != "ollama" else args.model
     return BenchSettings(
         engine=engine, engine_reason=reason, model=model, prompts=load_prompts(args.prompts),

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from trainer.errors import UserError
+from trainer.metrics import mean
 
 BASELINE = "transformers"
 
@@ -66,11 +67,6 @@ def _row(label: str, round_no: int, results: dict[str, Any]) -> dict[str, Any]:
 
 def summarize(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Mean of each contestant's rounds, with the speed-up over the baseline's mean decode speed."""
-
-    def mean(values: list[Any]) -> float | None:
-        data = [v for v in values if isinstance(v, int | float)]
-        return sum(data) / len(data) if data else None
-
     labels = list(dict.fromkeys(r["contestant"] for r in rows))
     out = []
     for label in labels:
@@ -88,6 +84,43 @@ def summarize(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    from rich.console import Console
+
+    from benchmarks.runner import resolve_threads
+    from trainer.runfolder import environment, write_json
+
+    console = Console() if sys.stdout.isatty() else Console(width=140)
+    out = (
+        Path(args.out)
+        if args.out
+        else Path("benchmark-results") / f"compare-{datetime.now():%Y%m%d-%H%M%S}.json"
+    )
+    threads, threads_reason = resolve_threads(args.threads, "--threads")
+    try:
+        rows, runs = _run_rounds(args, threads, threads_reason, out, console)
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    summary = summarize(rows)
+    _print_comparison(console, rows, summary, threads, args.max_tokens)
+    write_json(
+        out,
+        {
+            "environment": environment(),
+            "command": "python -m benchmarks.compare " + " ".join(argv if argv is not None else sys.argv[1:]),
+            "threads": threads,
+            "threads_reason": threads_reason,
+            "rows": rows,
+            "summary": summary,
+            "runs": runs,
+        },
+    )
+    console.print(f"wrote {out}")
+    return 0
+
+
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.compare", description=__doc__.split("\n")[0])
     parser.add_argument("--gguf", required=True, help="the exported GGUF (llama.cpp contestants)")
     parser.add_argument("--hf", required=True, help="the same model as a Hugging Face folder (baseline)")
@@ -106,48 +139,46 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--out", default=None, help="JSON path (default: benchmark-results/compare-<time>.json)"
     )
-    args = parser.parse_args(argv)
+    return parser
 
-    from rich.console import Console
-    from rich.table import Table
 
+def _run_rounds(
+    args: argparse.Namespace, threads: int, threads_reason: str, out: Path, console: Any
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Every contestant once per round, in the same order each round: (table rows, full results)."""
     from benchmarks.__main__ import resolve_prompt_format
     from benchmarks.prompts import load_prompts
-    from benchmarks.runner import default_threads, run_benchmark
+    from benchmarks.runner import run_benchmark
     from benchmarks.spec import BenchSettings
-    from trainer.runfolder import environment, write_json
 
-    console = Console() if sys.stdout.isatty() else Console(width=140)
-    out = (
-        Path(args.out)
-        if args.out
-        else Path("benchmark-results") / f"compare-{datetime.now():%Y%m%d-%H%M%S}.json"
-    )
-    threads, threads_reason = (args.threads, "--threads") if args.threads > 0 else default_threads()
     servers = [s.strip() for s in args.servers.split(",") if s.strip()]
+    contestants = _contestants(Path(args.gguf).resolve(), Path(args.hf).resolve(), servers)
     rows: list[dict[str, Any]] = []
     runs: list[dict[str, Any]] = []
-    try:
-        contestants = _contestants(Path(args.gguf).resolve(), Path(args.hf).resolve(), servers)
-        for round_no in range(1, args.rounds + 1):
-            for label, engine, model, server in contestants:
-                fmt, fmt_source = resolve_prompt_format(args.prompt_format, engine, model, None)
-                settings = BenchSettings(
-                    engine=engine, engine_reason="benchmarks.compare", model=model, prompts=load_prompts(),
-                    prompt_format=fmt, prompt_format_source=fmt_source, concurrency=[args.concurrency],
-                    num_requests=args.num_requests, max_tokens=args.max_tokens, threads=threads,
-                    threads_reason=threads_reason, llamacpp_server=server, measure_roofline=not args.no_roofline,
-                    server_log=out.with_name(f"{out.stem}_{label}_server.log") if engine == "llamacpp" else None,
-                )  # fmt: skip
-                console.print(f"[dim]round {round_no}: {label}[/dim]")
-                results = run_benchmark(settings)
-                rows.append(_row(label, round_no, results))
-                runs.append({"contestant": label, "round": round_no, "results": results})
-    except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return exc.exit_code
-    summary = summarize(rows)
-    table = Table(title=f"same-run comparison, {threads} thread(s), {args.max_tokens} tokens out")
+    for round_no in range(1, args.rounds + 1):
+        for label, engine, model, server in contestants:
+            fmt, fmt_source = resolve_prompt_format(args.prompt_format, engine, model, None)
+            settings = BenchSettings(
+                engine=engine, engine_reason="benchmarks.compare", model=model, prompts=load_prompts(),
+                prompt_format=fmt, prompt_format_source=fmt_source, concurrency=[args.concurrency],
+                num_requests=args.num_requests, max_tokens=args.max_tokens, threads=threads,
+                threads_reason=threads_reason, llamacpp_server=server, measure_roofline=not args.no_roofline,
+                server_log=out.with_name(f"{out.stem}_{label}_server.log") if engine == "llamacpp" else None,
+            )  # fmt: skip
+            console.print(f"[dim]round {round_no}: {label}[/dim]")
+            results = run_benchmark(settings)
+            rows.append(_row(label, round_no, results))
+            runs.append({"contestant": label, "round": round_no, "results": results})
+    return rows, runs
+
+
+def _print_comparison(
+    console: Any, rows: list[dict[str, Any]], summary: list[dict[str, Any]], threads: int, max_tokens: int
+) -> None:
+    """Each round, then each contestant's mean, and the speed-ups over the baseline."""
+    from rich.table import Table
+
+    table = Table(title=f"same-run comparison, {threads} thread(s), {max_tokens} tokens out")
     for name in (
         "contestant",
         "round",
@@ -162,36 +193,22 @@ def main(argv: list[str] | None = None) -> int:
     def fmt(value: Any, digits: int = 1, scale: float = 1.0) -> str:
         return f"{value / scale:.{digits}f}" if isinstance(value, int | float) else "—"
 
+    def cells(r: dict[str, Any]) -> list[str]:
+        return [
+            fmt(r["decode_tokens_per_s"]), fmt(r["ttft_ms_p50"], 0), fmt(r["e2e_ms_p50"], 0),
+            fmt(r["peak_rss_bytes"], 0, 2**20), fmt(r["roofline_fraction"], 1, 0.01),
+        ]  # fmt: skip
+
     for r in rows:
-        table.add_row(
-            r["contestant"], str(r["round"]), fmt(r["decode_tokens_per_s"]), fmt(r["ttft_ms_p50"], 0),
-            fmt(r["e2e_ms_p50"], 0), fmt(r["peak_rss_bytes"], 0, 2**20), fmt(r["roofline_fraction"], 1, 0.01),
-        )  # fmt: skip
+        table.add_row(r["contestant"], str(r["round"]), *cells(r))
     for r in summary:
-        table.add_row(
-            f"[bold]{r['contestant']}[/bold]", "mean", fmt(r["decode_tokens_per_s"]), fmt(r["ttft_ms_p50"], 0),
-            fmt(r["e2e_ms_p50"], 0), fmt(r["peak_rss_bytes"], 0, 2**20), fmt(r["roofline_fraction"], 1, 0.01),
-        )  # fmt: skip
+        table.add_row(f"[bold]{r['contestant']}[/bold]", "mean", *cells(r))
     console.print(table)
     for r in summary:
         if r["contestant"] != BASELINE and r["speedup_vs_baseline"]:
             console.print(
                 f"{r['contestant']}: {r['speedup_vs_baseline']:.2f}x the {BASELINE} baseline's decode speed"
             )
-    write_json(
-        out,
-        {
-            "environment": environment(),
-            "command": "python -m benchmarks.compare " + " ".join(argv if argv is not None else sys.argv[1:]),
-            "threads": threads,
-            "threads_reason": threads_reason,
-            "rows": rows,
-            "summary": summary,
-            "runs": runs,
-        },
-    )
-    console.print(f"wrote {out}")
-    return 0
 
 
 if __name__ == "__main__":

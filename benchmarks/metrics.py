@@ -22,6 +22,8 @@ import math
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from trainer.metrics import mean
+
 PERCENTILES = (50, 90, 99)
 
 
@@ -43,7 +45,7 @@ def percentile(values: Sequence[float], q: float) -> float | None:
 def distribution(values: Iterable[float | None]) -> dict[str, float | None]:
     """{mean, p50, p90, p99} of the values that exist; all None when there are none."""
     data = [float(v) for v in values if v is not None and not math.isnan(v)]
-    out: dict[str, float | None] = {"mean": sum(data) / len(data) if data else None}
+    out: dict[str, float | None] = {"mean": mean(data)}
     for q in PERCENTILES:
         out[f"p{q}"] = percentile(data, q)
     return out
@@ -181,8 +183,8 @@ def timing_agreement(samples: Sequence[dict[str, Any]], concurrency: int) -> dic
     def summary(pairs: list[tuple[float, float]]) -> dict[str, Any]:
         if not pairs:
             return {"requests": 0, "client_mean": None, "server_mean": None, "difference": None}
-        client = sum(c for c, _ in pairs) / len(pairs)
-        server = sum(v for _, v in pairs) / len(pairs)
+        client = mean(c for c, _ in pairs)
+        server = mean(v for _, v in pairs)
         worst = max((_relative(c, v) or 0.0 for c, v in pairs), key=abs)
         return {
             "requests": len(pairs),
@@ -196,15 +198,10 @@ def timing_agreement(samples: Sequence[dict[str, Any]], concurrency: int) -> dic
     return {
         "concurrency": concurrency,
         "requests": len(rows),
-        "first_chunk_tokens_mean": sum(firsts) / len(firsts) if firsts else None,
+        "first_chunk_tokens_mean": mean(firsts),
         "ttft_ms": summary(ttft_pairs),
         "decode_tokens_per_s": summary(decode_pairs),
     }
-
-
-def _mean(values: Iterable[float | None]) -> float | None:
-    data = [v for v in values if v is not None]
-    return sum(data) / len(data) if data else None
 
 
 def summarize_level(samples: Sequence[dict[str, Any]], concurrency: int, wall_s: float) -> dict[str, Any]:
@@ -224,19 +221,19 @@ def summarize_level(samples: Sequence[dict[str, Any]], concurrency: int, wall_s:
         "tpot_ms": distribution(s.get("tpot_ms") for s in ok),
         "itl_ms": distribution(v for s in ok for v in (s.get("itl_ms") or [])),
         "e2e_ms": distribution(s.get("e2e_ms") for s in ok),
-        "decode_tokens_per_s": _mean(s.get("decode_tokens_per_s") for s in ok),
-        "prompt_tokens_per_s": _mean(s.get("prompt_tokens_per_s") for s in ok),
+        "decode_tokens_per_s": mean(s.get("decode_tokens_per_s") for s in ok),
+        "prompt_tokens_per_s": mean(s.get("prompt_tokens_per_s") for s in ok),
         "output_tokens_total": output_tokens_total,
         "output_tokens_mean": output_tokens_total / len(ok) if ok else None,
-        "prompt_tokens_mean": _mean(s.get("prompt_tokens") for s in ok),
+        "prompt_tokens_mean": mean(s.get("prompt_tokens") for s in ok),
         "wall_s": wall_s,
         "aggregate_tokens_per_s": output_tokens_total / wall_s if ok and wall_s > 0 else None,
         "requests_per_s": len(ok) / wall_s if ok and wall_s > 0 else None,
     }
     server = [s.get("server") for s in ok if s.get("server")]
     if server:
-        row["server_decode_tokens_per_s"] = _mean(t.get("decode_tokens_per_s") for t in server)
-        row["server_prompt_tokens_per_s"] = _mean(t.get("prompt_tokens_per_s") for t in server)
+        row["server_decode_tokens_per_s"] = mean(t.get("decode_tokens_per_s") for t in server)
+        row["server_prompt_tokens_per_s"] = mean(t.get("prompt_tokens_per_s") for t in server)
     if not ok:
         row["reason"] = "all requests failed" if samples else "no requests were run"
     if row["decode_tokens_per_s"] is None:

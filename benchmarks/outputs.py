@@ -12,6 +12,7 @@ import io
 from pathlib import Path
 from typing import Any
 
+from trainer.metrics import mean
 from trainer.runfolder import write_text
 
 CSV_COLUMNS = [
@@ -52,7 +53,7 @@ def csv_rows(samples: list[dict[str, Any]]) -> list[dict[str, Any]]:
         itl = s.get("itl_ms") or []
         server = s.get("server") or {}
         row = {k: s.get(k) for k in CSV_COLUMNS if k in s}
-        row["itl_mean_ms"] = sum(itl) / len(itl) if itl else None
+        row["itl_mean_ms"] = mean(itl)
         row["itl_max_ms"] = max(itl) if itl else None
         for key in (
             "prompt_eval_count",
@@ -85,11 +86,18 @@ def _mib(value: Any) -> str:
 
 
 def print_table(results: dict[str, Any], console: Any = None) -> None:
-    """A rich table per concurrency level plus memory and roofline lines."""
+    """A rich table per concurrency level plus memory, roofline, timing, load and note lines."""
     from rich.console import Console
-    from rich.table import Table
 
     console = console or Console()
+    console.print(_level_table(results))
+    for line in _footer_lines(results):
+        console.print(line)
+
+
+def _level_table(results: dict[str, Any]) -> Any:
+    from rich.table import Table
+
     settings = results["settings"]
     title = (
         f"{results['engine']} | {Path(str(results['model'])).name} | {results.get('quantization')} | "
@@ -120,54 +128,63 @@ def print_table(results: dict[str, Any], console: Any = None) -> None:
             _fmt(row["aggregate_tokens_per_s"]),
             _fmt(row["requests_per_s"], 2),
         )
-    console.print(table)
+    return table
+
+
+def _footer_lines(results: dict[str, Any]) -> list[str]:
     memory = results.get("memory") or {}
     vram = (
         _mib(memory.get("vram_bytes"))
         if memory.get("vram_bytes") is not None
         else f"null ({memory.get('vram_reason', 'not measured')})"
     )
-    console.print(
+    lines = [
         f"model file: {_mib(results.get('model_size_bytes'))}   server peak RSS: "
-        f"{_mib(memory.get('server_peak_rss_bytes'))}   VRAM: {vram}"
-    )
-    roof = results.get("roofline") or {}
-    if roof.get("limit_tokens_per_s"):
-        console.print(
-            f"roofline: {_fmt(roof.get('bandwidth_bytes_per_s', 0) / 1e9)} GB/s / "
-            f"{_mib(roof.get('bytes_per_token'))} per token -> {_fmt(roof.get('memory_limit_tokens_per_s'))} tok/s; "
-            f"compute {_fmt((roof.get('peak_flops_per_s') or 0) / 1e9)} GFLOP/s -> "
-            f"{_fmt(roof.get('compute_limit_tokens_per_s'))} tok/s; achieved "
-            f"{_fmt(roof.get('achieved_tokens_per_s'))} tok/s = "
-            f"{_fmt((roof.get('achieved_fraction') or 0) * 100)}% of the {roof.get('bound')} limit"
-        )
-    else:
-        console.print(f"roofline: not computed ({roof.get('reason', 'unknown')})")
+        f"{_mib(memory.get('server_peak_rss_bytes'))}   VRAM: {vram}",
+        _roofline_line(results.get("roofline") or {}),
+    ]
     agree = results.get("timing_agreement") or {}
     if agree.get("requests"):
-        parts = []
-        for key, label in (("ttft_ms", "TTFT"), ("decode_tokens_per_s", "decode tok/s")):
-            a = agree.get(key) or {}
-            if a.get("difference") is not None:
-                parts.append(
-                    f"{label} {_fmt(a['client_mean'])} vs {_fmt(a['server_mean'])} "
-                    f"({a['difference'] * 100:+.1f}%, worst request {a['worst_request_difference'] * 100:+.1f}%)"
-                )
-        console.print(
-            f"client vs server timings at concurrency {agree['concurrency']} ({agree['requests']} requests): "
-            + "; ".join(parts)
-        )
+        lines.append(_agreement_line(agree))
     load = results.get("machine_load") or {}
     if load:
         b, a = load.get("before", {}), load.get("after", {})
-        console.print(
+        lines.append(
             f"machine load: loadavg {b.get('loadavg_1m')} -> {a.get('loadavg_1m')}, busy cores "
             f"before {b.get('busy_cores')} / after {a.get('busy_cores')} of {b.get('cpu_count')}"
         )
-    for note in results.get("notes", []):
-        console.print(f"[yellow]note[/yellow] {note}")
+    lines += [f"[yellow]note[/yellow] {note}" for note in results.get("notes", [])]
     if results.get("partial"):
-        console.print(f"[red]PARTIAL[/red]: {results.get('partial_reason')}")
+        lines.append(f"[red]PARTIAL[/red]: {results.get('partial_reason')}")
+    return lines
+
+
+def _roofline_line(roof: dict[str, Any]) -> str:
+    if not roof.get("limit_tokens_per_s"):
+        return f"roofline: not computed ({roof.get('reason', 'unknown')})"
+    return (
+        f"roofline: {_fmt(roof.get('bandwidth_bytes_per_s', 0) / 1e9)} GB/s / "
+        f"{_mib(roof.get('bytes_per_token'))} per token -> {_fmt(roof.get('memory_limit_tokens_per_s'))} tok/s; "
+        f"compute {_fmt((roof.get('peak_flops_per_s') or 0) / 1e9)} GFLOP/s -> "
+        f"{_fmt(roof.get('compute_limit_tokens_per_s'))} tok/s; achieved "
+        f"{_fmt(roof.get('achieved_tokens_per_s'))} tok/s = "
+        f"{_fmt((roof.get('achieved_fraction') or 0) * 100)}% of the {roof.get('bound')} limit"
+    )
+
+
+def _agreement_line(agree: dict[str, Any]) -> str:
+    parts = []
+    for key, label in (("ttft_ms", "TTFT"), ("decode_tokens_per_s", "decode tok/s")):
+        a = agree.get(key) or {}
+        if a.get("difference") is not None:
+            parts.append(
+                f"{label} {_fmt(a['client_mean'])} vs {_fmt(a['server_mean'])} "
+                f"({a['difference'] * 100:+.1f}%, worst request {a['worst_request_difference'] * 100:+.1f}%)"
+            )
+    return (
+        f"client vs server timings at concurrency {agree['concurrency']} ({agree['requests']} requests): "
+        + "; ".join(parts)
+    )
 
 
 def markdown_table(results: dict[str, Any]) -> str:

@@ -18,13 +18,13 @@ from __future__ import annotations
 from typing import Any
 
 from benchmarks import outputs
-from benchmarks.engines.ollama import answers, resolve_host
 from benchmarks.prompts import load_prompts
-from benchmarks.runner import INTERRUPTED, default_threads, run_benchmark
+from benchmarks.runner import INTERRUPTED, resolve_threads, run_benchmark
 from benchmarks.spec import BenchSettings
 from trainer import prompt_format
 from trainer.config import PipelineConfig
 from trainer.errors import UserError
+from trainer.ollama_client import answers, resolve_host
 from trainer.runfolder import RunDir, write_json
 
 CSV_NAME = "benchmark_requests.csv"
@@ -99,10 +99,7 @@ def run(cfg: PipelineConfig, run_dir: RunDir) -> dict[str, Any]:
     run_dir = run_dir if isinstance(run_dir, RunDir) else RunDir(run_dir)
     bench = cfg.benchmark
     engine, reason, model, gguf = choose_engine(cfg, run_dir)
-    if bench.threads > 0:
-        threads, threads_reason = bench.threads, "benchmark.threads"
-    else:
-        threads, threads_reason = default_threads()
+    threads, threads_reason = resolve_threads(bench.threads, "benchmark.threads")
     deploy = _stage_results(run_dir, "deploy") or {}
     settings = BenchSettings(
         engine=engine, engine_reason=reason, model=model, prompts=load_prompts(),

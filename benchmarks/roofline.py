@@ -137,22 +137,16 @@ def measure(
     try:
         out = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=env, cwd=ROOT)
     except subprocess.TimeoutExpired:
-        return {
-            "device": "cpu",
-            "bandwidth_bytes_per_s": None,
-            "peak_flops_per_s": None,
-            "reason": "the bandwidth/matmul test took over 120 s",
-        }
+        return _not_measured("the bandwidth/matmul test took over 120 s")
     if out.returncode != 0:
-        return {
-            "device": "cpu",
-            "bandwidth_bytes_per_s": None,
-            "peak_flops_per_s": None,
-            "reason": f"the bandwidth/matmul test failed: {out.stderr.strip()[-300:]}",
-        }
+        return _not_measured(f"the bandwidth/matmul test failed: {out.stderr.strip()[-300:]}")
     result = json.loads(out.stdout)
     result["threads"] = threads
     return result
+
+
+def _not_measured(reason: str) -> dict[str, Any]:
+    return {"device": "cpu", "bandwidth_bytes_per_s": None, "peak_flops_per_s": None, "reason": reason}
 
 
 def main(argv: list[str] | None = None) -> int:

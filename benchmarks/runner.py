@@ -17,8 +17,10 @@ from __future__ import annotations
 
 import os
 import time
+from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
 from typing import Any
 
 import psutil
@@ -63,6 +65,12 @@ def default_threads(load: dict[str, Any] | None = None) -> tuple[int, str]:
     busy = load["busy_cores"]
     free = max(1, cores - round(busy))
     return free, f"{cores} physical core(s) usable, {busy:.1f} busy before the run -> {free} thread(s)"
+
+
+def resolve_threads(requested: int, source: str) -> tuple[int, str]:
+    """(threads, why): `requested` when > 0 (named by `source`, e.g. "--threads"), else
+    `default_threads()` (0 means the free physical cores)."""
+    return (requested, source) if requested > 0 else default_threads()
 
 
 class _Requests:
@@ -180,111 +188,132 @@ def _run_level(
     return done, t0, end - t0, len(queue), interrupted
 
 
+@dataclass
+class _Collected:
+    """What the measuring part of a run gathers, kept when it stops early (Ctrl-C, time budget)."""
+
+    sanity: dict[str, Any] = field(default_factory=dict)
+    warmup_failures: int = 0
+    samples: list[dict[str, Any]] = field(default_factory=list)
+    walls: dict[int, float] = field(default_factory=dict)  # concurrency -> summed wall s
+    machine_samples: list[dict[str, Any]] = field(default_factory=list)
+    partial_reason: str | None = None
+
+
 def run_benchmark(settings: BenchSettings, progress: Progress | None = None) -> dict[str, Any]:
     """Run the whole procedure; the results dict of benchmark.json (plus `partial`)."""
     say = progress or (lambda _msg: None)
     load_before = machine_load()
-    requests = _Requests(settings)
-    samples: list[dict[str, Any]] = []
-    walls: dict[int, float] = {}
-    notes: list[str] = []
-    partial_reason: str | None = None
-    sanity: dict[str, Any] = {}
-    warmup_failures = 0
-    machine_samples: list[dict[str, Any]] = []
-
     say(f"starting {settings.engine} with {settings.model}")
     engine = open_engine(settings)
     t_start = time.perf_counter()
-    deadline = t_start + settings.max_duration_s
+    got = _Collected()
     try:
         try:
-            spec = requests.make("sanity", SANITY_PROMPT, max_tokens=min(SANITY_TOKENS, settings.max_tokens))
-            raw = engine.generate(spec)
-            if not raw.ok:
-                raise UserError(
-                    f"the sanity request to {settings.engine} ({settings.model}) failed: {raw.error}",
-                    fix="check that the server runs and the model loads; a timeout: raise --request-timeout",
-                )
-            _fill_counts(engine, spec, raw)
-            if not raw.output_tokens:
-                raise UserError(f"the sanity request to {settings.engine} returned no tokens.")
-            sanity = _sample(spec, raw, raw.start_s, 1, 0)
-            say(
-                f"sanity: {raw.output_tokens} tokens in {(raw.end_s - raw.start_s) * 1000:.0f} ms: {raw.text[:60]!r}"
-            )
-            for _ in range(settings.warmup_requests):
-                raw = engine.generate(requests.make("warmup"))
-                warmup_failures += 0 if raw.ok else 1
-            say(f"warm-up: {settings.warmup_requests} request(s), {warmup_failures} failed")
-            # The machine's bandwidth drifts (neighbours on a shared host): measure it right
-            # before and right after the level the roofline compares with, the engine idle.
-            roofline_level = min(settings.concurrency)
-            if settings.measure_roofline:
-                machine_samples.append(_measure_machine(settings, engine))
-            for repetition in range(settings.repetitions):
-                for concurrency in settings.concurrency:
-                    if time.perf_counter() >= deadline:
-                        partial_reason = f"time budget of {settings.max_duration_s:g} s reached"
-                        break
-                    specs = [requests.make("measured") for _ in range(settings.num_requests)]
-                    done, t0, wall, unsent, interrupted = _run_level(engine, specs, concurrency, deadline)
-                    for spec, raw in done:
-                        _fill_counts(engine, spec, raw)
-                        samples.append(_sample(spec, raw, t0, concurrency, repetition))
-                    walls[concurrency] = walls.get(concurrency, 0.0) + wall
-                    failed = sum(1 for _, r in done if not r.ok)
-                    say(
-                        f"concurrency {concurrency} (repetition {repetition + 1}/{settings.repetitions}): "
-                        f"{len(done)} requests, {failed} failed, {wall:.1f} s"
-                    )
-                    if settings.measure_roofline and repetition == 0 and concurrency == roofline_level:
-                        machine_samples.append(_measure_machine(settings, engine))
-                    if interrupted:
-                        partial_reason = INTERRUPTED
-                        break
-                    if not engine.alive():
-                        partial_reason = "the server process exited during the run" + (
-                            f": {unsent} request(s) not sent" if unsent else ""
-                        )
-                        break
-                    if unsent:
-                        partial_reason = (
-                            f"time budget of {settings.max_duration_s:g} s reached: "
-                            f"{unsent} request(s) not sent"
-                        )
-                        break
-                if partial_reason:
-                    break
+            requests = _Requests(settings)
+            got.sanity = _sanity(settings, engine, requests, say)
+            _warm_up(settings, engine, requests, got, say)
+            _measure(settings, engine, requests, t_start + settings.max_duration_s, got, say)
         except KeyboardInterrupt:
-            partial_reason = INTERRUPTED
+            got.partial_reason = INTERRUPTED
         memory = engine.memory()
         model = engine.describe()
     finally:
         engine.close()
-    bench_s = time.perf_counter() - t_start
-    load_after = machine_load()
+    duration_s = time.perf_counter() - t_start
+    machine = {"before": load_before, "after": machine_load()}
+    return _results(settings, got, memory, model, duration_s, machine)
 
-    summary = [
-        metrics.summarize_level([s for s in samples if s["concurrency"] == c], c, walls[c])
-        for c in settings.concurrency
-        if c in walls
-    ]
-    total = len(samples)
-    failures = sum(1 for s in samples if not s["ok"])
-    if failures:
-        reasons: dict[str, int] = {}
-        for s in samples:
-            if not s["ok"]:
-                reasons[s["error"]] = reasons.get(s["error"], 0) + 1
+
+def _sanity(settings: BenchSettings, engine: Engine, requests: _Requests, say: Progress) -> dict[str, Any]:
+    """One short request that must answer with tokens, else a UserError; its sample record."""
+    spec = requests.make("sanity", SANITY_PROMPT, max_tokens=min(SANITY_TOKENS, settings.max_tokens))
+    raw = engine.generate(spec)
+    if not raw.ok:
+        raise UserError(
+            f"the sanity request to {settings.engine} ({settings.model}) failed: {raw.error}",
+            fix="check that the server runs and the model loads; a timeout: raise --request-timeout",
+        )
+    _fill_counts(engine, spec, raw)
+    if not raw.output_tokens:
+        raise UserError(f"the sanity request to {settings.engine} returned no tokens.")
+    say(f"sanity: {raw.output_tokens} tokens in {(raw.end_s - raw.start_s) * 1000:.0f} ms: {raw.text[:60]!r}")
+    return _sample(spec, raw, raw.start_s, 1, 0)
+
+
+def _warm_up(
+    settings: BenchSettings, engine: Engine, requests: _Requests, got: _Collected, say: Progress
+) -> None:
+    """The warm-up requests (not recorded); failures are counted in `got`."""
+    for _ in range(settings.warmup_requests):
+        got.warmup_failures += 0 if engine.generate(requests.make("warmup")).ok else 1
+    say(f"warm-up: {settings.warmup_requests} request(s), {got.warmup_failures} failed")
+
+
+def _measure(
+    settings: BenchSettings,
+    engine: Engine,
+    requests: _Requests,
+    deadline: float,
+    got: _Collected,
+    say: Progress,
+) -> None:
+    """Every repetition of every concurrency level into `got`, until done or a reason to stop."""
+    # The machine's bandwidth drifts (neighbours on a shared host): measure it right before and
+    # right after the level the roofline compares with, the engine idle.
+    roofline_level = min(settings.concurrency)
+    if settings.measure_roofline:
+        got.machine_samples.append(_measure_machine(settings, engine))
+    for repetition in range(settings.repetitions):
+        for concurrency in settings.concurrency:
+            if time.perf_counter() >= deadline:
+                got.partial_reason = f"time budget of {settings.max_duration_s:g} s reached"
+                return
+            specs = [requests.make("measured") for _ in range(settings.num_requests)]
+            done, t0, wall, unsent, interrupted = _run_level(engine, specs, concurrency, deadline)
+            for spec, raw in done:
+                _fill_counts(engine, spec, raw)
+                got.samples.append(_sample(spec, raw, t0, concurrency, repetition))
+            got.walls[concurrency] = got.walls.get(concurrency, 0.0) + wall
+            failed = sum(1 for _, r in done if not r.ok)
+            say(
+                f"concurrency {concurrency} (repetition {repetition + 1}/{settings.repetitions}): "
+                f"{len(done)} requests, {failed} failed, {wall:.1f} s"
+            )
+            if settings.measure_roofline and repetition == 0 and concurrency == roofline_level:
+                got.machine_samples.append(_measure_machine(settings, engine))
+            got.partial_reason = _stop_reason(settings, engine, unsent, interrupted)
+            if got.partial_reason:
+                return
+
+
+def _stop_reason(settings: BenchSettings, engine: Engine, unsent: int, interrupted: bool) -> str | None:
+    """Why the run must stop after a level (the results are then partial); None to go on."""
+    if interrupted:
+        return INTERRUPTED
+    if not engine.alive():
+        return "the server process exited during the run" + (
+            f": {unsent} request(s) not sent" if unsent else ""
+        )
+    if unsent:
+        return f"time budget of {settings.max_duration_s:g} s reached: {unsent} request(s) not sent"
+    return None
+
+
+def _notes(settings: BenchSettings, got: _Collected, model: dict[str, Any]) -> list[str]:
+    """What a reader of the numbers must know: failures, partial results, queueing, early stops."""
+    notes: list[str] = []
+    failed = [s for s in got.samples if not s["ok"]]
+    if failed:
+        reasons = Counter(s["error"] for s in failed)
         notes.append(
-            f"{failures} of {total} requests failed: "
+            f"{len(failed)} of {len(got.samples)} requests failed: "
             + "; ".join(f"{n} x {reason}" for reason, n in reasons.items())
         )
-    if warmup_failures:
-        notes.append(f"{warmup_failures} warm-up request(s) failed")
-    if partial_reason:
-        notes.append(f"partial results: {partial_reason}")
+    if got.warmup_failures:
+        notes.append(f"{got.warmup_failures} warm-up request(s) failed")
+    if got.partial_reason:
+        notes.append(f"partial results: {got.partial_reason}")
     batched = settings.engine == "ollama" or model.get("server_parallel_slots", 1) > 1
     if not batched and max(settings.concurrency) > 1:
         server = "llama-cpp-python's server" if settings.engine == "llamacpp" else settings.engine
@@ -292,14 +321,28 @@ def run_benchmark(settings: BenchSettings, progress: Progress | None = None) -> 
             f"{server} serves one request at a time: concurrency > 1 measures queueing "
             "(TTFT grows), not batching"
         )
-    short = [s for s in samples if s["ok"] and s.get("finish_reason") != "length"]
+    short = [s for s in got.samples if s["ok"] and s.get("finish_reason") != "length"]
     if short:
         notes.append(
             f"{len(short)} request(s) stopped before max_tokens (finish_reason != length); "
             "their actual token counts are used"
         )
+    return notes
 
-    roof = _roofline(settings, model, memory, summary, samples, machine_samples)
+
+def _results(
+    settings: BenchSettings, got: _Collected, memory: dict[str, Any], model: dict[str, Any],
+    duration_s: float, load: dict[str, Any],
+) -> dict[str, Any]:  # fmt: skip
+    """The results dict of benchmark.json: summaries per level, memory, roofline, notes, samples."""
+    samples, walls = got.samples, got.walls
+    summary = [
+        metrics.summarize_level([s for s in samples if s["concurrency"] == c], c, walls[c])
+        for c in settings.concurrency
+        if c in walls
+    ]
+    notes = _notes(settings, got, model)
+    roof = _roofline(settings, model, memory, summary, samples, got.machine_samples)
     arch = model.pop("arch", {})
     results: dict[str, Any] = {
         "engine": settings.engine,
@@ -312,13 +355,13 @@ def run_benchmark(settings: BenchSettings, progress: Progress | None = None) -> 
         "memory": memory,
         "roofline": roof,
         "timing_agreement": metrics.timing_agreement(samples, min(walls, default=1)),
-        "sanity": sanity,
-        "requests_total": total,
-        "failures_total": failures,
-        "partial": partial_reason is not None,
-        "partial_reason": partial_reason,
-        "duration_s": bench_s,
-        "machine_load": {"before": load_before, "after": load_after},
+        "sanity": got.sanity,
+        "requests_total": len(samples),
+        "failures_total": sum(1 for s in samples if not s["ok"]),
+        "partial": got.partial_reason is not None,
+        "partial_reason": got.partial_reason,
+        "duration_s": duration_s,
+        "machine_load": load,
         "samples": samples,
         "notes": notes,
     }
@@ -365,7 +408,7 @@ def _roofline(
     arch = dict(model.get("arch") or {})
     # A local GGUF of the same model gives exact tensor bytes even when Ollama serves it.
     if settings.gguf_path and arch.get("weight_bytes_source") != "GGUF tensor bytes":
-        from benchmarks.modelinfo import read_gguf
+        from trainer.gguf_info import read_gguf
 
         try:
             info = read_gguf(settings.gguf_path)

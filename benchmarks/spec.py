@@ -11,7 +11,12 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from benchmarks.prompts import PromptSet
+from trainer.config import BenchmarkConfig
 from trainer.prompt_format import PromptFormat
+
+# The pipeline's benchmark defaults (configs/*.yaml `benchmark:`) are the defaults here too, so
+# `python -m benchmarks` and `python run.py benchmark` measure the same load unless told otherwise.
+_DEFAULTS = BenchmarkConfig()
 
 
 @dataclass
@@ -25,15 +30,16 @@ class BenchSettings:
     # None: send the bare question (Ollama applies its own template).
     prompt_format: PromptFormat | None
     prompt_format_source: str
-    concurrency: list[int] = field(default_factory=lambda: [1, 2, 4])
-    num_requests: int = 8
+    concurrency: list[int] = field(default_factory=lambda: list(_DEFAULTS.concurrency))
+    num_requests: int = _DEFAULTS.num_requests
     repetitions: int = 1
-    max_tokens: int = 64
-    num_ctx: int = 2048
+    max_tokens: int = _DEFAULTS.max_tokens
+    num_ctx: int = _DEFAULTS.num_ctx
+    # Resolved: BenchmarkConfig's 0 ("free cores") is turned into a count before a run.
     threads: int = 1
     threads_reason: str = ""
-    warmup_requests: int = 1
-    request_timeout_s: float = 120.0
+    warmup_requests: int = _DEFAULTS.warmup_requests
+    request_timeout_s: float = _DEFAULTS.request_timeout_s
     # Stop sending new requests after this long (the run is then marked partial).
     max_duration_s: float = 1800.0
     startup_timeout_s: float = 120.0
@@ -47,7 +53,7 @@ class BenchSettings:
     # A local GGUF of the same model, for quantization and the roofline when the engine is Ollama.
     gguf_path: str | None = None
     # llama.cpp server: "auto" (native llama-server when installed), "native" or "python".
-    llamacpp_server: str = "auto"
+    llamacpp_server: str = _DEFAULTS.llamacpp_server
     # Where the llama.cpp server's own log goes (None: a temporary file).
     server_log: Path | None = None
     measure_roofline: bool = True

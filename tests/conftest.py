@@ -30,3 +30,11 @@ def tiny_trained(tiny_cfg, tmp_path_factory):
     for stage in ("prepare", "train"):
         run_stage(stage, tiny_cfg, run_dir)
     return tiny_cfg, run_dir
+
+
+@pytest.fixture(scope="session")
+def smollm2_gguf() -> Path:
+    """The SmolLM2-135M GGUF shipped in a wheel (deploy and benchmark tests run it with llama.cpp)."""
+    from trainer.models import embedded_gguf
+
+    return embedded_gguf()

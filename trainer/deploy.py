@@ -303,9 +303,8 @@ def _loaded_model(host: str, name: str) -> tuple[dict[str, Any] | None, str | No
         models = ollama_client.ps(host)
     except ollama_client.OllamaError as exc:
         return None, f"GET /api/ps failed: {exc}"
-    wanted = {name, f"{name}:latest"}
     for m in models:
-        if m.get("name") in wanted or m.get("model") in wanted:
+        if any(ollama_client.same_model(m.get(key) or "", name) for key in ("name", "model")):
             loaded = {
                 "size_bytes": m.get("size"),
                 "size_vram_bytes": m.get("size_vram"),

@@ -1,11 +1,14 @@
-"""A thin Ollama REST client for `python run.py deploy` and the benchmark.
+"""The one Ollama REST client: `python run.py deploy`, the evaluation judge and the benchmark's
+Ollama engine (`benchmarks/engines/ollama.py`) all talk to Ollama through it.
 
 Reads nothing from the run folder and writes nothing; it talks to the server at `host`
-(`resolve_host`: deploy.host, else OLLAMA_HOST, else http://127.0.0.1:11434). The official `ollama`
-package does model creation, listing of loaded models and deletion; httpx does the rest directly:
-the blob upload (the official `create_blob` POSTs without asking first, and a POST to a blob the
-server already has is answered 200 without the body being read, which breaks a large upload's
-pipe: see tests/deploy/fixtures) and streamed generation (client-side time to first token).
+(`resolve_host`: deploy.host / --host, else OLLAMA_HOST, else http://127.0.0.1:11434). Every
+connection comes from `http_client`, which never sends a loopback host through a proxy from the
+environment (the ollama CLI's rule). The official `ollama` package does model creation, listing of
+loaded models and deletion; httpx does the rest directly: the blob upload (the official
+`create_blob` POSTs without asking first, and a POST to a blob the server already has is answered
+200 without the body being read, which breaks a large upload's pipe: see tests/fixtures) and
+streamed generation (client-side time to first token).
 
 Every failure is an `OllamaError` (a UserError: message and fix, no traceback); nothing answering at
 the host is its subclass `OllamaUnavailable`, which the deploy stage may turn into "not deployed".
@@ -73,7 +76,7 @@ def normalize_host(text: str) -> str:
     elif hostport.count(":") > 1:  # a bare IPv6 address
         host = hostport
     # 0.0.0.0 / :: in OLLAMA_HOST is the server's bind-all address; a client reaches that server on
-    # loopback (connecting to 0.0.0.0 works on Linux only). Same rule as benchmarks/engines/ollama.py.
+    # loopback (connecting to 0.0.0.0 works on Linux only).
     host = {"": "127.0.0.1", "0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)
     try:
         if ipaddress.ip_address(host).version == 6:
@@ -90,9 +93,9 @@ def _port(text: str, original: str) -> int:
     return int(text)
 
 
-def resolve_host(configured: str = "") -> str:
-    """deploy.host when set, else $OLLAMA_HOST, else http://127.0.0.1:11434 (normalised)."""
-    value = configured.strip() or os.environ.get("OLLAMA_HOST", "").strip()
+def resolve_host(configured: str | None = "") -> str:
+    """deploy.host / --host when set, else $OLLAMA_HOST, else http://127.0.0.1:11434 (normalised)."""
+    value = (configured or "").strip() or os.environ.get("OLLAMA_HOST", "").strip()
     return normalize_host(value) if value else DEFAULT_HOST
 
 
@@ -106,13 +109,24 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
+def same_model(a: str, b: str) -> bool:
+    """True when two Ollama model names are the same model ("name" means "name:latest")."""
+
+    def full(name: str) -> str:
+        return name if ":" in name else f"{name}:latest"
+
+    return full(a) == full(b)
+
+
+def http_client(host: str, timeout: httpx.Timeout, limits: httpx.Limits | None = None) -> httpx.Client:
+    """An httpx client for `host`. Like Go's http.ProxyFromEnvironment (what the ollama CLI uses), a
+    loopback host never goes through HTTP(S)_PROXY: a proxy cannot reach the caller's own loopback."""
+    extra = {"limits": limits} if limits is not None else {}
+    return httpx.Client(base_url=host, timeout=timeout, trust_env=not _is_loopback(host), **extra)
+
+
 def _http(host: str, timeout_s: float) -> httpx.Client:
-    # Like Go's http.ProxyFromEnvironment (what the ollama CLI uses): never proxy a loopback host.
-    return httpx.Client(
-        base_url=host,
-        timeout=httpx.Timeout(timeout_s, connect=min(timeout_s, 10.0)),
-        trust_env=not _is_loopback(host),
-    )
+    return http_client(host, httpx.Timeout(timeout_s, connect=min(timeout_s, 10.0)))
 
 
 def _unavailable(host: str, exc: Exception) -> OllamaUnavailable:
@@ -122,7 +136,8 @@ def _unavailable(host: str, exc: Exception) -> OllamaUnavailable:
     )
 
 
-def _error_text(response: httpx.Response) -> str:
+def error_text(response: httpx.Response) -> str:
+    """The `error` of an Ollama error answer, else the start of its body ("" when unreadable)."""
     try:
         body = response.read().decode("utf-8", "replace")
     except httpx.HTTPError:
@@ -157,6 +172,15 @@ def check_server(host: str, timeout_s: float = 10.0) -> str:
             fix="check deploy.host / OLLAMA_HOST (Ollama listens on port 11434 by default)",
         )
     return version
+
+
+def answers(host: str, timeout_s: float = 2.0) -> bool:
+    """True when an Ollama server answers at `host` (check_server without the error)."""
+    try:
+        check_server(host, timeout_s=timeout_s)
+    except OllamaError:
+        return False
+    return True
 
 
 def file_digest(path: Path) -> str:
@@ -221,7 +245,7 @@ def ensure_blob(
     if response.status_code not in (200, 201):
         raise OllamaError(
             f"Ollama at {host} refused the upload of {path.name} as {digest} "
-            f"(HTTP {response.status_code}: {_error_text(response)}).",
+            f"(HTTP {response.status_code}: {error_text(response)}).",
             fix="rerun `python run.py export` if the GGUF changed while uploading, then deploy again",
         )
     return digest
@@ -331,7 +355,7 @@ def generate(
     try:
         with _http(host, timeout_s) as client, client.stream("POST", "/api/generate", json=body) as response:
             if response.status_code != 200:
-                text = _error_text(response)
+                text = error_text(response)
                 fix = (
                     "create it first (`python run.py deploy`) or check the name with `ollama list`"
                     if response.status_code == 404

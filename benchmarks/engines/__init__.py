@@ -49,7 +49,7 @@ def open_engine(settings: BenchSettings) -> Engine:
 def resolve_auto(model: str, host: str) -> tuple[str, str]:
     """Engine for `--engine auto` from what `--model` is: a folder -> transformers, a .gguf file ->
     llama.cpp, anything else is an Ollama model name (Ollama must answer)."""
-    from benchmarks.engines.ollama import answers
+    from trainer.ollama_client import answers
 
     path = Path(model)
     if path.is_dir():

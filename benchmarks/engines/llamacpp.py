@@ -42,9 +42,9 @@ import httpx
 from benchmarks import metrics
 from benchmarks.engines.streaming import StreamFormat, stream_request
 from benchmarks.memory import PeakSampler
-from benchmarks.modelinfo import GGUFInfo, check_gguf, read_gguf
 from benchmarks.spec import BenchSettings, RawResult, RequestSpec
 from trainer.errors import UserError
+from trainer.gguf_info import GGUFInfo, check_gguf, read_gguf
 
 HOST = "127.0.0.1"
 EOG_BIAS = -1000.0

@@ -7,7 +7,8 @@ eval_count/duration, load_duration, in ns). Options are pinned: num_ctx, num_pre
 rendered here exactly as in training, Ollama's template is bypassed); without one Ollama applies
 the model's own template. Ollama cannot ignore EOS, so a request may stop before num_predict: the
 actual eval_count is recorded. Memory: GET /api/ps (`size`, `size_vram`); model facts: /api/show
-and /api/tags. Reads nothing from disk, writes nothing.
+and /api/tags. Connections come from `trainer.ollama_client` (the deploy stage's client: same host
+rule, loopback never proxied). Reads nothing from disk, writes nothing.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import httpx
 from benchmarks import metrics
 from benchmarks.engines.streaming import StreamFormat, stream_request
 from benchmarks.spec import BenchSettings, RawResult, RequestSpec
+from trainer import ollama_client
 from trainer.errors import UserError
 
 # /api/generate streams one JSON object a line; the `done: true` one carries the timings.
@@ -31,33 +33,8 @@ OLLAMA_STREAM = StreamFormat(
 )
 
 
-def resolve_host(host: str | None = None) -> str:
-    """`host`, else OLLAMA_HOST, else the default: the deploy stage's rule, so both reach the same server."""
-    from trainer.ollama_client import resolve_host as deploy_resolve_host
-
-    return deploy_resolve_host(host or "")
-
-
-def answers(host: str, timeout_s: float = 2.0) -> bool:
-    """True when an Ollama server answers GET /api/version at `host`."""
-    try:
-        return httpx.get(f"{host}/api/version", timeout=timeout_s).status_code == 200
-    except httpx.HTTPError:
-        return False
-
-
-def _same_model(a: str, b: str) -> bool:
-    def norm(name: str) -> str:
-        return name if ":" in name else f"{name}:latest"
-
-    return norm(a) == norm(b)
-
-
-def _error_text(response: httpx.Response) -> str:
-    try:
-        return str(response.json().get("error", response.text))
-    except (json.JSONDecodeError, AttributeError):
-        return response.text.strip() or f"HTTP {response.status_code}"
+def _http_error(response: httpx.Response) -> str:
+    return ollama_client.error_text(response) or f"HTTP {response.status_code}"
 
 
 class OllamaEngine:
@@ -65,42 +42,42 @@ class OllamaEngine:
 
     def __init__(self, settings: BenchSettings) -> None:
         self.settings = settings
-        self.host = resolve_host(settings.host)
+        self.host = ollama_client.resolve_host(settings.host)
         self.model = settings.model
         self.raw = settings.prompt_format is not None
         timeout = httpx.Timeout(connect=5.0, read=settings.request_timeout_s, write=30.0, pool=None)
         limits = httpx.Limits(max_connections=max(settings.concurrency) + 4)
-        self.client = httpx.Client(base_url=self.host, timeout=timeout, limits=limits)
+        self.client = ollama_client.http_client(self.host, timeout, limits)
         self.show: dict[str, Any] = {}
+        self.version: str | None = None
         self.last_ps: dict[str, Any] | None = None
 
     def start(self) -> OllamaEngine:
         try:
-            version = self.client.get("/api/version", timeout=5.0)
-        except httpx.HTTPError as exc:
+            self.version = ollama_client.check_server(self.host, timeout_s=5.0)
+        except ollama_client.OllamaUnavailable as exc:
             self.close()
+            # The benchmark's own fix (another engine) replaces the deploy stage's.
+            reason = str(exc).split("\n")[0]
             raise UserError(
-                f"the Ollama server at {self.host} is unreachable ({type(exc).__name__}: {exc}).",
+                f"the Ollama server at {self.host} is unreachable: {reason}",
                 fix="start it with `ollama serve`, set OLLAMA_HOST / --host, or use --engine llamacpp",
             ) from None
-        if version.status_code != 200:
+        except ollama_client.OllamaError:
             self.close()
-            raise UserError(
-                f"{self.host} answered /api/version with HTTP {version.status_code}: is it Ollama?"
-            )
-        self.version = version.json().get("version")
+            raise
         response = self.client.post("/api/show", json={"model": self.model}, timeout=30.0)
         if response.status_code == 404:
             self.close()
             raise UserError(
-                f"model '{self.model}' not found on the Ollama server at {self.host} ({_error_text(response)}).",
+                f"model '{self.model}' not found on the Ollama server at {self.host} ({ollama_client.error_text(response)}).",
                 fix="create it with `python run.py deploy`, or check the name with `ollama list`",
             )
         if response.status_code != 200:
             self.close()
             raise UserError(
                 f"Ollama /api/show for '{self.model}' failed: HTTP {response.status_code} "
-                f"{_error_text(response)}"
+                f"{ollama_client.error_text(response)}"
             )
         self.show = response.json()
         return self
@@ -121,7 +98,7 @@ class OllamaEngine:
             body = {"model": self.model, "prompt": f"{req.tag} {req.question}"}
         body.update({"stream": True, "options": self._options(req)})
         result, final, _ = stream_request(
-            self.client, "/api/generate", body, req, OLLAMA_STREAM, http_error=_error_text
+            self.client, "/api/generate", body, req, OLLAMA_STREAM, http_error=_http_error
         )
         if final is None:
             return result
@@ -146,7 +123,7 @@ class OllamaEngine:
             models = response.json().get("models", []) if response.status_code == 200 else []
         except (httpx.HTTPError, json.JSONDecodeError):
             return None
-        return next((m for m in models if _same_model(m.get("name", ""), self.model)), None)
+        return next((m for m in models if ollama_client.same_model(m.get("name", ""), self.model)), None)
 
     def memory(self) -> dict[str, Any]:
         entry = self._ps_entry()
@@ -178,7 +155,9 @@ class OllamaEngine:
         size = None
         try:
             tags = self.client.get("/api/tags", timeout=10.0).json().get("models", [])
-            size = next((m.get("size") for m in tags if _same_model(m.get("name", ""), self.model)), None)
+            size = next(
+                (m.get("size") for m in tags if ollama_client.same_model(m.get("name", ""), self.model)), None
+            )
         except (httpx.HTTPError, json.JSONDecodeError):
             pass
         n_layer = info.get(f"{arch}.block_count")
@@ -196,7 +175,7 @@ class OllamaEngine:
             "model_size_bytes": size,
             "quantization": details.get("quantization_level"),
             "file_type": info.get("general.file_type"),
-            "server_version": getattr(self, "version", None),
+            "server_version": self.version,
             "host": self.host,
             "prompt_mode": "raw (prompt rendered with the run's prompt format)"
             if self.raw

@@ -1,5 +1,5 @@
-"""Fixtures of the benchmark tests: the Ollama replay server, a tiny GGUF header, the embedded SmolLM2
-GGUF, a tiny Hugging Face model."""
+"""Fixtures of the benchmark tests: the Ollama replay server, a tiny GGUF header, a tiny Hugging Face
+model (the embedded SmolLM2 GGUF is in tests/conftest.py)."""
 
 from __future__ import annotations
 
@@ -10,20 +10,14 @@ import numpy as np
 import pytest
 
 from benchmarks.prompts import load_prompts
-from tests.benchmarks.ollama_replay import ReplayServer
+from tests.ollama_replay import MODEL, SERVING_ROUTES, ReplayServer
 
 
 @pytest.fixture
 def replay() -> Iterator[ReplayServer]:
-    with ReplayServer() as server:
+    """An Ollama serving the recorded model (benchmark requests only)."""
+    with ReplayServer(SERVING_ROUTES, model=MODEL) as server:
         yield server
-
-
-@pytest.fixture(scope="session")
-def smollm2_gguf() -> Path:
-    from trainer.models import embedded_gguf
-
-    return embedded_gguf()
 
 
 @pytest.fixture(scope="session")

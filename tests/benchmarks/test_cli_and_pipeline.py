@@ -12,7 +12,7 @@ import pytest
 
 from benchmarks import pipeline, roofline
 from benchmarks.__main__ import build_parser, main
-from tests.benchmarks.ollama_replay import MODEL, ReplayServer
+from tests.ollama_replay import MODEL, SERVING_ROUTES, ReplayServer
 from trainer import prompt_format
 from trainer.config import load_config
 from trainer.errors import UserError
@@ -96,7 +96,7 @@ def test_cli_user_error_exits_2(
 def test_cli_failed_requests_exit_1_with_results_kept(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    with ReplayServer(stall_after=2, stall_s=3.0) as server:
+    with ReplayServer(SERVING_ROUTES, model=MODEL, stall_after=2, stall_s=3.0) as server:
         code = main(["--engine", "ollama", "--model", MODEL, "--host", server.url, "--out", str(tmp_path / "r.json"),
                      "--request-timeout", "0.5", *FAST[:2], "--num-requests", "1", *FAST[4:]])  # fmt: skip
     assert code == 1

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from benchmarks import metrics
-from tests.benchmarks.ollama_replay import load_exchanges
+from tests.ollama_replay import load_exchanges
 
 
 @pytest.mark.parametrize("q", [0, 10, 50, 90, 99, 100])

@@ -3,17 +3,15 @@ against a real Ollama server (marker `ollama`, skipped when OLLAMA_HOST does not
 
 from __future__ import annotations
 
-import socket
-
 import pytest
 
-from benchmarks.engines.ollama import answers, resolve_host
 from benchmarks.prompts import load_prompts
 from benchmarks.runner import INTERRUPTED, run_benchmark
 from benchmarks.spec import BenchSettings
-from tests.benchmarks.ollama_replay import MODEL, ReplayServer
+from tests.ollama_replay import MODEL, SERVING_ROUTES, ReplayServer, refused_url
 from trainer import prompt_format
 from trainer.errors import UserError
+from trainer.ollama_client import answers, resolve_host
 
 
 def settings_for(host: str, model: str = MODEL, **kw) -> BenchSettings:
@@ -64,7 +62,7 @@ def test_replayed_ollama_benchmark_records_client_and_server_timings(replay: Rep
 
 def test_requests_are_raw_with_pinned_options_and_unique_prompts(replay: ReplayServer) -> None:
     run_benchmark(settings_for(replay.url, concurrency=[1], num_requests=3, seed=7, threads=2))
-    bodies = [b for method, path, b in replay.requests if path == "/api/generate"]
+    bodies = [r.json for r in replay.requests_to("POST", "/api/generate")]
     assert len(bodies) == 1 + 1 + 3  # sanity, warm-up, measured
     for body in bodies:
         assert body["raw"] is True and body["stream"] is True
@@ -85,7 +83,7 @@ def test_without_prompt_format_ollama_applies_its_template(replay: ReplayServer)
     run_benchmark(
         settings_for(replay.url, prompt_format=None, concurrency=[1], num_requests=1, warmup_requests=0)
     )
-    bodies = [b for _, path, b in replay.requests if path == "/api/generate"]
+    bodies = [r.json for r in replay.requests_to("POST", "/api/generate")]
     assert all("raw" not in b and "<|im_start|>" not in b["prompt"] for b in bodies)
 
 
@@ -96,16 +94,13 @@ def test_unknown_model_is_a_clear_user_error(replay: ReplayServer) -> None:
 
 
 def test_unreachable_server_is_a_clear_user_error() -> None:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]  # closed again: nothing listens there
     with pytest.raises(UserError, match="unreachable"):
-        run_benchmark(settings_for(f"http://127.0.0.1:{port}"))
+        run_benchmark(settings_for(refused_url()))
 
 
 def test_request_timeouts_are_counted_not_raised() -> None:
     # sanity + warm-up answer; every measured request stalls past the 0.5 s timeout
-    with ReplayServer(stall_after=2, stall_s=3.0) as server:
+    with ReplayServer(SERVING_ROUTES, model=MODEL, stall_after=2, stall_s=3.0) as server:
         results = run_benchmark(
             settings_for(server.url, concurrency=[2], num_requests=2, request_timeout_s=0.5)
         )
@@ -161,9 +156,15 @@ def test_time_budget_marks_the_run_partial(replay: ReplayServer) -> None:
     assert results["requests_total"] == 0 and results["summary"] == []
 
 
-def test_resolve_host_follows_the_official_client() -> None:
-    assert resolve_host("0.0.0.0") == "http://127.0.0.1:11434"
-    assert resolve_host("example.com:8080") == "http://example.com:8080"
+def test_a_proxy_in_the_environment_is_not_used_for_loopback(
+    replay: ReplayServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The benchmark reaches a loopback Ollama through the deploy stage's client: no proxy."""
+    proxy = refused_url()
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "all_proxy"):
+        monkeypatch.setenv(name, proxy)
+    results = run_benchmark(settings_for(replay.url, concurrency=[1], num_requests=1, warmup_requests=0))
+    assert results["failures_total"] == 0 and results["requests_total"] == 1
 
 
 @pytest.mark.ollama

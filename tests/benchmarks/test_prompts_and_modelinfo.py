@@ -7,9 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks import modelinfo
 from benchmarks.prompts import SHIPPED, cache_tag, load_prompts, render
-from trainer import prompt_format
+from trainer import gguf_info, prompt_format
 from trainer.errors import UserError
 
 
@@ -59,7 +58,7 @@ def test_request_text_is_the_training_format_with_a_unique_tag_first() -> None:
 
 
 def test_gguf_header_facts(tiny_gguf: Path) -> None:
-    info = modelinfo.read_gguf(tiny_gguf)
+    info = gguf_info.read_gguf(tiny_gguf)
     assert info.architecture == "llama"
     assert info.file_type == 1 and info.quantization == "F16"
     assert info.tensor_count == 2
@@ -73,17 +72,17 @@ def test_gguf_header_facts(tiny_gguf: Path) -> None:
 
 
 def test_file_type_names() -> None:
-    assert modelinfo.file_type_name(3) == "Q4_1"
-    assert modelinfo.file_type_name(15) == "Q4_K_M"
-    assert modelinfo.file_type_name(0) == "F32"
-    assert modelinfo.file_type_name(None) == "unknown"
-    assert modelinfo.file_type_name(999) == "file_type 999"
+    assert gguf_info.file_type_name(3) == "Q4_1"
+    assert gguf_info.file_type_name(15) == "Q4_K_M"
+    assert gguf_info.file_type_name(0) == "F32"
+    assert gguf_info.file_type_name(None) == "unknown"
+    assert gguf_info.file_type_name(999) == "file_type 999"
 
 
 def test_missing_or_non_gguf_model_is_a_user_error(tmp_path: Path) -> None:
     with pytest.raises(UserError, match="does not exist"):
-        modelinfo.read_gguf(tmp_path / "nope.gguf")
+        gguf_info.read_gguf(tmp_path / "nope.gguf")
     fake = tmp_path / "fake.gguf"
     fake.write_bytes(b"PK\x03\x04 not a gguf")
     with pytest.raises(UserError, match="is not a GGUF file"):
-        modelinfo.read_gguf(fake)
+        gguf_info.read_gguf(fake)

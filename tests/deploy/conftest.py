@@ -1,16 +1,15 @@
-"""Fixtures for the deploy tests: the replay server, a refused port, and a minimal run folder."""
+"""Fixtures for the deploy tests: replay servers routed per test, a refused port, and a minimal run folder."""
 
 from __future__ import annotations
 
 import json
 import os
-import socket
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.deploy.replay_server import ReplayServer
+from tests.ollama_replay import ReplayServer, refused_url
 from trainer import prompt_format
 from trainer.config import PipelineConfig
 from trainer.modelfile import write_modelfile
@@ -43,17 +42,7 @@ def replay() -> Iterator[Callable[..., ReplayServer]]:
 @pytest.fixture
 def refused_host() -> str:
     """A loopback URL where nothing listens (the port was free a moment ago)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    return f"http://127.0.0.1:{port}"
-
-
-@pytest.fixture(scope="session")
-def smollm2_gguf() -> Path:
-    from trainer.models import embedded_gguf
-
-    return embedded_gguf()
+    return refused_url()
 
 
 @pytest.fixture

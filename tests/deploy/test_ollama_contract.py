@@ -1,7 +1,7 @@
 """Contract tests: the Ollama client against real responses recorded from an Ollama server.
 
-The replay server (replay_server.py) answers with fixtures/ollama_exchanges.json, taken unchanged
-from the recorded exchanges in ../shared/ollama-api/.
+The replay server (tests/ollama_replay.py) answers with tests/fixtures/ollama_exchanges.json, taken
+unchanged from the recorded exchanges in /work/shared/ollama-api/.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.deploy.conftest import RECORDED_SYSTEM
-from tests.deploy.replay_server import load_exchanges
+from tests.ollama_replay import load_exchanges
 from trainer import ollama_client, prompt_format
 from trainer.modelfile import render_go_template
 
@@ -26,6 +26,17 @@ def test_version_identifies_an_ollama_server(replay) -> None:
 def test_refused_connection_is_unavailable(refused_host: str) -> None:
     with pytest.raises(ollama_client.OllamaUnavailable, match=f"no Ollama at {refused_host}"):
         ollama_client.check_server(refused_host)
+
+
+def test_a_proxy_in_the_environment_is_not_used_for_loopback(
+    replay, refused_host: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A proxy cannot reach this machine's loopback: Ollama's own CLI never sends loopback there.
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "all_proxy"):
+        monkeypatch.setenv(name, refused_host)
+    server = replay({"GET /api/version": "version"})
+    assert ollama_client.answers(server.url) is True
+    assert ollama_client.answers(refused_host) is False
 
 
 def test_something_else_at_the_host_is_a_clear_error(replay) -> None:

@@ -1,10 +1,11 @@
 """What a GGUF file holds, read from its header with the `gguf` package (no weights are loaded).
 
-Used by `python -m benchmarks` and `python run.py benchmark`: quantization (`general.file_type`),
-tensor bytes and parameter count (for the roofline), the attention shape (KV-cache bytes per
-position), the end-of-generation token ids (suppressed so llama.cpp generates a fixed number of
-tokens) and the chat template (to pick the prompt format of a bare GGUF). Reads one `.gguf` file,
-writes nothing.
+The project's one GGUF header reader. Used by `python -m benchmarks` and `python run.py benchmark`:
+quantization (`general.file_type`), tensor bytes and parameter count (for the roofline), the
+attention shape (KV-cache bytes per position), the end-of-generation token ids (suppressed so
+llama.cpp generates a fixed number of tokens) and the chat template (to pick the prompt format of
+a bare GGUF); its architecture, file type, tensor count and context length are what the export
+stage records. Reads one `.gguf` file, writes nothing.
 """
 
 from __future__ import annotations
