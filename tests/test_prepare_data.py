@@ -411,6 +411,31 @@ def test_split_is_deterministic_for_a_seed(bundled, tmp_path):
     )
 
 
+def test_identity_test_size_holds_out_that_many_identity_questions(bundled, tmp_path):
+    run_dir, results = bundled
+    proportional = results["identity_records"]["test"]
+    run = tmp_path / "identity-10"
+    res = prepare(run, None, "data.identity_test_size=10")
+    assert proportional < 10
+    assert res["splits"]["test"] == results["splits"]["test"] == 12  # same test size
+    assert res["identity_records"]["test"] == 10
+    test = read_split(run, "test")
+    assert sum(r["identity"] for r in test) == 10
+    assert res["identity_records"]["train"] > 0  # training still sees the name
+    everything = sorted(r for s in SPLITS for r in split_contents(run)[s])
+    assert everything == sorted(r for s in SPLITS for r in split_contents(run_dir)[s])  # nothing lost
+
+
+def test_identity_test_size_never_takes_every_identity_record(tmp_path):
+    res = prepare(tmp_path / "run", None, "data.identity_test_size=0.99", "data.test_size=40")
+    assert (
+        0
+        < res["identity_records"]["test"]
+        < res["identity_records"]["test"] + res["identity_records"]["train"]
+    )
+    assert res["identity_records"]["train"] + res["identity_records"]["val"] >= 1
+
+
 def tricky_records() -> list[dict[str, str]]:
     return [
         *sample_records(18),

@@ -158,3 +158,35 @@ def test_train_json_records_the_precision_chosen_for_this_cpu(tiny_trained):
     res = json.loads((run_dir / "train.json").read_text())["results"]
     expected = "bf16" if cpu_bf16_units() else "fp32"
     assert res["precision"] == expected and res["precision_reason"].startswith("auto")
+
+
+def test_time_budget_stops_training_and_says_where(tiny_trained, tmp_path):
+    _, trained = tiny_trained
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    for name in ("data", "prompt_format.json"):  # reuse the prepared splits
+        os.system(f"cp -r '{trained / name}' '{run_dir / name}'")
+    cmd = [
+        sys.executable,
+        str(ROOT / "run.py"),
+        "train",
+        "--config",
+        str(ROOT / "configs" / "tiny.yaml"),
+        "--run-dir",
+        str(run_dir),
+        "train.max_steps=500",
+        "train.max_minutes=0.001",  # 60 ms: used up by the first optimizer step
+    ]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    res = json.loads((run_dir / "train.json").read_text())["results"]
+    assert res["global_step"] == 1
+    assert res["time_budget"] == {
+        "max_minutes": 0.001,
+        "stopped_early": True,
+        "stopped_at_step": 1,
+        "planned_steps": 500,
+    }
+    assert any("train.max_minutes=0.001" in n and "step 1 of 500" in n for n in res["notes"])
+    assert (run_dir / "adapter" / "adapter_model.safetensors").is_file()
+    assert [c["step"] for c in res["checkpoints"]] == [1]  # the stopping step is a resume point

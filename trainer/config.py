@@ -85,6 +85,10 @@ class DataConfig:
     # Data augmentation: identity records (answers naming the assistant) appear this many times in
     # the train split (val/test untouched), so a short run learns the name. 1: no oversampling.
     identity_oversample: int = 1
+    # Identity records held out for the test split: a ratio of the identity records or a count.
+    # 0 keeps the split proportional (a few identity questions in a 30-question test split); a
+    # larger share makes the identity rate in the report rest on more questions.
+    identity_test_size: float = 0.0
     # Fail on the first bad record instead of counting it in rejected.jsonl.
     strict: bool = False
 
@@ -136,6 +140,10 @@ class TrainConfig:
     gradient_checkpointing: bool = False
     # CPU threads for torch (0: all cores).
     num_threads: int = 0
+    # Time budget of the training loop in minutes (0: none). When it runs out, training stops after
+    # the current optimizer step and the adapter, final evaluation and train.json record where it
+    # stopped; a slow machine then trains fewer steps instead of running for hours.
+    max_minutes: float = 0.0
 
 
 @dataclass
@@ -406,7 +414,7 @@ def _validate(cfg: PipelineConfig) -> None:
             raise UserError(
                 f"config: '{key}' is {flat[section][name]!r}.", fix=f"use one of: {', '.join(choices)}"
             )
-    for key in ("val_size", "test_size"):
+    for key in ("val_size", "test_size", "identity_test_size"):
         v = getattr(cfg.data, key)
         if v < 0 or (v >= 1 and v != int(v)):
             raise UserError(
@@ -417,6 +425,11 @@ def _validate(cfg: PipelineConfig) -> None:
         raise UserError(
             f"config: data.val_size + data.test_size = {sum(ratios):g} leaves nothing to train on.",
             fix="make the two ratios add up to less than 1 (e.g. 0.1 and 0.1)",
+        )
+    if cfg.train.max_minutes < 0:
+        raise UserError(
+            f"config: 'train.max_minutes' is {cfg.train.max_minutes:g}.",
+            fix="use 0 (no limit) or minutes > 0",
         )
     if cfg.data.max_length < 16:
         raise UserError(f"config: 'data.max_length' is {cfg.data.max_length}.", fix="use at least 16 tokens")

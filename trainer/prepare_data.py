@@ -171,11 +171,10 @@ def _split(
             "or lower data.val_size/data.test_size",
         )
     ordered = _stratified_order(kept, dc.seed)
-    splits = {
-        "test": ordered[:n_test],
-        "val": ordered[n_test : n_test + n_val],
-        "train": ordered[n_test + n_val :],
-    }
+    test = _test_split(ordered, n_test, dc.identity_test_size, dc.seed)
+    held = {id(r) for r in test}
+    rest = [r for r in ordered if id(r) not in held]
+    splits = {"test": test, "val": rest[:n_val], "train": rest[n_val:]}
     augmented = []
     if dc.identity_oversample > 1:
         extra = [r for r in splits["train"] if r["identity"]] * (dc.identity_oversample - 1)
@@ -268,6 +267,23 @@ def _stats(values: list[int]) -> dict[str, float]:
         "p95": ordered[min(len(ordered) - 1, int(0.95 * len(ordered)))],
         "max": ordered[-1],
     }
+
+
+def _test_split(
+    ordered: list[dict[str, Any]], n_test: int, identity_size: float, seed: int
+) -> list[dict[str, Any]]:
+    """The test rows: a prefix of the stratified order, or `identity_size` identity rows plus others.
+
+    At least one identity record stays out of the test split (when there are two or more), so
+    training still sees the assistant's name.
+    """
+    if identity_size <= 0:
+        return ordered[:n_test]
+    identity = [r for r in ordered if r["identity"]]
+    other = [r for r in ordered if not r["identity"]]
+    wanted = int(identity_size) if identity_size >= 1 else round(identity_size * len(identity))
+    k = min(wanted, n_test, max(len(identity) - 1, 0))
+    return _stratified_order(identity[:k] + other[: n_test - k], seed)
 
 
 def _split_sizes(n: int, val_size: float, test_size: float) -> tuple[int, int]:

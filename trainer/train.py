@@ -178,6 +178,7 @@ class _Fit:
     resume_step: int
     wall_s: float
     eval_metrics: dict[str, Any]
+    time_budget: dict[str, Any]
 
 
 def _fit(cfg: PipelineConfig, run_dir: RunDir, setup: _Setup) -> _Fit:
@@ -198,7 +199,7 @@ def _fit(cfg: PipelineConfig, run_dir: RunDir, setup: _Setup) -> _Fit:
         train_dataset=setup.train_ds,
         eval_dataset=setup.val_ds,
         processing_class=setup.tokenizer,
-        callbacks=_callbacks(run_dir, resume_step, setup.main),
+        callbacks=_callbacks(run_dir, resume_step, setup.main, budget := TimeBudget(cfg.train.max_minutes)),
     )
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
@@ -213,7 +214,7 @@ def _fit(cfg: PipelineConfig, run_dir: RunDir, setup: _Setup) -> _Fit:
             "model.load_in_4bit=true on a GPU",
         ) from None
     wall_s = time.perf_counter() - t0
-    return _Fit(trainer, resume, resume_step, wall_s, trainer.evaluate())
+    return _Fit(trainer, resume, resume_step, wall_s, trainer.evaluate(), budget.record(trainer.state))
 
 
 def _save_adapter(run_dir: RunDir, setup: _Setup, trainer: Any) -> None:
@@ -288,6 +289,11 @@ def _notes(cfg: PipelineConfig, setup: _Setup, fit: _Fit, world: int) -> list[st
         notes.append(setup.precision_reason)
     if fit.resume:
         notes.append(f"resumed from {fit.resume.name}")
+    if fit.time_budget["stopped_early"]:
+        notes.append(
+            f"stopped by train.max_minutes={cfg.train.max_minutes:g} after step "
+            f"{fit.time_budget['stopped_at_step']} of {fit.time_budget['planned_steps']}"
+        )
     if world > 1:
         notes.append(
             f"data-parallel on {world} processes: tokens/s counts all of them, peak RSS is the main process's"
@@ -351,6 +357,7 @@ def _summarize(
         "best_checkpoint": best,
         "resumed_from": str(fit.resume.relative_to(run_dir.path)) if fit.resume else None,
         "resources": resources,
+        "time_budget": fit.time_budget,
         "files": {
             "adapter": "adapter",
             "metrics": "logs/metrics.jsonl",
@@ -402,7 +409,50 @@ def _resume_point(ckpt_dir: Path, fingerprint: str, main: bool, world_size: int)
     return ckpt_dir / newest if newest else None
 
 
-def _callbacks(run_dir: RunDir, resume_step: int, main: bool) -> list[Any]:
+class TimeBudget:
+    """Stops training after the optimizer step that uses up `train.max_minutes` (0: never).
+
+    All processes of a data-parallel run stop at the same step: the decision of the slowest clock
+    is shared, or one rank would wait forever for the others at the next gradient sync.
+    """
+
+    def __init__(self, max_minutes: float) -> None:
+        self.max_s = max_minutes * 60
+        self.start = time.perf_counter()
+        self.stopped_at: int | None = None
+
+    def begin(self) -> None:
+        self.start = time.perf_counter()
+
+    def step_end(self, state: Any, control: Any) -> None:
+        """After each optimizer step: stop (and checkpoint) once the budget is used up."""
+        if self.max_s <= 0 or control.should_training_stop:
+            return
+        over = time.perf_counter() - self.start >= self.max_s
+        import torch.distributed as dist
+
+        if dist.is_available() and dist.is_initialized():
+            import torch
+
+            flag = torch.tensor([int(over)], device="cuda" if torch.cuda.is_available() else "cpu")
+            dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+            over = bool(flag.item())
+        if over:
+            self.stopped_at = state.global_step
+            control.should_training_stop = True
+            control.should_save = True  # the stopping step becomes a resume point
+
+    def record(self, state: Any) -> dict[str, Any]:
+        """`time_budget` in train.json: the limit, whether it stopped training, and where."""
+        return {
+            "max_minutes": self.max_s / 60 if self.max_s > 0 else None,
+            "stopped_early": self.stopped_at is not None,
+            "stopped_at_step": self.stopped_at,
+            "planned_steps": state.max_steps,
+        }
+
+
+def _callbacks(run_dir: RunDir, resume_step: int, main: bool, budget: TimeBudget) -> list[Any]:
     from transformers import TrainerCallback
 
     metrics_path = run_dir / "logs" / "metrics.jsonl"
@@ -435,7 +485,14 @@ def _callbacks(run_dir: RunDir, resume_step: int, main: bool) -> list[Any]:
                 fh.write(json.dumps(row) + "\n")
             log.info("step %s %s", state.global_step, {k: v for k, v in row.items() if k != "step"})
 
-    return [MetricsLog()]
+    class StopOnBudget(TrainerCallback):
+        def on_train_begin(self, args, state, control, **kwargs):
+            budget.begin()
+
+        def on_step_end(self, args, state, control, **kwargs):
+            budget.step_end(state, control)
+
+    return [MetricsLog(), StopOnBudget()]
 
 
 def _setup_logging(run_dir: RunDir) -> logging.Handler:
