@@ -22,24 +22,9 @@ import math
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from trainer.metrics import mean
+from trainer.metrics import mean, percentile
 
 PERCENTILES = (50, 90, 99)
-
-
-def percentile(values: Sequence[float], q: float) -> float | None:
-    """The q-th percentile with linear interpolation (numpy's default); None for no values."""
-    data = sorted(v for v in values if v is not None and not math.isnan(v))
-    if not data:
-        return None
-    if not 0 <= q <= 100:
-        raise ValueError(f"percentile {q} is outside [0, 100]")
-    rank = (len(data) - 1) * q / 100.0
-    low = math.floor(rank)
-    high = math.ceil(rank)
-    if low == high:
-        return float(data[low])
-    return float(data[low] + (data[high] - data[low]) * (rank - low))
 
 
 def distribution(values: Iterable[float | None]) -> dict[str, float | None]:

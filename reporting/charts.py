@@ -9,9 +9,6 @@ Chinese, so the report requires Noto Sans CJK (`cjk_font_files`).
 
 from __future__ import annotations
 
-# shutil and _FONT_FILES stay importable here because tests/reporting patch `charts.shutil.which`
-# and `charts._FONT_FILES` to simulate a machine without the font.
-import shutil  # noqa: F401
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +19,6 @@ from reporting.text import is_number
 from trainer import plotting
 from trainer.errors import UserError
 
-_FONT_FILES = plotting.FONT_FILES
 # Under report_assets/, beside the benchmark stage's own benchmark_*.png: the report never touches those.
 LOSS_FILE = "report_loss_curve.png"
 LATENCY_FILE = "report_latency.png"
@@ -40,7 +36,7 @@ class Chart:
 
 def cjk_font_files() -> list[Path]:
     """Noto Sans CJK files on this machine (fontconfig's answer first), or a UserError saying how to get one."""
-    found = plotting.cjk_font_files(_FONT_FILES)
+    found = plotting.cjk_font_files()
     if not found:
         raise UserError(
             "the report needs the Noto Sans CJK font (for the Chinese text in the PDF and the charts).",

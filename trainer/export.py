@@ -21,7 +21,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from trainer import gguf_generate, prompt_format
+from trainer import gguf_generate, gguf_info, prompt_format
 from trainer.config import PipelineConfig
 from trainer.errors import UserError
 from trainer.paths import LLAMA_CPP_CONVERTER
@@ -105,24 +105,13 @@ def quantize(src: Path, out: Path, quant: str) -> None:
 
 
 def read_header(path: Path) -> dict[str, Any]:
-    from gguf import GGUFReader
-
-    reader = GGUFReader(str(path))
-
-    def field(name: str) -> Any:
-        f = reader.fields.get(name)
-        if f is None:
-            return None
-        value = f.parts[f.data[0]]
-        return (
-            bytes(value).decode() if value.dtype.kind == "u" and value.dtype.itemsize == 1 else int(value[0])
-        )
-
+    """The header facts export.json records, from the one GGUF reader (trainer/gguf_info.py)."""
+    info = gguf_info.read_gguf(path)
     return {
-        "architecture": field("general.architecture"),
-        "file_type": field("general.file_type"),
-        "tensor_count": len(reader.tensors),
-        "context_length": field(f"{field('general.architecture')}.context_length"),
+        "architecture": None if info.architecture == "unknown" else info.architecture,
+        "file_type": info.file_type,
+        "tensor_count": info.tensor_count,
+        "context_length": info.context_length,
     }
 
 

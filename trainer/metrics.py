@@ -377,3 +377,22 @@ def percent_true(flags: Iterable[bool]) -> float | None:
     for no flags at all."""
     flags = list(flags)
     return 100.0 * sum(map(bool, flags)) / len(flags) if flags else None
+
+
+def percentile(values: Sequence[float | None], q: float) -> float | None:
+    """The q-th percentile with linear interpolation (numpy's default); None for no values.
+
+    The one percentile of the project: latency summaries (benchmarks) and length statistics
+    (prepare) both use it.
+    """
+    data = sorted(v for v in values if v is not None and not math.isnan(v))
+    if not data:
+        return None
+    if not 0 <= q <= 100:
+        raise ValueError(f"percentile {q} is outside [0, 100]")
+    rank = (len(data) - 1) * q / 100.0
+    low = math.floor(rank)
+    high = math.ceil(rank)
+    if low == high:
+        return float(data[low])
+    return float(data[low] + (data[high] - data[low]) * (rank - low))

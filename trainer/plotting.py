@@ -31,7 +31,7 @@ FONT_FILES = (
 DPI = 130
 
 
-def cjk_font_files(candidates: Sequence[str] = FONT_FILES) -> list[Path]:
+def cjk_font_files(candidates: Sequence[str] | None = None) -> list[Path]:
     """Noto Sans CJK files on this machine, fontconfig's answer first, then `candidates` that exist;
     empty when there is none."""
     found: list[Path] = []
@@ -49,7 +49,7 @@ def cjk_font_files(candidates: Sequence[str] = FONT_FILES) -> list[Path]:
             # fc-match always names some file: only a CJK one counts.
             if out and "CJK" in Path(out).name and Path(out).is_file():
                 found.append(Path(out))
-    found += [Path(p) for p in candidates if Path(p).is_file()]
+    found += [Path(p) for p in (FONT_FILES if candidates is None else candidates) if Path(p).is_file()]
     return list(dict.fromkeys(found))
 
 

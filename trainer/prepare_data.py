@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from trainer import prompt_format
+from trainer import metrics, prompt_format
 from trainer.config import PipelineConfig
 from trainer.data_formats import (
     Loaded,
@@ -263,8 +263,8 @@ def _stats(values: list[int]) -> dict[str, float]:
     return {
         "min": ordered[0],
         "mean": round(statistics.fmean(ordered), 1),
-        "p50": ordered[len(ordered) // 2],
-        "p95": ordered[min(len(ordered) - 1, int(0.95 * len(ordered)))],
+        "p50": round(metrics.percentile(ordered, 50), 1),
+        "p95": round(metrics.percentile(ordered, 95), 1),
         "max": ordered[-1],
     }
 

@@ -389,10 +389,11 @@ def test_a_missing_glyph_left_after_replacement_is_an_error(
 
 def test_missing_cjk_font_is_a_user_error(monkeypatch: pytest.MonkeyPatch) -> None:
     from reporting import charts
+    from trainer import plotting
     from trainer.errors import UserError
 
-    monkeypatch.setattr(charts, "_FONT_FILES", ())
-    monkeypatch.setattr(charts.shutil, "which", lambda _name: None)
+    monkeypatch.setattr(plotting, "FONT_FILES", ())
+    monkeypatch.setattr(plotting.shutil, "which", lambda _name: None)
     with pytest.raises(UserError, match="fonts-noto-cjk"):
         charts.cjk_font_files()
 
