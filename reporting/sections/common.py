@@ -19,3 +19,11 @@ def with_reason(value: str, reason: Any) -> str:
     """`value（reason）`, or `value` alone when the stage gave no reason (None, "" or NotMeasured)."""
     reason = shorten(" ".join(str(reason or "").split()), REASON_CHARS)
     return f"{value}（{reason}）" if reason else value
+
+
+def list_note(stage: Any, items: Any, empty_text: str) -> str:
+    """The line under a table or list: why the stage file is missing, `empty_text` when it lists
+    nothing, else nothing."""
+    if not stage.ok:
+        return nm(stage.why_missing)
+    return "" if items else empty_text

@@ -11,7 +11,7 @@ from typing import Any
 
 from reporting import facts
 from reporting.runfiles import RunFiles, known
-from reporting.sections.common import nm
+from reporting.sections.common import list_note, nm
 from reporting.text import fenced, first_line, fmt_float, fmt_general, fmt_int, fmt_signed, is_number, shorten
 from trainer.results import EvalExample, EvalMetric, IdentityCheck, NotMeasured
 
@@ -116,12 +116,7 @@ def evaluation(run: RunFiles, assistant_name: str) -> dict[str, Any]:
     """The 模型评估 section's slots."""
     ev = run.evaluate
     rows, definitions = _metric_rows(run)
-    if ev.ok and not rows:
-        table_note = "evaluate.json 未记录任何指标。"
-    elif not ev.ok:
-        table_note = nm(ev.why_missing)
-    else:
-        table_note = ""
+    table_note = list_note(ev, rows, "evaluate.json 未记录任何指标。")
     if ev.ok:
         settings = _settings_text(run)
         judge = known(ev.result.judge, None)
@@ -135,12 +130,7 @@ def evaluation(run: RunFiles, assistant_name: str) -> dict[str, Any]:
         settings = identity_text = nm(ev.why_missing)
         judge_text = ""
     examples = [_example(n, e) for n, e in enumerate(ev.result.examples, start=1)] if ev.ok else []
-    if ev.ok and not examples:
-        examples_note = "evaluate.json 未记录示例。"
-    elif not ev.ok:
-        examples_note = nm(ev.why_missing)
-    else:
-        examples_note = ""
+    examples_note = list_note(ev, examples, "evaluate.json 未记录示例。")
     return {
         "settings": settings,
         "judge": judge_text,

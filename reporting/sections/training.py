@@ -12,7 +12,7 @@ from typing import Any
 
 from reporting.charts import Chart
 from reporting.runfiles import Measured, RunFiles, known, missing
-from reporting.sections.common import nm, with_reason
+from reporting.sections.common import list_note, nm, with_reason
 from reporting.text import (
     fmt_duration,
     fmt_float,
@@ -210,12 +210,7 @@ def training(run: RunFiles, charts: dict[str, Chart | None], chart_reasons: dict
     else:  # null means trained from scratch; absent means train.json did not say
         resumed_text = "否（从头训练）" if tr.ok and not r.resumed_from.absent else resumed.text()
     checkpoints = _checkpoint_rows(r) if tr.ok else []
-    if tr.ok and not checkpoints:
-        checkpoints_note = "train.json 未记录任何检查点。"
-    elif not tr.ok:
-        checkpoints_note = nm(tr.why_missing)
-    else:
-        checkpoints_note = ""
+    checkpoints_note = list_note(tr, checkpoints, "train.json 未记录任何检查点。")
     train_loss, eval_loss = _losses(run)
     chart = charts.get("loss")
     return {
