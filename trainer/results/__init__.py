@@ -30,6 +30,7 @@ from trainer.results.base import (
     ResultError,
     StageResult,
     measured,
+    or_not_measured,
 )
 from trainer.results.serving import (
     ApiCase,
@@ -214,4 +215,5 @@ __all__ = [
     "load_env",
     "load_result",
     "measured",
+    "or_not_measured",
 ]
