@@ -202,11 +202,24 @@ def test_a_real_stage_result_round_trips_with_every_key_named(evaluated_run: Run
     _assert_typed_round_trip(evaluated_run, stage)
 
 
-@pytest.mark.slow
-def test_a_real_export_result_round_trips_with_every_key_named(tiny_trained: Any) -> None:
+@pytest.fixture(scope="module")
+def exported_run(tiny_trained: Any) -> RunDir:
     cfg, run_dir = tiny_trained
     run_stage("export", cfg, run_dir)
-    _assert_typed_round_trip(run_dir, "export")
+    return run_dir
+
+
+@pytest.mark.slow
+def test_a_real_export_result_round_trips_with_every_key_named(exported_run: RunDir) -> None:
+    _assert_typed_round_trip(exported_run, "export")
+
+
+@pytest.mark.slow
+def test_a_real_not_deployed_result_round_trips_with_every_key_named(exported_run: RunDir) -> None:
+    # Deploy still returns a dict (the runner checks it); no Ollama answers on port 9.
+    cfg = load_config(ROOT / "configs" / "tiny.yaml", ["deploy.host=http://127.0.0.1:9"])
+    run_stage("deploy", cfg, exported_run)
+    _assert_typed_round_trip(exported_run, "deploy")
 
 
 # ---- what the runner accepts from a stage ---------------------------------------------------------
