@@ -1,12 +1,15 @@
 """The run folder contract (trainer/results): every stage file round-trips through its type.
 
 Covers the fixture run folders of the report tests (tests/reporting/runfolders.py, one per shape the
-report handles) and a real prepare.json written by the prepare stage on the tiny config.
+report handles), the real stage files of the tiny run (prepare, train, evaluate, export: every key
+they write has a field) and the runner's check of what a stage returns.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -15,7 +18,7 @@ from typing import Any
 import pytest
 
 from tests.reporting import runfolders as rf
-from trainer import results
+from trainer import pipeline, results
 from trainer.config import load_config
 from trainer.pipeline import run_stage
 from trainer.runfolder import RunDir
@@ -154,3 +157,110 @@ def test_a_real_benchmark_result_round_trips() -> None:
     env = results.EnvInfo.from_dict(raw["environment"])
     assert env.to_dict() == raw["environment"]
     assert not results.measured(env.gpu)
+
+
+# ---- the stages' real output ----------------------------------------------------------------------
+
+
+def _unnamed_keys(value: Any, path: str = "") -> list[str]:
+    """Dotted paths of every key kept in `extra` (a key no field names), nested objects included."""
+    found: list[str] = []
+    if isinstance(value, results.Record):
+        found += [f"{path}.{key}" if path else key for key in value.extra]
+        for f in dataclasses.fields(value):
+            if f.name != "extra":
+                found += _unnamed_keys(getattr(value, f.name), f"{path}.{f.name}" if path else f.name)
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            found += _unnamed_keys(item, f"{path}[{i}]")
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            found += _unnamed_keys(item, f"{path}.{key}")
+    return found
+
+
+def _assert_typed_round_trip(run_dir: RunDir, stage: str) -> None:
+    raw = json.loads((run_dir / f"{stage}.json").read_text(encoding="utf-8"))
+    assert raw["status"] == "completed", (stage, raw.get("error"))
+    typed = results.RESULT_TYPES[stage].from_dict(raw["results"])
+    assert _unnamed_keys(typed) == [], stage  # every key the stage writes has a field
+    assert typed.to_dict() == raw["results"], stage
+    # The file keeps the order the stage wrote its keys in (headline and notes last).
+    assert list(typed.to_dict()) == list(raw["results"]), stage
+
+
+@pytest.fixture(scope="module")
+def evaluated_run(tiny_trained: Any) -> RunDir:
+    cfg, run_dir = tiny_trained
+    run_stage("evaluate", cfg, run_dir)
+    return run_dir
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("stage", ["prepare", "train", "evaluate"])
+def test_a_real_stage_result_round_trips_with_every_key_named(evaluated_run: RunDir, stage: str) -> None:
+    _assert_typed_round_trip(evaluated_run, stage)
+
+
+@pytest.fixture(scope="module")
+def exported_run(tiny_trained: Any) -> RunDir:
+    cfg, run_dir = tiny_trained
+    run_stage("export", cfg, run_dir)
+    return run_dir
+
+
+@pytest.mark.slow
+def test_a_real_export_result_round_trips_with_every_key_named(exported_run: RunDir) -> None:
+    _assert_typed_round_trip(exported_run, "export")
+
+
+@pytest.mark.slow
+def test_a_real_not_deployed_result_round_trips_with_every_key_named(exported_run: RunDir) -> None:
+    # Deploy still returns a dict (the runner checks it); no Ollama answers on port 9.
+    cfg = load_config(ROOT / "configs" / "tiny.yaml", ["deploy.host=http://127.0.0.1:9"])
+    run_stage("deploy", cfg, exported_run)
+    _assert_typed_round_trip(exported_run, "deploy")
+
+
+# ---- what the runner accepts from a stage ---------------------------------------------------------
+
+
+def _stage_returning(monkeypatch: pytest.MonkeyPatch, returned: Any) -> None:
+    monkeypatch.setattr(pipeline, "_entry", lambda stage: lambda cfg, run_dir: returned)
+
+
+@pytest.mark.parametrize(
+    ("returned", "message"),
+    [
+        ({"checkpoints": [{"step": 1}, 5]}, r"TrainResult: checkpoints\[1\]: expected an object"),
+        (results.TrainResult(checkpoints=5), r"TrainResult: checkpoints: expected a list"),  # type: ignore[arg-type]
+        (results.PrepareResult(records_in=3), r"returned a PrepareResult, expected a TrainResult"),
+        (None, r"returned a NoneType, expected a TrainResult"),
+    ],
+)
+def test_a_wrongly_shaped_result_fails_the_stage_naming_the_key(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, returned: Any, message: str
+) -> None:
+    cfg = load_config(ROOT / "configs" / "tiny.yaml", [])
+    _stage_returning(monkeypatch, returned)
+    with pytest.raises(results.ResultError, match=message):
+        run_stage("train", cfg, RunDir(tmp_path))
+    record = json.loads((tmp_path / "train.json").read_text(encoding="utf-8"))
+    assert record["status"] == "failed" and "results" not in record
+    assert re.search(message, record["error"])
+
+
+def test_the_runner_writes_a_typed_result_as_its_dict(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    cfg = load_config(ROOT / "configs" / "tiny.yaml", [])
+    built = results.TrainResult(global_step=3, best_checkpoint=results.NotMeasured("no evaluation ran"))
+    _stage_returning(monkeypatch, built)
+    outcome = run_stage("train", cfg, RunDir(tmp_path))
+    written = json.loads((tmp_path / "train.json").read_text(encoding="utf-8"))["results"]
+    assert written == outcome.results == built.to_dict()
+    assert written == {
+        "global_step": 3,
+        "best_checkpoint": None,
+        "best_checkpoint_reason": "no evaluation ran",
+    }

@@ -27,12 +27,24 @@ from trainer import judge, metrics, prompt_format
 from trainer.config import PipelineConfig
 from trainer.errors import UserError
 from trainer.models import load_tokenizer
+from trainer.results import (
+    EvalExample,
+    EvalMetric,
+    EvalSettings,
+    EvaluateResult,
+    IdentityCheck,
+    NotMeasured,
+    Qualitative,
+    QualitativeMeasure,
+    measured,
+    or_not_measured,
+)
 from trainer.runfolder import RunDir, read_jsonl, write_text
 
 CSV_NAME = "evaluation_results.csv"
 
 
-def run(cfg: PipelineConfig, run_dir: RunDir) -> dict[str, Any]:
+def run(cfg: PipelineConfig, run_dir: RunDir) -> EvaluateResult:
     """Evaluate before/after on the test split; returns the results that go into `evaluate.json`."""
     rows, fmt = _setup(cfg, run_dir)
     model, tokenizer = _load_model(run_dir, cfg)
@@ -240,8 +252,9 @@ def _answer_loss(model: Any, tokenizer: Any, rows: list[dict[str, Any]], batch_s
     return total / count if count else None
 
 
-def _round(v: float | None, nd: int = 2) -> float | None:
-    return None if v is None or (isinstance(v, float) and not math.isfinite(v)) else round(v, nd)
+def _round(v: float | None, nd: int = 2) -> float | NotMeasured:
+    """`v` rounded, or not measured (null) when there is no value or it is not finite."""
+    return NotMeasured() if v is None or (isinstance(v, float) and not math.isfinite(v)) else round(v, nd)
 
 
 def _verdict(before: float, after: float, ref_chars: int, after_chars: int) -> str:
@@ -292,63 +305,64 @@ def _metric_values(per: list[dict[str, Any]], answers: dict[str, Any], name: str
     }
 
 
-def _metric_table(values: dict[str, Triple]) -> list[dict[str, Any]]:
+def _metric_table(values: dict[str, Triple]) -> list[EvalMetric]:
     """The metrics table of `evaluate.json`: values, improvement and definition of each metric."""
     table = []
     for key in metrics.METRIC_KEYS:
         b, a, ref = values[key]
         table.append(
-            {
-                "key": key,
-                "name_zh": metrics.NAME_ZH[key],
-                "before": _round(b, 4 if key == "loss" else 2),
-                "after": _round(a, 4 if key == "loss" else 2),
-                "reference": _round(ref),
-                "improvement": _round(
+            EvalMetric(
+                key=key,
+                name_zh=metrics.NAME_ZH[key],
+                before=_round(b, 4 if key == "loss" else 2),
+                after=_round(a, 4 if key == "loss" else 2),
+                reference=_round(ref),
+                improvement=_round(
                     metrics.improvement(b, a, metrics.HIGHER_IS_BETTER[key], metrics.IMPROVEMENT_KIND[key])
                 ),
-                "improvement_kind": metrics.IMPROVEMENT_KIND[key],
-                "higher_is_better": metrics.HIGHER_IS_BETTER[key],
-                "definition": metrics.DEFINITIONS[key],
-            }
+                improvement_kind=metrics.IMPROVEMENT_KIND[key],
+                # null for answer length: neither direction is better
+                higher_is_better=or_not_measured(metrics.HIGHER_IS_BETTER[key]),
+                definition=metrics.DEFINITIONS[key],
+            )
         )
     return table
 
 
-def _qualitative(per: list[dict[str, Any]], values: dict[str, Triple]) -> dict[str, Any]:
+def _qualitative(per: list[dict[str, Any]], values: dict[str, Triple]) -> Qualitative:
     """Measured proxies for the report's qualitative lines (accuracy, relevance, fluency, terms)."""
 
     def avg(key: str) -> float | None:
         return metrics.mean(p[key] for p in per)
 
-    return {
-        "accuracy": {
-            "before": _round(values["rougeL"][0]),
-            "after": _round(values["rougeL"][1]),
-            "unit": "ROUGE-L F1 ×100",
-            "measure": "与参考答案的一致程度：测试集平均 ROUGE-L",
-        },
-        "relevance": {
-            "before": _round(avg("relevance_before")),
-            "after": _round(avg("relevance_after")),
-            "unit": "%",
-            "measure": metrics.QUALITATIVE_DEFINITIONS["keyword_overlap"],
-        },
-        "fluency": {
-            "before": _round(values["perplexity"][0]),
-            "after": _round(values["perplexity"][1]),
-            "unit": "困惑度（越低越好）",
-            "measure": "参考答案在模型下的困惑度；重复度另见 Distinct-2 与触顶比例",
-            "distinct2_before": _round(values["distinct2"][0]),
-            "distinct2_after": _round(values["distinct2"][1]),
-        },
-        "professionalism": {
-            "before": _round(avg("terms_before")),
-            "after": _round(avg("terms_after")),
-            "unit": "%",
-            "measure": metrics.QUALITATIVE_DEFINITIONS["term_coverage"],
-        },
-    }
+    return Qualitative(
+        accuracy=QualitativeMeasure(
+            before=_round(values["rougeL"][0]),
+            after=_round(values["rougeL"][1]),
+            unit="ROUGE-L F1 ×100",
+            measure="与参考答案的一致程度：测试集平均 ROUGE-L",
+        ),
+        relevance=QualitativeMeasure(
+            before=_round(avg("relevance_before")),
+            after=_round(avg("relevance_after")),
+            unit="%",
+            measure=metrics.QUALITATIVE_DEFINITIONS["keyword_overlap"],
+        ),
+        fluency=QualitativeMeasure(
+            before=_round(values["perplexity"][0]),
+            after=_round(values["perplexity"][1]),
+            unit="困惑度（越低越好）",
+            measure="参考答案在模型下的困惑度；重复度另见 Distinct-2 与触顶比例",
+            distinct2_before=_round(values["distinct2"][0]),
+            distinct2_after=_round(values["distinct2"][1]),
+        ),
+        professionalism=QualitativeMeasure(
+            before=_round(avg("terms_before")),
+            after=_round(avg("terms_after")),
+            unit="%",
+            measure=metrics.QUALITATIVE_DEFINITIONS["term_coverage"],
+        ),
+    )
 
 
 def _summarize(
@@ -357,46 +371,51 @@ def _summarize(
     per: list[dict[str, Any]],
     answers: dict[str, Any],
     judged: dict[str, Any],
-) -> dict[str, Any]:
+) -> EvaluateResult:
     """The results for `evaluate.json`."""
     ec = cfg.evaluate
     name = cfg.data.assistant_name
     values = _metric_values(per, answers, name)
     table = _metric_table(values)
     identity_rows = [p for p in per if p["identity_question"]]
-    rl = next(r for r in table if r["key"] == "rougeL")
-    idp = next(r for r in table if r["key"] == "identity_pct")
+    rl = next(m for m in table if m.key == "rougeL")
+    idp = next(m for m in table if m.key == "identity_pct")
     failures = sum(1 for p in per if p["error"])
-    return {
-        "settings": {
-            "max_new_tokens": ec.max_new_tokens,
-            "do_sample": ec.do_sample,
-            "temperature": ec.temperature if ec.do_sample else None,
-            "top_p": ec.top_p if ec.do_sample else None,
-            "seed": ec.seed,
-            "samples": len(rows),
-            "batch_size": ec.batch_size,
-            "generation_s": round(answers["generation_s"], 1),
-        },
-        "metrics": table,
-        "examples": _examples(per, ec.num_examples, ec.seed),
-        "qualitative": _qualitative(per, values),
-        "identity": {
-            "questions": len(identity_rows),
-            "before_hits": sum(metrics.contains_name(p["answer_before"], name) for p in identity_rows),
-            "after_hits": sum(metrics.contains_name(p["answer_after"], name) for p in identity_rows),
-        },
-        "failures": failures,
-        "judge": judged["judge"],
-        "judge_reason": judged["judge_reason"],
-        "csv": CSV_NAME,
-        "headline": f"ROUGE-L {rl['before']} -> {rl['after']}; identity {idp['before']}% -> {idp['after']}% "
-        f"({len(rows)} test records)",
-        "notes": [f"{failures} sample(s) failed to generate (see {CSV_NAME})"] if failures else [],
-    }
+    return EvaluateResult(
+        settings=EvalSettings(
+            max_new_tokens=ec.max_new_tokens,
+            do_sample=ec.do_sample,
+            temperature=ec.temperature if ec.do_sample else NotMeasured(),  # null: greedy decoding
+            top_p=ec.top_p if ec.do_sample else NotMeasured(),
+            seed=ec.seed,
+            samples=len(rows),
+            batch_size=ec.batch_size,
+            generation_s=round(answers["generation_s"], 1),
+        ),
+        metrics=table,
+        examples=_examples(per, ec.num_examples, ec.seed),
+        qualitative=_qualitative(per, values),
+        identity=IdentityCheck(
+            questions=len(identity_rows),
+            before_hits=sum(metrics.contains_name(p["answer_before"], name) for p in identity_rows),
+            after_hits=sum(metrics.contains_name(p["answer_after"], name) for p in identity_rows),
+        ),
+        failures=failures,
+        judge=or_not_measured(judged["judge"]),  # null when no judge ran, with judge_reason beside it
+        judge_reason=or_not_measured(judged["judge_reason"]),
+        csv=CSV_NAME,
+        headline=f"ROUGE-L {_shown(rl.before)} -> {_shown(rl.after)}; "
+        f"identity {_shown(idp.before)}% -> {_shown(idp.after)}% ({len(rows)} test records)",
+        notes=[f"{failures} sample(s) failed to generate (see {CSV_NAME})"] if failures else [],
+    )
 
 
-def _examples(per: list[dict[str, Any]], n: int, seed: int) -> list[dict[str, Any]]:
+def _shown(value: Any) -> Any:
+    """A value for the headline: None (as the headline always showed it) when not measured."""
+    return value if measured(value) else None
+
+
+def _examples(per: list[dict[str, Any]], n: int, seed: int) -> list[EvalExample]:
     """Deterministic picks: the biggest ROUGE-L gains, one regression if any, one random by seed."""
     order = sorted(per, key=lambda p: (p["rougeL_after"] - p["rougeL_before"], p["id"]), reverse=True)
     chosen: list[tuple[str, dict[str, Any]]] = []
@@ -409,20 +428,18 @@ def _examples(per: list[dict[str, Any]], n: int, seed: int) -> list[dict[str, An
     if rest:
         chosen.append(("random", random.Random(seed).choice(rest)))
     return [
-        {
-            "id": p["id"],
-            "kind": kind,
-            "instruction": p["instruction"],
-            "input": p["input"],
-            "reference": p["reference"],
-            "before": p["answer_before"],
-            "after": p["answer_after"],
-            "rougeL_before": p["rougeL_before"],
-            "rougeL_after": p["rougeL_after"],
-            "verdict": _verdict(
-                p["rougeL_before"], p["rougeL_after"], p["chars_reference"], p["chars_after"]
-            ),
-        }
+        EvalExample(
+            id=p["id"],
+            kind=kind,
+            instruction=p["instruction"],
+            input=p["input"],
+            reference=p["reference"],
+            before=p["answer_before"],
+            after=p["answer_after"],
+            rougeL_before=p["rougeL_before"],
+            rougeL_after=p["rougeL_after"],
+            verdict=_verdict(p["rougeL_before"], p["rougeL_after"], p["chars_reference"], p["chars_after"]),
+        )
         for kind, p in chosen
     ]
 

@@ -25,6 +25,7 @@ from trainer import gguf_generate, gguf_info, prompt_format
 from trainer.config import PipelineConfig
 from trainer.errors import UserError
 from trainer.paths import LLAMA_CPP_CONVERTER
+from trainer.results import ExportResult, GgufVerification, ModelFile, or_not_measured
 from trainer.runfolder import RunDir, atomic_dir, atomic_path, dir_bytes, read_jsonl
 
 GGUF_DIR = "models/gguf"
@@ -115,7 +116,7 @@ def read_header(path: Path) -> dict[str, Any]:
     }
 
 
-def run(cfg: PipelineConfig, run_dir: RunDir) -> dict[str, Any]:
+def run(cfg: PipelineConfig, run_dir: RunDir) -> ExportResult:
     """Merge, convert and quantize the model, check it generates, write the Modelfile; returns the
     results that go into `export.json`. Each file is saved by its own step, atomically."""
     fmt = prompt_format.load(run_dir)
@@ -125,27 +126,31 @@ def run(cfg: PipelineConfig, run_dir: RunDir) -> dict[str, Any]:
     modelfile = _write_modelfile(run_dir, fmt, final, cfg)  # models/gguf/Modelfile
     rel = lambda p: str(Path(p).relative_to(run_dir.path))  # noqa: E731
     quant = cfg.export.quantization
-    return {
-        "merged": {"path": MERGED_DIR, "size_bytes": dir_bytes(merged), "dtype": cfg.export.merged_dtype},
-        "gguf_f16": {"path": rel(f16), "size_bytes": f16.stat().st_size},
-        "gguf": {
-            "path": rel(final),
-            "size_bytes": final.stat().st_size,
-            "quantization": quant,
-            "file_type": header["file_type"],
-        },
-        "verification": {
-            **header,
-            "prompt": prompt,
-            "generated_text": text,
-            "tokens": cfg.export.verify_tokens,
-        },
-        "modelfile": rel(modelfile),
-        "llama_cpp_python": importlib.metadata.version("llama_cpp_python"),
-        "headline": f"{quant} GGUF {final.stat().st_size / 1e6:.1f} MB (F16 {f16.stat().st_size / 1e6:.1f} MB); "
+    return ExportResult(
+        merged=ModelFile(path=MERGED_DIR, size_bytes=dir_bytes(merged), dtype=cfg.export.merged_dtype),
+        gguf_f16=ModelFile(path=rel(f16), size_bytes=f16.stat().st_size),
+        gguf=ModelFile(
+            path=rel(final),
+            size_bytes=final.stat().st_size,
+            quantization=quant,
+            file_type=header["file_type"],
+        ),
+        verification=GgufVerification(
+            # A header field the file lacks is null (read_header gives None).
+            architecture=or_not_measured(header["architecture"]),
+            file_type=header["file_type"],  # checked against the quantization by _to_gguf
+            tensor_count=header["tensor_count"],
+            context_length=or_not_measured(header["context_length"]),
+            prompt=prompt,
+            generated_text=text,
+            tokens=cfg.export.verify_tokens,
+        ),
+        modelfile=rel(modelfile),
+        llama_cpp_python=importlib.metadata.version("llama_cpp_python"),
+        headline=f"{quant} GGUF {final.stat().st_size / 1e6:.1f} MB (F16 {f16.stat().st_size / 1e6:.1f} MB); "
         f"llama.cpp generated {len(text)} chars",
-        "notes": [],
-    }
+        notes=[],
+    )
 
 
 def _to_gguf(run_dir: RunDir, merged: Path, quant: str) -> tuple[Path, Path, dict[str, Any]]:

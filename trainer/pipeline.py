@@ -1,7 +1,9 @@
 """Stage table and runner: `python run.py STAGE` and `python run.py all`.
 
-Each stage is one module with one entry point `run(cfg, run_dir) -> dict` (its key results). The
-runner writes `<stage>.json` around it: status, times, the config fingerprint and those results.
+Each stage is one module with one entry point `run(cfg, run_dir) -> <Stage>Result` (its typed key
+results, trainer/results/). The runner writes `<stage>.json` around it: status, times, the config
+fingerprint and `result.to_dict()`. A result that does not match its stage's type fails the stage
+when it is written (`ResultError`, naming the key), never later in a reader.
 A completed stage whose fingerprint matches the current config is skipped by `all` (so an
 interrupted `all` continues where it stopped); `--force` reruns it.
 
@@ -22,6 +24,7 @@ from typing import Any
 
 from trainer.config import PipelineConfig, stage_fingerprint, to_yaml
 from trainer.errors import UserError
+from trainer.results import RESULT_TYPES, ResultError, StageResult
 from trainer.runfolder import COMPLETED, RunDir, environment, now_iso, write_json, write_text
 
 # name -> (module, one-line description for --help). Order is the pipeline order.
@@ -45,7 +48,7 @@ class StageOutcome:
     status: str  # completed | skipped | failed
     duration_s: float = 0.0
     message: str = ""
-    results: dict[str, Any] = field(default_factory=dict)
+    results: dict[str, Any] = field(default_factory=dict)  # as written to `<stage>.json`
 
 
 def _env_int(names: tuple[str, ...], default: int) -> int:
@@ -71,9 +74,39 @@ def is_main_process() -> bool:
     return process_rank() == 0
 
 
-def _entry(stage: str) -> Callable[[PipelineConfig, RunDir], dict[str, Any]]:
+def _entry(stage: str) -> Callable[[PipelineConfig, RunDir], StageResult | dict[str, Any]]:
     module = importlib.import_module(STAGES[stage][0])
     return module.run
+
+
+def _results_to_write(stage: str, returned: Any) -> dict[str, Any]:
+    """What goes under `results` in `<stage>.json`: the stage's typed result as a dict, checked
+    against the stage's type so that a wrong shape fails now and not in a reader.
+
+    A stage may still return a plain dict (those not yet converted: deploy, benchmark, report): it
+    is decoded through the type and must encode back to itself, and is then written as returned
+    (so its key order is kept). A stage without a type (a test's stand-in) writes what it returned.
+    """
+    result_type = RESULT_TYPES.get(stage)
+    if result_type is None:
+        return returned.to_dict() if isinstance(returned, StageResult) else returned
+    if not isinstance(returned, (result_type, dict)):
+        raise ResultError(
+            f"the {stage} stage returned a {type(returned).__name__}, expected a {result_type.__name__}"
+        )
+    data = returned.to_dict() if isinstance(returned, StageResult) else returned
+    try:
+        # Decoding the written form checks nested objects too (a typed result can still hold
+        # a wrongly shaped value, e.g. a number where a list of checkpoints belongs).
+        again = result_type.from_dict(data).to_dict()
+    except ResultError as exc:
+        raise ResultError(f"the {stage} stage's results do not match {result_type.__name__}: {exc}") from None
+    if again != data:
+        changed = sorted(k for k in {*data, *again} if data.get(k) != again.get(k))
+        raise ResultError(
+            f"the {stage} stage's results do not round-trip through {result_type.__name__}: {changed}"
+        )
+    return data
 
 
 def prepare_run_dir(cfg: PipelineConfig, run_dir: RunDir, command: str) -> None:
@@ -107,7 +140,7 @@ def run_stage(stage: str, cfg: PipelineConfig, run_dir: RunDir, force: bool = Fa
     if main:
         write_json(run_dir.stage_file(stage), {**base, "status": "running"})
     try:
-        results = _entry(stage)(cfg, run_dir)
+        results = _results_to_write(stage, _entry(stage)(cfg, run_dir))
     except BaseException as exc:
         duration = time.perf_counter() - t0
         interrupted = isinstance(exc, KeyboardInterrupt)

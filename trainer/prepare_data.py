@@ -42,6 +42,17 @@ from trainer.data_formats import (
 )
 from trainer.errors import UserError
 from trainer.models import load_tokenizer, resolve_base_model
+from trainer.results import (
+    Augmentation,
+    DropWarning,
+    InputFile,
+    LengthChars,
+    LengthStats,
+    LengthTokens,
+    NotMeasured,
+    PrepareResult,
+    Splits,
+)
 from trainer.runfolder import ROOT, RunDir, write_jsonl
 
 MIN_TRAIN = 1
@@ -57,7 +68,7 @@ class _Cleaned:
     truncated: int = 0
 
 
-def run(cfg: PipelineConfig, run_dir: RunDir) -> dict[str, Any]:
+def run(cfg: PipelineConfig, run_dir: RunDir) -> PrepareResult:
     """Prepare the splits; returns the counts that go into `prepare.json`."""
     dc = cfg.data
     loaded = load_files(dc.files)
@@ -205,7 +216,7 @@ def _summarize(
     splits: dict[str, list[dict[str, Any]]],
     augmented: list[dict[str, Any]],
     fmt: prompt_format.PromptFormat,
-) -> dict[str, Any]:
+) -> PrepareResult:
     """The results for `prepare.json`: counts, drops with the main cause, lengths, files."""
     dc = cfg.data
     kept, rejections = cleaned.kept, cleaned.rejections
@@ -219,54 +230,54 @@ def _summarize(
     drop_warning = _drop_warning(dropped, len(loaded.records), dc.max_length)
     warnings = []
     if drop_warning:
-        warnings.append(drop_warning["message"])
-        print(f"warning: {drop_warning['message']}", file=sys.stderr, flush=True)
-    return {
-        "dataset_name": " + ".join(Path(f).stem for f in dc.files),
-        "inputs": loaded.inputs,
-        "records_in": len(loaded.records),
-        "records_kept": len(kept),
-        "splits": counts,
-        "dropped": dropped,
-        "truncated": cleaned.truncated,
-        "augmented": augmented,
-        "normalized": cleaned.normalized,
-        "drop_warning": drop_warning,
-        "record_formats": dict(sorted(Counter(r.get("format", "alpaca") for r in kept).items())),
-        "multi_turn_records": sum(r["turns"] > 1 for r in kept),
-        "identity_records": {k: sum(r["identity"] for r in v) for k, v in splits.items()},
-        "length_chars": {
-            "prompt": _stats([len(fmt.user_text(r["instruction"], r["input"])) for r in kept]),
-            "output": _stats([len(r["output"]) for r in kept]),
-        },
-        "length_tokens": {"total": _stats([r["n_tokens"] for r in kept])},
-        "max_length": dc.max_length,
-        "overlong": dc.overlong,
-        "prompt_format": fmt.name,
-        "files": {
+        warnings.append(drop_warning.message)
+        print(f"warning: {drop_warning.message}", file=sys.stderr, flush=True)
+    return PrepareResult(
+        dataset_name=" + ".join(Path(f).stem for f in dc.files),
+        inputs=[InputFile(path=i["path"], format=i["format"], records=i["records"]) for i in loaded.inputs],
+        records_in=len(loaded.records),
+        records_kept=len(kept),
+        splits=Splits(**counts),
+        dropped=dropped,
+        truncated=cleaned.truncated,
+        augmented=[Augmentation(**a) for a in augmented],
+        normalized=cleaned.normalized,
+        drop_warning=drop_warning or NotMeasured(),  # null: at most DROP_WARNING_SHARE dropped
+        record_formats=dict(sorted(Counter(r.get("format", "alpaca") for r in kept).items())),
+        multi_turn_records=sum(r["turns"] > 1 for r in kept),
+        identity_records=Splits(**{k: sum(r["identity"] for r in v) for k, v in splits.items()}),
+        length_chars=LengthChars(
+            prompt=_stats([len(fmt.user_text(r["instruction"], r["input"])) for r in kept]),
+            output=_stats([len(r["output"]) for r in kept]),
+        ),
+        length_tokens=LengthTokens(total=_stats([r["n_tokens"] for r in kept])),
+        max_length=dc.max_length,
+        overlong=dc.overlong,
+        prompt_format=fmt.name,
+        files={
             "train": "data/train.jsonl",
             "val": "data/val.jsonl",
             "test": "data/test.jsonl",
             "rejected": "data/rejected.jsonl",
         },
-        "headline": f"train {counts['train']} / val {counts['val']} / test {counts['test']}; "
+        headline=f"train {counts['train']} / val {counts['val']} / test {counts['test']}; "
         f"{len(rejections)} rejected",
-        "notes": notes,
-        "warnings": warnings,
-    }
+        notes=notes,
+        warnings=warnings,
+    )
 
 
-def _stats(values: list[int]) -> dict[str, float]:
+def _stats(values: list[int]) -> LengthStats:
     if not values:
-        return {"min": 0, "mean": 0.0, "p50": 0, "p95": 0, "max": 0}
+        return LengthStats(min=0, mean=0.0, p50=0, p95=0, max=0)
     ordered = sorted(values)
-    return {
-        "min": ordered[0],
-        "mean": round(statistics.fmean(ordered), 1),
-        "p50": round(metrics.percentile(ordered, 50), 1),
-        "p95": round(metrics.percentile(ordered, 95), 1),
-        "max": ordered[-1],
-    }
+    return LengthStats(
+        min=ordered[0],
+        mean=round(statistics.fmean(ordered), 1),
+        p50=round(metrics.percentile(ordered, 50), 1),
+        p95=round(metrics.percentile(ordered, 95), 1),
+        max=ordered[-1],
+    )
 
 
 def _test_split(
@@ -359,7 +370,7 @@ _DROP_FIXES = {
 }
 
 
-def _drop_warning(dropped: dict[str, int], records_in: int, max_length: int) -> dict[str, Any] | None:
+def _drop_warning(dropped: dict[str, int], records_in: int, max_length: int) -> DropWarning | None:
     """When more than DROP_WARNING_SHARE of the records were dropped: the share, the main cause
     and its fix (None otherwise)."""
     total = sum(dropped.values())
@@ -369,16 +380,16 @@ def _drop_warning(dropped: dict[str, int], records_in: int, max_length: int) -> 
     share_pct = round(100 * total / records_in, 1)
     fix = _DROP_FIXES.get(cause, "see data/rejected.jsonl")
     detail = f" longer than data.max_length={max_length} tokens" if cause == "too_long" else f" {cause}"
-    return {
-        "dropped": total,
-        "records_in": records_in,
-        "share_pct": share_pct,
-        "main_cause": cause,
-        "main_cause_count": dropped[cause],
-        "fix": fix,
-        "message": f"{total} of {records_in} records ({share_pct}%) were dropped, {dropped[cause]} of them as"
+    return DropWarning(
+        dropped=total,
+        records_in=records_in,
+        share_pct=share_pct,
+        main_cause=cause,
+        main_cause_count=dropped[cause],
+        fix=fix,
+        message=f"{total} of {records_in} records ({share_pct}%) were dropped, {dropped[cause]} of them as"
         f"{detail}: training uses only {records_in - total}. To keep them: {fix}.",
-    }
+    )
 
 
 if __name__ == "__main__":

@@ -22,7 +22,6 @@ checkpoints, `train.json`), and it alone decides which checkpoint to resume from
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import resource
@@ -32,13 +31,24 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from trainer import prompt_format
+from trainer import callbacks, prompt_format
 from trainer.backends import LOADERS, choose_backend, choose_precision, quantization
 from trainer.config import PipelineConfig, stage_fingerprint
 from trainer.errors import UserError
 from trainer.models import resolve_base_model
 from trainer.pipeline import is_main_process
 from trainer.recipe import optimizer_args, sft_trainer_class, tokenize_conversation
+from trainer.results import (
+    Checkpoint,
+    Hyperparameters,
+    LoraSettings,
+    NotMeasured,
+    TrainFiles,
+    TrainResources,
+    TrainResult,
+    TrainTimeBudget,
+    or_not_measured,
+)
 from trainer.runfolder import RunDir, atomic_dir, cpu_model, dir_bytes, read_jsonl, write_text
 
 log = logging.getLogger("trainer.train")
@@ -66,7 +76,7 @@ class _Setup:
     log_handler: logging.Handler | None
 
 
-def run(cfg: PipelineConfig, run_dir: RunDir) -> dict[str, Any]:
+def run(cfg: PipelineConfig, run_dir: RunDir) -> TrainResult:
     """Train the LoRA adapter; returns the results that go into `train.json`."""
     setup = _setup(cfg, run_dir)
     params_total = sum(p.numel() for p in setup.model.parameters())
@@ -74,7 +84,7 @@ def run(cfg: PipelineConfig, run_dir: RunDir) -> dict[str, Any]:
     fit = _fit(cfg, run_dir, setup)
     _save_adapter(run_dir, setup, fit.trainer)
     if not setup.main:
-        return {"global_step": fit.trainer.state.global_step}  # train.json is the main process's
+        return TrainResult(global_step=fit.trainer.state.global_step)  # train.json is the main process's
     results = _summarize(cfg, run_dir, setup, fit, params_total, params_trainable)
     if setup.log_handler:
         logging.getLogger("trainer").removeHandler(setup.log_handler)
@@ -178,7 +188,7 @@ class _Fit:
     resume_step: int
     wall_s: float
     eval_metrics: dict[str, Any]
-    time_budget: dict[str, Any]
+    time_budget: TrainTimeBudget
 
 
 def _fit(cfg: PipelineConfig, run_dir: RunDir, setup: _Setup) -> _Fit:
@@ -199,7 +209,9 @@ def _fit(cfg: PipelineConfig, run_dir: RunDir, setup: _Setup) -> _Fit:
         train_dataset=setup.train_ds,
         eval_dataset=setup.val_ds,
         processing_class=setup.tokenizer,
-        callbacks=_callbacks(run_dir, resume_step, setup.main, budget := TimeBudget(cfg.train.max_minutes)),
+        callbacks=callbacks.make(
+            run_dir, resume_step, setup.main, budget := callbacks.TimeBudget(cfg.train.max_minutes)
+        ),
     )
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
@@ -231,31 +243,33 @@ def _save_adapter(run_dir: RunDir, setup: _Setup, trainer: Any) -> None:
 
 def _checkpoint_records(
     run_dir: RunDir, losses: list[dict[str, Any]], evals: list[dict[str, Any]], state: Any
-) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
-    """(every complete checkpoint with its losses, the best one by eval loss or None)."""
+) -> tuple[list[Checkpoint], Checkpoint | NotMeasured]:
+    """(every complete checkpoint with its losses, the best one by eval loss: null when none)."""
     checkpoints = []
     for path in _complete_checkpoints(run_dir / CHECKPOINTS):
         step = int(path.name.split("-")[-1])
         checkpoints.append(
-            {
-                "step": step,
-                "train_loss": next((r["loss"] for r in reversed(losses) if r["step"] <= step), None),
-                "eval_loss": next((r["eval_loss"] for r in evals if r["step"] == step), None),
-                "path": str(path.relative_to(run_dir.path)),
-            }
+            Checkpoint(
+                step=step,
+                train_loss=or_not_measured(
+                    next((r["loss"] for r in reversed(losses) if r["step"] <= step), None)
+                ),
+                eval_loss=or_not_measured(next((r["eval_loss"] for r in evals if r["step"] == step), None)),
+                path=str(path.relative_to(run_dir.path)),
+            )
         )
-    best = None
+    best: Checkpoint | NotMeasured = NotMeasured()
     if state.best_model_checkpoint:
         best_step = int(Path(state.best_model_checkpoint).name.split("-")[-1])
-        best = {
-            "step": best_step,
-            "eval_loss": state.best_metric,
-            "path": str(Path(state.best_model_checkpoint).relative_to(run_dir.path)),
-        }
+        best = Checkpoint(
+            step=best_step,
+            eval_loss=or_not_measured(state.best_metric),
+            path=str(Path(state.best_model_checkpoint).relative_to(run_dir.path)),
+        )
     return checkpoints, best
 
 
-def _resources(run_dir: RunDir, fit: _Fit) -> dict[str, Any]:
+def _resources(run_dir: RunDir, fit: _Fit) -> TrainResources:
     """Wall time, throughput, peak memory and disk of this training run."""
     import torch
 
@@ -264,19 +278,20 @@ def _resources(run_dir: RunDir, fit: _Fit) -> dict[str, Any]:
     steps_this_run = max(1, state.global_step - fit.resume_step)
     wall = fit.wall_s
     cuda = torch.cuda.is_available()
-    return {
-        "wall_time_s": round(wall, 2),
-        "trained_tokens": trained_tokens,
-        "tokens_per_s": round(trained_tokens * (steps_this_run / max(1, state.global_step)) / wall, 2),
-        "s_per_step": round(wall / steps_this_run, 3),
-        "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
-        "peak_gpu_reserved_bytes": torch.cuda.max_memory_reserved() if cuda else None,
-        "peak_gpu_allocated_bytes": torch.cuda.max_memory_allocated() if cuda else None,
-        "gpu_reason": None if cuda else "no CUDA GPU on this machine",
-        "gpu_name": torch.cuda.get_device_name(0) if cuda else None,
-        "cpu_model": cpu_model(),
-        "disk_bytes": dir_bytes(run_dir / "adapter") + dir_bytes(run_dir / CHECKPOINTS),
-    }
+    no_gpu = NotMeasured("no CUDA GPU on this machine")  # written once, as `gpu_reason`
+    return TrainResources(
+        wall_time_s=round(wall, 2),
+        trained_tokens=trained_tokens,
+        tokens_per_s=round(trained_tokens * (steps_this_run / max(1, state.global_step)) / wall, 2),
+        s_per_step=round(wall / steps_this_run, 3),
+        peak_rss_bytes=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+        peak_gpu_reserved_bytes=torch.cuda.max_memory_reserved() if cuda else no_gpu,
+        peak_gpu_allocated_bytes=torch.cuda.max_memory_allocated() if cuda else no_gpu,
+        gpu_reason=NotMeasured() if cuda else no_gpu.why,  # null when there is a GPU
+        gpu_name=torch.cuda.get_device_name(0) if cuda else no_gpu,
+        cpu_model=cpu_model(),
+        disk_bytes=dir_bytes(run_dir / "adapter") + dir_bytes(run_dir / CHECKPOINTS),
+    )
 
 
 def _notes(cfg: PipelineConfig, setup: _Setup, fit: _Fit, world: int) -> list[str]:
@@ -289,10 +304,10 @@ def _notes(cfg: PipelineConfig, setup: _Setup, fit: _Fit, world: int) -> list[st
         notes.append(setup.precision_reason)
     if fit.resume:
         notes.append(f"resumed from {fit.resume.name}")
-    if fit.time_budget["stopped_early"]:
+    if fit.time_budget.stopped_early is True:
         notes.append(
             f"stopped by train.max_minutes={cfg.train.max_minutes:g} after step "
-            f"{fit.time_budget['stopped_at_step']} of {fit.time_budget['planned_steps']}"
+            f"{fit.time_budget.stopped_at_step} of {fit.time_budget.planned_steps}"
         )
     if world > 1:
         notes.append(
@@ -303,7 +318,7 @@ def _notes(cfg: PipelineConfig, setup: _Setup, fit: _Fit, world: int) -> list[st
 
 def _summarize(
     cfg: PipelineConfig, run_dir: RunDir, setup: _Setup, fit: _Fit, params_total: int, params_trainable: int
-) -> dict[str, Any]:
+) -> TrainResult:
     """The results for `train.json`, from the trainer's state and `logs/metrics.jsonl`."""
     import torch
 
@@ -316,59 +331,54 @@ def _summarize(
     checkpoints, best = _checkpoint_records(run_dir, losses, evals, state)
     resources = _resources(run_dir, fit)
     cuda = torch.cuda.is_available()
-    return {
-        "backend": setup.backend,
-        "backend_reason": setup.backend_reason,
-        "precision": setup.precision,
-        "precision_reason": setup.precision_reason,
-        "device": torch.cuda.get_device_name(0) if cuda else f"CPU ({cpu_model()})",
-        "quantization": "4-bit NF4" if setup.four_bit else "none",
-        "quantization_reason": setup.quant_reason,
-        "base_model": cfg.model.name,
-        "base_model_path": setup.model_ref,
-        "params_total": params_total,
-        "params_trainable": params_trainable,
-        "lora": {
-            "r": t.lora_r,
-            "alpha": t.lora_alpha,
-            "dropout": t.lora_dropout,
-            "target_modules": t.target_modules,
-        },
-        "hyperparameters": {
-            "epochs": t.epochs,
-            "max_steps": t.max_steps,
-            "per_device_batch_size": t.per_device_batch_size,
-            "gradient_accumulation_steps": t.gradient_accumulation_steps,
-            "effective_batch_size": t.per_device_batch_size * t.gradient_accumulation_steps * world,
-            "learning_rate": t.learning_rate,
-            "warmup_steps": t.warmup_steps,
-            "lr_scheduler": t.lr_scheduler,
-            "optimizer": t.optimizer,
-            "max_length": cfg.data.max_length,
-            "world_size": world,
-            "seed": t.seed,
-        },
-        "global_step": state.global_step,
-        "train_loss_first": losses[0]["loss"] if losses else None,
-        "train_loss_last": losses[-1]["loss"] if losses else None,
-        "eval_loss_first": evals[0]["eval_loss"] if evals else None,
-        "eval_loss_last": fit.eval_metrics.get("eval_loss"),
-        "checkpoints": checkpoints,
-        "best_checkpoint": best,
-        "resumed_from": str(fit.resume.relative_to(run_dir.path)) if fit.resume else None,
-        "resources": resources,
-        "time_budget": fit.time_budget,
-        "files": {
-            "adapter": "adapter",
-            "metrics": "logs/metrics.jsonl",
-            "log": "logs/training.log",
-            "tensorboard": "runs",
-        },
-        "headline": f"{setup.backend}/{setup.precision}, {state.global_step} steps, loss "
+    return TrainResult(
+        backend=setup.backend,
+        backend_reason=setup.backend_reason,
+        precision=setup.precision,
+        precision_reason=setup.precision_reason,
+        device=torch.cuda.get_device_name(0) if cuda else f"CPU ({cpu_model()})",
+        quantization="4-bit NF4" if setup.four_bit else "none",
+        quantization_reason=setup.quant_reason,
+        base_model=cfg.model.name,
+        base_model_path=setup.model_ref,
+        params_total=params_total,
+        params_trainable=params_trainable,
+        lora=LoraSettings(
+            r=t.lora_r, alpha=t.lora_alpha, dropout=t.lora_dropout, target_modules=t.target_modules
+        ),
+        hyperparameters=Hyperparameters(
+            epochs=t.epochs,
+            max_steps=t.max_steps,
+            per_device_batch_size=t.per_device_batch_size,
+            gradient_accumulation_steps=t.gradient_accumulation_steps,
+            effective_batch_size=t.per_device_batch_size * t.gradient_accumulation_steps * world,
+            learning_rate=t.learning_rate,
+            warmup_steps=t.warmup_steps,
+            lr_scheduler=t.lr_scheduler,
+            optimizer=t.optimizer,
+            max_length=cfg.data.max_length,
+            world_size=world,
+            seed=t.seed,
+        ),
+        global_step=state.global_step,
+        train_loss_first=losses[0]["loss"] if losses else NotMeasured(),
+        train_loss_last=losses[-1]["loss"] if losses else NotMeasured(),
+        eval_loss_first=evals[0]["eval_loss"] if evals else NotMeasured(),
+        eval_loss_last=or_not_measured(fit.eval_metrics.get("eval_loss")),
+        checkpoints=checkpoints,
+        best_checkpoint=best,
+        # null: trained from scratch
+        resumed_from=str(fit.resume.relative_to(run_dir.path)) if fit.resume else NotMeasured(),
+        resources=resources,
+        time_budget=fit.time_budget,
+        files=TrainFiles(
+            adapter="adapter", metrics="logs/metrics.jsonl", log="logs/training.log", tensorboard="runs"
+        ),
+        headline=f"{setup.backend}/{setup.precision}, {state.global_step} steps, loss "
         f"{losses[0]['loss'] if losses else float('nan'):.3f} -> {losses[-1]['loss'] if losses else float('nan'):.3f}, "
-        f"{resources['tokens_per_s']:.0f} tok/s",
-        "notes": _notes(cfg, setup, fit, world),
-    }
+        f"{resources.tokens_per_s:.0f} tok/s",
+        notes=_notes(cfg, setup, fit, world),
+    )
 
 
 def _complete_checkpoints(ckpt_dir: Path) -> list[Path]:
@@ -407,92 +417,6 @@ def _resume_point(ckpt_dir: Path, fingerprint: str, main: bool, world_size: int)
 
         newest = broadcast_object_list([newest], from_process=0)[0]
     return ckpt_dir / newest if newest else None
-
-
-class TimeBudget:
-    """Stops training after the optimizer step that uses up `train.max_minutes` (0: never).
-
-    All processes of a data-parallel run stop at the same step: the decision of the slowest clock
-    is shared, or one rank would wait forever for the others at the next gradient sync.
-    """
-
-    def __init__(self, max_minutes: float) -> None:
-        self.max_s = max_minutes * 60
-        self.start = time.perf_counter()
-        self.stopped_at: int | None = None
-
-    def begin(self) -> None:
-        self.start = time.perf_counter()
-
-    def step_end(self, state: Any, control: Any) -> None:
-        """After each optimizer step: stop (and checkpoint) once the budget is used up."""
-        if self.max_s <= 0 or control.should_training_stop:
-            return
-        over = time.perf_counter() - self.start >= self.max_s
-        import torch.distributed as dist
-
-        if dist.is_available() and dist.is_initialized():
-            import torch
-
-            flag = torch.tensor([int(over)], device="cuda" if torch.cuda.is_available() else "cpu")
-            dist.all_reduce(flag, op=dist.ReduceOp.MAX)
-            over = bool(flag.item())
-        if over:
-            self.stopped_at = state.global_step
-            control.should_training_stop = True
-            control.should_save = True  # the stopping step becomes a resume point
-
-    def record(self, state: Any) -> dict[str, Any]:
-        """`time_budget` in train.json: the limit, whether it stopped training, and where."""
-        return {
-            "max_minutes": self.max_s / 60 if self.max_s > 0 else None,
-            "stopped_early": self.stopped_at is not None,
-            "stopped_at_step": self.stopped_at,
-            "planned_steps": state.max_steps,
-        }
-
-
-def _callbacks(run_dir: RunDir, resume_step: int, main: bool, budget: TimeBudget) -> list[Any]:
-    from transformers import TrainerCallback
-
-    metrics_path = run_dir / "logs" / "metrics.jsonl"
-    if main:
-        # On resume, keep the log lines up to the checkpoint and drop those of the lost steps.
-        kept = (
-            [r for r in read_jsonl(metrics_path) if r.get("step", 0) <= resume_step]
-            if metrics_path.exists()
-            else []
-        )
-        write_text(metrics_path, "".join(json.dumps(r) + "\n" for r in kept))
-
-    class MetricsLog(TrainerCallback):
-        def on_log(self, args, state, control, logs=None, **kwargs):
-            if not state.is_world_process_zero or not logs:
-                return
-            row: dict[str, Any] = {"step": state.global_step, "epoch": round(state.epoch or 0, 4)}
-            if "loss" in logs:
-                row.update(
-                    loss=logs["loss"],
-                    learning_rate=logs.get("learning_rate"),
-                    grad_norm=logs.get("grad_norm"),
-                    tokens_seen=logs.get("num_input_tokens_seen", state.num_input_tokens_seen),
-                )
-            elif "eval_loss" in logs:
-                row["eval_loss"] = logs["eval_loss"]
-            else:
-                return
-            with open(metrics_path, "a", encoding="utf-8") as fh:
-                fh.write(json.dumps(row) + "\n")
-            log.info("step %s %s", state.global_step, {k: v for k, v in row.items() if k != "step"})
-
-    class StopOnBudget(TrainerCallback):
-        def on_train_begin(self, args, state, control, **kwargs):
-            budget.begin()
-
-        def on_step_end(self, args, state, control, **kwargs):
-            budget.step_end(state, control)
-
-    return [MetricsLog(), StopOnBudget()]
 
 
 def _setup_logging(run_dir: RunDir) -> logging.Handler:

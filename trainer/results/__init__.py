@@ -30,6 +30,7 @@ from trainer.results.base import (
     ResultError,
     StageResult,
     measured,
+    or_not_measured,
 )
 from trainer.results.serving import (
     ApiCase,
@@ -73,6 +74,7 @@ from trainer.results.training import (
     TrainFiles,
     TrainResources,
     TrainResult,
+    TrainTimeBudget,
 )
 
 # ---- env.json -------------------------------------------------------------------------------------
@@ -211,7 +213,9 @@ __all__ = [
     "TrainFiles",
     "TrainResources",
     "TrainResult",
+    "TrainTimeBudget",
     "load_env",
     "load_result",
     "measured",
+    "or_not_measured",
 ]

@@ -54,6 +54,15 @@ def measured(value: Any) -> bool:
     return value is not None and not isinstance(value, NotMeasured)
 
 
+V = TypeVar("V")
+
+
+def or_not_measured(value: V | None, why: str = "") -> V | NotMeasured:
+    """`value`, or `NotMeasured(why)` when it is None: for a stage whose measurement gives None when
+    it could not be made (an empty loss log, a header field the file lacks)."""
+    return NotMeasured(why) if value is None else value
+
+
 # A null without its own `<key>_reason` also looks for the key without its unit suffix
 # (`vram_bytes` -> `vram_reason`) and for a plain `reason`, as the stages write them.
 _UNIT_SUFFIX = re.compile(r"_(bytes|s|ms|ns|pct|per_s)$")
@@ -181,7 +190,22 @@ OptStr = str | NotMeasured
 
 @dataclass(kw_only=True)
 class StageResult(Record):
-    """What every stage result may carry: one line for the terminal and what it skipped or fell back on."""
+    """What every stage result may carry: one line for the terminal and what it skipped or fell back on.
+
+    `headline` is a field, not a method: it is data of the run, written once by the stage that
+    knows what to say (`run.py` prints it; the report's stage table shows it as written, also for a
+    run folder made by an older version).
+    """
 
     headline: OptStr = ABSENT  # English, for the terminal summary; the report shows it as written
     notes: list[str] | NotMeasured = ABSENT
+    # Written after the stage's own keys, as the stages always wrote them (a base class's fields
+    # would otherwise come first), so that `<stage>.json` files of old and new runs diff cleanly.
+    trailing_keys: ClassVar[tuple[str, ...]] = ("headline", "notes")
+
+    def to_dict(self) -> dict[str, Any]:
+        out = super().to_dict()
+        for key in self.trailing_keys:
+            if key in out:
+                out[key] = out.pop(key)
+        return out

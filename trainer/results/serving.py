@@ -29,8 +29,10 @@ class GgufVerification(Record):
     architecture: OptStr = ABSENT
     file_type: OptStr = ABSENT
     tensor_count: OptNum = ABSENT
+    context_length: OptNum = ABSENT  # the trained context; the check never asks llama.cpp for more
     prompt: OptStr = ABSENT
     generated_text: OptStr = ABSENT
+    tokens: OptNum = ABSENT  # export.verify_tokens: the most tokens the check generated
 
 
 @dataclass(kw_only=True)

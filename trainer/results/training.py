@@ -6,7 +6,7 @@ Part of the run folder contract (`trainer.results`, docs/ARTIFACTS.md); stdlib o
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 from trainer.results.base import ABSENT, NotMeasured, OptNum, OptStr, Record, StageResult
 
@@ -22,9 +22,11 @@ class InputFile(Record):
 
 @dataclass(kw_only=True)
 class Splits(Record):
-    train: OptNum = ABSENT
-    val: OptNum = ABSENT
+    """Records per split, in the order prepare writes them (test and val are cut first)."""
+
     test: OptNum = ABSENT
+    val: OptNum = ABSENT
+    train: OptNum = ABSENT
 
 
 @dataclass(kw_only=True)
@@ -90,6 +92,7 @@ class PrepareResult(StageResult):
     overlong: OptStr = ABSENT
     prompt_format: OptStr = ABSENT
     files: dict[str, str] | NotMeasured = ABSENT
+    trailing_keys: ClassVar[tuple[str, ...]] = ("headline", "notes", "warnings")
 
 
 # ---- train.json -----------------------------------------------------------------------------------
@@ -139,7 +142,7 @@ class TrainResources(Record):
     )  # null on CPU
     peak_gpu_allocated_bytes: OptNum = field(default=ABSENT, metadata={"reason_key": "gpu_reason"})
     gpu_reason: OptStr = ABSENT
-    gpu_name: OptStr = ABSENT
+    gpu_name: OptStr = field(default=ABSENT, metadata={"reason_key": "gpu_reason"})
     cpu_model: OptStr = ABSENT
     disk_bytes: OptNum = ABSENT
 
@@ -150,6 +153,14 @@ class TrainFiles(Record):
     metrics: OptStr = ABSENT
     log: OptStr = ABSENT
     tensorboard: OptStr = ABSENT
+
+
+@dataclass(kw_only=True)
+class TrainTimeBudget(Record):
+    max_minutes: OptNum = ABSENT  # null: no budget (train.max_minutes=0)
+    stopped_early: bool | NotMeasured = ABSENT
+    stopped_at_step: OptNum = ABSENT  # null: the budget did not stop training
+    planned_steps: OptNum = ABSENT
 
 
 @dataclass(kw_only=True)
@@ -176,6 +187,7 @@ class TrainResult(StageResult):
     best_checkpoint: Checkpoint | NotMeasured = ABSENT
     resumed_from: OptStr = ABSENT  # null: trained from scratch
     resources: TrainResources | NotMeasured = ABSENT
+    time_budget: TrainTimeBudget | NotMeasured = ABSENT  # train.max_minutes
     files: TrainFiles | NotMeasured = ABSENT
 
 
@@ -191,6 +203,7 @@ class EvalSettings(Record):
     seed: OptNum = ABSENT
     samples: OptNum = ABSENT
     batch_size: OptNum = ABSENT
+    generation_s: OptNum = ABSENT  # both models' answers to the test split
 
 
 @dataclass(kw_only=True)
@@ -230,6 +243,8 @@ class QualitativeMeasure(Record):
     measure: OptStr = ABSENT  # Chinese, what stands in for the dimension
     higher_is_better: bool | NotMeasured = ABSENT
     reason: OptStr = ABSENT  # why before or after is missing
+    distinct2_before: OptNum = ABSENT  # fluency only: the repetition side of it
+    distinct2_after: OptNum = ABSENT
 
 
 @dataclass(kw_only=True)
