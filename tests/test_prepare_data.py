@@ -422,6 +422,7 @@ def test_identity_test_size_holds_out_that_many_identity_questions(bundled, tmp_
     test = read_split(run, "test")
     assert sum(r["identity"] for r in test) == 10
     assert res["identity_records"]["train"] > 0  # training still sees the name
+    assert res["identity_records"]["val"] > 0  # and the validation loss covers identity answers
     everything = sorted(r for s in SPLITS for r in split_contents(run)[s])
     assert everything == sorted(r for s in SPLITS for r in split_contents(run_dir)[s])  # nothing lost
 

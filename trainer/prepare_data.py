@@ -185,6 +185,8 @@ def _split(
     test = _test_split(ordered, n_test, dc.identity_test_size, dc.seed)
     held = {id(r) for r in test}
     rest = [r for r in ordered if id(r) not in held]
+    if dc.identity_test_size > 0:  # the test split took identity rows from the front: interleave again
+        rest = _stratified_order(rest, dc.seed)
     splits = {"test": test, "val": rest[:n_val], "train": rest[n_val:]}
     augmented = []
     if dc.identity_oversample > 1:
