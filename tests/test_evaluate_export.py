@@ -75,3 +75,19 @@ def test_export_produces_a_q4_k_m_gguf_llamacpp_runs(exported):
     assert out["usage"]["completion_tokens"] >= 1
     modelfile = (run_dir / res["modelfile"]).read_text()
     assert modelfile.startswith("FROM ./model-Q4_K_M.gguf") or "FROM ./model-Q4_K_M.gguf" in modelfile
+
+
+def test_generation_stops_at_max_tokens_even_on_stray_byte_tokens(exported):
+    """A barely trained model emits byte-fallback tokens that never form UTF-8; llama-cpp-python's
+    create_completion did not count them and ran the context full ("llama_decode returned 1")."""
+    from pathlib import Path
+
+    from trainer import gguf_generate
+
+    _, run_dir = exported
+    res = json.loads((run_dir / "export.json").read_text())["results"]
+    prompt = json.loads((run_dir / "data" / "test.jsonl").read_text().splitlines()[0])["prompt"]
+    for path in (res["gguf"]["path"], res["gguf_f16"]["path"]):
+        out = gguf_generate.generate(Path(run_dir / path), prompt, max_tokens=24, stop=["</s>"], n_ctx=512)
+        assert out["tokens"] <= 24 and out["finish_reason"] in ("stop", "length")
+        assert "\ufffd" not in out["text"]

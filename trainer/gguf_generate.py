@@ -19,17 +19,34 @@ from typing import Any
 
 from trainer.errors import UserError
 
+# The child counts generated tokens itself: llama-cpp-python's create_completion holds back bytes
+# of an unfinished UTF-8 character and does not count them against max_tokens, so a model that
+# emits stray byte tokens (a barely trained one does) would generate until the context is full and
+# fail with "llama_decode returned 1" (measured on the tiny test model).
 _CHILD = """
 import json, sys
+import llama_cpp
 from llama_cpp import Llama
 args = json.loads(sys.argv[1])
 llm = Llama(model_path=args["path"], n_ctx=args["n_ctx"], n_threads=args["threads"],
             n_threads_batch=args["threads"], verbose=False, seed=0)
-out = llm.create_completion(args["prompt"], max_tokens=args["max_tokens"], temperature=0.0,
-                            repeat_penalty=args["repeat_penalty"], stop=args["stop"])
-choice = out["choices"][0]
-print(json.dumps({"text": choice["text"], "finish_reason": choice.get("finish_reason"),
-                  "tokens": out["usage"]["completion_tokens"]}))
+prompt = llm.tokenize(args["prompt"].encode(), add_bos=True, special=True)
+room = max(0, min(args["max_tokens"], args["n_ctx"] - len(prompt)))
+out, finish, text = [], "length", ""
+if room:
+    for tok in llm.generate(prompt, temp=0.0, repeat_penalty=args["repeat_penalty"]):
+        if llama_cpp.llama_vocab_is_eog(llm._model.vocab, tok):
+            finish = "stop"
+            break
+        out.append(tok)
+        text = llm.detokenize(out).decode("utf-8", errors="ignore")
+        cut = min((text.find(s) for s in args["stop"] if s and s in text), default=-1)
+        if cut >= 0:
+            text, finish = text[:cut], "stop"
+            break
+        if len(out) >= room:
+            break
+print(json.dumps({"text": text, "finish_reason": finish, "tokens": len(out)}))
 """
 
 
