@@ -134,7 +134,7 @@ def test_pipeline_stage_benchmarks_the_deployed_model(
     )
     cfg = load_config(None, ["benchmark.concurrency=[1, 2]", "benchmark.num_requests=2", "benchmark.max_tokens=16",
                              "benchmark.threads=1"])  # fmt: skip
-    results = pipeline.run(cfg, run_dir)
+    results = pipeline.run(cfg, run_dir).to_dict()
     assert results["engine"] == "ollama"
     assert "deployed" in results["settings"]["engine_reason"]
     assert results["settings"]["prompt_format"] == "chatml"

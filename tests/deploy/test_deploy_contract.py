@@ -34,7 +34,7 @@ def test_no_server_records_not_deployed_with_the_command(
     tmp_path: Path, smollm2_gguf: Path, refused_host: str
 ) -> None:
     cfg, run_dir = make_run_folder(tmp_path, smollm2_gguf, refused_host)
-    results = deploy.run(cfg, run_dir)
+    results = deploy.run(cfg, run_dir).to_dict()
     assert results["status"] == "not_deployed"
     assert results["reason"] == f"no Ollama at {refused_host}"
     assert (
@@ -63,7 +63,7 @@ def test_deploy_creates_the_model_and_detects_a_template_mismatch(
 ) -> None:
     server = replay(DEPLOY_ROUTES)
     cfg, run_dir = make_run_folder(tmp_path, smollm2_gguf, server.url)
-    results = deploy.run(cfg, run_dir)
+    results = deploy.run(cfg, run_dir).to_dict()
 
     assert results["status"] == "deployed"
     assert results["ollama_version"] == "0.33.0-rc2"
@@ -122,7 +122,7 @@ def test_blob_already_on_the_server_is_not_sent(tmp_path: Path, smollm2_gguf: Pa
     )
     cfg, run_dir = make_run_folder(tmp_path, smollm2_gguf, server.url)
     cfg.deploy.test_prompts = 0
-    results = deploy.run(cfg, run_dir)
+    results = deploy.run(cfg, run_dir).to_dict()
     assert results["status"] == "deployed"
     assert server.requests_to("POST", "/api/blobs/") == []
     assert any("upload skipped" in note for note in results["notes"])
