@@ -1,4 +1,4 @@
-"""Benchmark outputs: the per-request CSV and the terminal table.
+"""Benchmark outputs: the per-request CSV, the terminal table and the one-line headline.
 
 Used by `python -m benchmarks` (CSV beside the JSON) and `python run.py benchmark`
 (`benchmark_requests.csv` in the run folder). Files are written atomically
@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from trainer.metrics import mean
+from trainer.results import BenchmarkResult
 from trainer.runfolder import write_text
 
 CSV_COLUMNS = [
@@ -204,3 +205,21 @@ def markdown_table(results: dict[str, Any]) -> str:
             f"| {_fmt(row['requests_per_s'], 2)} |"
         )
     return "\n".join(lines) + "\n"
+
+
+def headline(result: BenchmarkResult) -> str:
+    """One English line for the terminal: decode speed and TTFT at the lowest measured concurrency."""
+    rows = [r for r in result.summary if r.decode_tokens_per_s]
+    if not rows:
+        return f"{result.engine}: no successful request"
+    first = rows[0]
+    text = (
+        f"{result.engine} {result.quantization or ''}: "
+        f"{first.decode_tokens_per_s:.1f} tok/s decode, TTFT p50 {first.ttft_ms.p50:.0f} ms at concurrency "
+        f"{first.concurrency}"
+    )
+    if result.roofline.achieved_fraction:
+        text += f", {result.roofline.achieved_fraction * 100:.0f}% of the roofline limit"
+    if result.partial:
+        text += " (PARTIAL)"
+    return text

@@ -8,7 +8,7 @@ answers, else the llama.cpp server on the GGUF.
 
 Writes `benchmark_requests.csv` (one row per request), `report_assets/benchmark_latency.png`,
 `report_assets/benchmark_tokens_per_s.png` and `logs/benchmark_server.log` (llama.cpp); returns
-the results the runner stores in `benchmark.json` (docs/ARTIFACTS.md). Failed requests are
+the `BenchmarkResult` the runner stores in `benchmark.json` (docs/ARTIFACTS.md). Failed requests are
 counted, not raised; if every request failed the stage fails. Ctrl-C keeps what was measured in
 `benchmark_requests.csv` and `benchmark.partial.json`, then stops.
 """
@@ -19,12 +19,13 @@ from typing import Any
 
 from benchmarks import outputs
 from benchmarks.prompts import load_prompts
-from benchmarks.runner import INTERRUPTED, resolve_threads, run_benchmark
+from benchmarks.runner import INTERRUPTED, measure, resolve_threads
 from benchmarks.spec import BenchSettings
 from trainer import prompt_format
 from trainer.config import PipelineConfig
 from trainer.errors import UserError
 from trainer.ollama_client import answers, resolve_host
+from trainer.results import BenchFiles, BenchmarkResult, NotMeasured
 from trainer.runfolder import RunDir, write_json
 
 CSV_NAME = "benchmark_requests.csv"
@@ -95,7 +96,8 @@ def choose_engine(cfg: PipelineConfig, run_dir: RunDir) -> tuple[str, str, str, 
     return "llamacpp", reason, gguf, gguf
 
 
-def run(cfg: PipelineConfig, run_dir: RunDir) -> dict[str, Any]:
+def run(cfg: PipelineConfig, run_dir: RunDir) -> BenchmarkResult:
+    """Benchmark the exported model on the chosen engine; the results of benchmark.json."""
     run_dir = run_dir if isinstance(run_dir, RunDir) else RunDir(run_dir)
     bench = cfg.benchmark
     engine, reason, model, gguf = choose_engine(cfg, run_dir)
@@ -111,26 +113,28 @@ def run(cfg: PipelineConfig, run_dir: RunDir) -> dict[str, Any]:
         server_log=run_dir / "logs" / "benchmark_server.log" if engine == "llamacpp" else None,
         llamacpp_server=bench.llamacpp_server,
     )  # fmt: skip
-    results = run_benchmark(settings, progress=lambda msg: print(f"    {msg}", flush=True))
+    result = measure(settings, progress=lambda msg: print(f"    {msg}", flush=True))
 
-    outputs.write_csv(run_dir / CSV_NAME, results["samples"])
+    samples = list(result.samples)
+    outputs.write_csv(run_dir / CSV_NAME, samples)
     from benchmarks.charts import write_charts
 
-    charts = write_charts(results, run_dir / ASSETS)
-    results["files"] = {
-        "csv": CSV_NAME,
-        "charts": [str(p.relative_to(run_dir.path)) for p in charts],
-    }
-    if settings.server_log:
-        results["files"]["server_log"] = str(settings.server_log.relative_to(run_dir.path))
-    if results.get("partial_reason") == INTERRUPTED:
-        write_json(run_dir / "benchmark.partial.json", results)
+    charts = write_charts(result.to_dict(), run_dir / ASSETS)
+    result.files = BenchFiles(
+        csv=CSV_NAME,
+        charts=[str(p.relative_to(run_dir.path)) for p in charts],
+        server_log=str(settings.server_log.relative_to(run_dir.path))
+        if settings.server_log
+        else NotMeasured(absent=True),
+    )
+    if result.partial_reason == INTERRUPTED:
+        write_json(run_dir / "benchmark.partial.json", result.to_dict())
         raise KeyboardInterrupt
-    if results["requests_total"] and results["failures_total"] == results["requests_total"]:
-        first = next(s["error"] for s in results["samples"] if not s["ok"])
+    if result.requests_total and result.failures_total == result.requests_total:
+        first = next(s["error"] for s in samples if not s["ok"])
         raise UserError(
-            f"all {results['requests_total']} benchmark requests failed (first error: {first}); "
+            f"all {result.requests_total} benchmark requests failed (first error: {first}); "
             f"details in {run_dir / CSV_NAME}.",
             fix="raise benchmark.request_timeout_s for a slow machine, or check the server log",
         )
-    return results
+    return result

@@ -10,7 +10,9 @@
 4. Stop the engine (also on Ctrl-C: results so far are returned with `partial: true`).
 5. Summaries per level (`benchmarks.metrics`), memory, and the roofline limit.
 
-Returns the `benchmark.json` results dict (docs/ARTIFACTS.md); writes nothing itself.
+`measure` returns the typed `benchmark.json` result (`trainer.results.BenchmarkResult`,
+docs/ARTIFACTS.md), `run_benchmark` the same as a dict (for `python -m benchmarks`); writes nothing
+itself.
 """
 
 from __future__ import annotations
@@ -25,11 +27,21 @@ from typing import Any
 
 import psutil
 
-from benchmarks import metrics, roofline
+from benchmarks import metrics, outputs, roofline
 from benchmarks.engines import open_engine
 from benchmarks.prompts import SANITY_PROMPT, cache_tag, render
 from benchmarks.spec import BenchSettings, Engine, RawResult, RequestSpec
 from trainer.errors import UserError
+from trainer.results import (
+    BenchmarkResult,
+    BenchMemory,
+    EngineDetails,
+    LevelSummary,
+    Roofline,
+    TimingAgreement,
+    or_not_measured,
+)
+from trainer.results import BenchSettings as SettingsRecord
 
 INTERRUPTED = "interrupted (Ctrl-C)"
 SANITY_TOKENS = 8
@@ -201,7 +213,12 @@ class _Collected:
 
 
 def run_benchmark(settings: BenchSettings, progress: Progress | None = None) -> dict[str, Any]:
-    """Run the whole procedure; the results dict of benchmark.json (plus `partial`)."""
+    """Run the whole procedure; the results of benchmark.json as a dict."""
+    return measure(settings, progress).to_dict()
+
+
+def measure(settings: BenchSettings, progress: Progress | None = None) -> BenchmarkResult:
+    """Run the whole procedure; the results of benchmark.json (`partial` when it stopped early)."""
     say = progress or (lambda _msg: None)
     load_before = machine_load()
     say(f"starting {settings.engine} with {settings.model}")
@@ -333,8 +350,9 @@ def _notes(settings: BenchSettings, got: _Collected, model: dict[str, Any]) -> l
 def _results(
     settings: BenchSettings, got: _Collected, memory: dict[str, Any], model: dict[str, Any],
     duration_s: float, load: dict[str, Any],
-) -> dict[str, Any]:  # fmt: skip
-    """The results dict of benchmark.json: summaries per level, memory, roofline, notes, samples."""
+) -> BenchmarkResult:  # fmt: skip
+    """The results of benchmark.json: summaries per level, memory, roofline, notes, samples. The
+    parts measured by the shared helpers (benchmarks.metrics, the engines) are typed here."""
     samples, walls = got.samples, got.walls
     summary = [
         metrics.summarize_level([s for s in samples if s["concurrency"] == c], c, walls[c])
@@ -344,29 +362,29 @@ def _results(
     notes = _notes(settings, got, model)
     roof = _roofline(settings, model, memory, summary, samples, got.machine_samples)
     arch = model.pop("arch", {})
-    results: dict[str, Any] = {
-        "engine": settings.engine,
-        "model": model.pop("model"),
-        "model_size_bytes": model.pop("model_size_bytes"),
-        "quantization": model.pop("quantization"),
-        "engine_details": {**model, "arch": arch},
-        "settings": settings.to_dict(),
-        "summary": summary,
-        "memory": memory,
-        "roofline": roof,
-        "timing_agreement": metrics.timing_agreement(samples, min(walls, default=1)),
-        "sanity": got.sanity,
-        "requests_total": len(samples),
-        "failures_total": sum(1 for s in samples if not s["ok"]),
-        "partial": got.partial_reason is not None,
-        "partial_reason": got.partial_reason,
-        "duration_s": duration_s,
-        "machine_load": load,
-        "samples": samples,
-        "notes": notes,
-    }
-    results["headline"] = headline(results)
-    return results
+    result = BenchmarkResult(
+        engine=settings.engine,
+        model=model.pop("model"),
+        model_size_bytes=or_not_measured(model.pop("model_size_bytes")),
+        quantization=or_not_measured(model.pop("quantization")),
+        engine_details=EngineDetails.from_dict({**model, "arch": arch}),
+        settings=SettingsRecord.from_dict(settings.to_dict()),
+        summary=[LevelSummary.from_dict(row) for row in summary],
+        memory=BenchMemory.from_dict(memory),
+        roofline=Roofline.from_dict(roof),
+        timing_agreement=TimingAgreement.from_dict(metrics.timing_agreement(samples, min(walls, default=1))),
+        sanity=got.sanity,
+        requests_total=len(samples),
+        failures_total=sum(1 for s in samples if not s["ok"]),
+        partial=got.partial_reason is not None,
+        partial_reason=or_not_measured(got.partial_reason),
+        duration_s=duration_s,
+        machine_load=load,
+        samples=samples,
+        notes=notes,
+    )
+    result.headline = outputs.headline(result)
+    return result
 
 
 def _device(model: dict[str, Any], memory: dict[str, Any]) -> str:
@@ -478,22 +496,3 @@ def _roofline(
     if machine.get("reason"):
         out["reason"] = machine["reason"]
     return out
-
-
-def headline(results: dict[str, Any]) -> str:
-    rows = [r for r in results["summary"] if r.get("decode_tokens_per_s")]
-    if not rows:
-        return f"{results['engine']}: no successful request"
-    first = rows[0]
-    ttft = first["ttft_ms"]["p50"]
-    text = (
-        f"{results['engine']} {results.get('quantization') or ''}: "
-        f"{first['decode_tokens_per_s']:.1f} tok/s decode, TTFT p50 {ttft:.0f} ms at concurrency "
-        f"{first['concurrency']}"
-    )
-    frac = (results.get("roofline") or {}).get("achieved_fraction")
-    if frac:
-        text += f", {frac * 100:.0f}% of the roofline limit"
-    if results.get("partial"):
-        text += " (PARTIAL)"
-    return text

@@ -22,14 +22,13 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import jinja2
 
 from reporting import charts, context, runfiles
 from reporting.text import escape_md
 from trainer.config import PipelineConfig, ReportConfig
-from trainer.results import BenchmarkResult, measured
+from trainer.results import BenchmarkResult, ReportResult, measured
 from trainer.runfolder import ROOT, RunDir, atomic_path, now_iso, write_text
 
 TEMPLATES = ROOT / "templates"
@@ -47,7 +46,7 @@ class MissingGlyphs(RuntimeError):
         super().__init__(f"no font has a glyph for {len(chars)} character(s): {shown}")
 
 
-def run(cfg: PipelineConfig, run_dir: RunDir) -> dict[str, Any]:
+def run(cfg: PipelineConfig, run_dir: RunDir) -> ReportResult:
     """Render report.md and/or report.pdf (cfg.report.format) from the run folder's files."""
     t0 = time.perf_counter()
     files = runfiles.load(run_dir)
@@ -76,16 +75,16 @@ def run(cfg: PipelineConfig, run_dir: RunDir) -> dict[str, Any]:
             )
     seconds = time.perf_counter() - t0
     headline = " + ".join(out.values()) + (f"（PDF {pages} 页）" if pages else "") + f"，{seconds:.1f} s"
-    return {
-        "files": {**out, "assets": ASSETS},
-        "headline": headline,
-        "notes": notes,
-        "missing_glyphs": 0,
-        "replaced_glyphs": [f"U+{ord(c):04X}" for c in replaced],
-        "pdf_warnings": pdf_warnings,
-        "pages": pages,
-        "render_s": round(seconds, 3),
-    }
+    return ReportResult(
+        files={**out, "assets": ASSETS},
+        headline=headline,
+        notes=notes,
+        missing_glyphs=0,
+        replaced_glyphs=[f"U+{ord(c):04X}" for c in replaced],
+        pdf_warnings=pdf_warnings,
+        pages=pages,
+        render_s=round(seconds, 3),
+    )
 
 
 def _draw_charts(

@@ -1,13 +1,12 @@
 """The run folder contract (trainer/results): every stage file round-trips through its type.
 
 Covers the fixture run folders of the report tests (tests/reporting/runfolders.py, one per shape the
-report handles), the real stage files of the tiny run (prepare, train, evaluate, export: every key
-they write has a field) and the runner's check of what a stage returns.
+report handles), the real stage files of the tiny run (every stage: every key it writes has a field)
+and the runner's check of what a stage returns.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import re
 import subprocess
@@ -18,6 +17,7 @@ from typing import Any
 import pytest
 
 from tests.reporting import runfolders as rf
+from tests.result_checks import assert_typed_round_trip
 from trainer import pipeline, results
 from trainer.config import load_config
 from trainer.pipeline import run_stage
@@ -162,33 +162,6 @@ def test_a_real_benchmark_result_round_trips() -> None:
 # ---- the stages' real output ----------------------------------------------------------------------
 
 
-def _unnamed_keys(value: Any, path: str = "") -> list[str]:
-    """Dotted paths of every key kept in `extra` (a key no field names), nested objects included."""
-    found: list[str] = []
-    if isinstance(value, results.Record):
-        found += [f"{path}.{key}" if path else key for key in value.extra]
-        for f in dataclasses.fields(value):
-            if f.name != "extra":
-                found += _unnamed_keys(getattr(value, f.name), f"{path}.{f.name}" if path else f.name)
-    elif isinstance(value, list):
-        for i, item in enumerate(value):
-            found += _unnamed_keys(item, f"{path}[{i}]")
-    elif isinstance(value, dict):
-        for key, item in value.items():
-            found += _unnamed_keys(item, f"{path}.{key}")
-    return found
-
-
-def _assert_typed_round_trip(run_dir: RunDir, stage: str) -> None:
-    raw = json.loads((run_dir / f"{stage}.json").read_text(encoding="utf-8"))
-    assert raw["status"] == "completed", (stage, raw.get("error"))
-    typed = results.RESULT_TYPES[stage].from_dict(raw["results"])
-    assert _unnamed_keys(typed) == [], stage  # every key the stage writes has a field
-    assert typed.to_dict() == raw["results"], stage
-    # The file keeps the order the stage wrote its keys in (headline and notes last).
-    assert list(typed.to_dict()) == list(raw["results"]), stage
-
-
 @pytest.fixture(scope="module")
 def evaluated_run(tiny_trained: Any) -> RunDir:
     cfg, run_dir = tiny_trained
@@ -199,7 +172,7 @@ def evaluated_run(tiny_trained: Any) -> RunDir:
 @pytest.mark.slow
 @pytest.mark.parametrize("stage", ["prepare", "train", "evaluate"])
 def test_a_real_stage_result_round_trips_with_every_key_named(evaluated_run: RunDir, stage: str) -> None:
-    _assert_typed_round_trip(evaluated_run, stage)
+    assert_typed_round_trip(evaluated_run, stage)
 
 
 @pytest.fixture(scope="module")
@@ -211,15 +184,29 @@ def exported_run(tiny_trained: Any) -> RunDir:
 
 @pytest.mark.slow
 def test_a_real_export_result_round_trips_with_every_key_named(exported_run: RunDir) -> None:
-    _assert_typed_round_trip(exported_run, "export")
+    assert_typed_round_trip(exported_run, "export")
+
+
+@pytest.fixture(scope="module")
+def served_run(exported_run: RunDir) -> RunDir:
+    """The tiny run after deploy (not deployed: no Ollama answers on port 9), benchmark (llama.cpp on
+    the exported GGUF) and report."""
+    cfg = load_config(ROOT / "configs" / "tiny.yaml", ["deploy.host=http://127.0.0.1:9"])
+    for stage in ("deploy", "benchmark", "report"):
+        run_stage(stage, cfg, exported_run)
+    return exported_run
 
 
 @pytest.mark.slow
-def test_a_real_not_deployed_result_round_trips_with_every_key_named(exported_run: RunDir) -> None:
-    # Deploy still returns a dict (the runner checks it); no Ollama answers on port 9.
-    cfg = load_config(ROOT / "configs" / "tiny.yaml", ["deploy.host=http://127.0.0.1:9"])
-    run_stage("deploy", cfg, exported_run)
-    _assert_typed_round_trip(exported_run, "deploy")
+@pytest.mark.parametrize("stage", ["deploy", "benchmark", "report"])
+def test_a_real_serving_result_round_trips_with_every_key_named(served_run: RunDir, stage: str) -> None:
+    # (A deployed deploy.json: tests/deploy/test_deploy_contract.py, against the recorded Ollama server.)
+    typed = assert_typed_round_trip(served_run, stage)
+    if stage == "benchmark":
+        assert isinstance(typed, results.BenchmarkResult)
+        assert typed.engine == "llamacpp" and typed.engine_details.server in ("native", "python")
+        assert all(isinstance(row, results.LevelSummary) for row in typed.summary)
+        assert results.measured(typed.duration_s) and typed.sanity["ok"]
 
 
 # ---- what the runner accepts from a stage ---------------------------------------------------------

@@ -2,7 +2,7 @@
 
 Reads `export.json` (completed: the GGUF path and `models/gguf/Modelfile`), `prompt_format.json`
 and `data/test.jsonl` from the run folder; writes nothing but the `deploy.json` the runner records
-around the returned results (docs/ARTIFACTS.md). On the Ollama server it uploads the GGUF blob
+around the returned `DeployResult` (docs/ARTIFACTS.md). On the Ollama server it uploads the GGUF blob
 (only when absent) and creates `deploy.model_name` with the Modelfile's TEMPLATE, SYSTEM and
 PARAMETERs.
 
@@ -30,6 +30,15 @@ from trainer.config import PipelineConfig
 from trainer.errors import UserError
 from trainer.modelfile import ModelfileError, read_modelfile
 from trainer.prompt_format import PromptFormat
+from trainer.results import (
+    ApiCase,
+    ApiTest,
+    DeployResult,
+    LlamacppComparison,
+    LoadedModel,
+    NotMeasured,
+    or_not_measured,
+)
 from trainer.runfolder import RunDir, read_jsonl
 
 log = logging.getLogger(__name__)
@@ -38,7 +47,7 @@ log = logging.getLogger(__name__)
 _CHINESE = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff]")
 
 
-def run(cfg: PipelineConfig, run_dir: RunDir | Path) -> dict[str, Any]:
+def run(cfg: PipelineConfig, run_dir: RunDir | Path) -> DeployResult:
     """Create `deploy.model_name` on Ollama and test it; the results of deploy.json."""
     run_dir = run_dir if isinstance(run_dir, RunDir) else RunDir(run_dir)
     gguf_path, modelfile_path = _export_files(run_dir)
@@ -64,16 +73,16 @@ def run(cfg: PipelineConfig, run_dir: RunDir | Path) -> dict[str, Any]:
             ) from exc
         reason = f"no Ollama at {host}"
         notes.append(f"{reason}: deploy by hand with `{deploy_command}`")
-        return {
-            "status": "not_deployed",
-            "host": host,
-            "model_name": name,
-            "reason": reason,
-            "deploy_command": deploy_command,
-            "api_test": {"status": "not_run", "reason": reason, "cases": [], "matches_llamacpp": None},
-            "headline": f"not deployed: {reason}; run `{deploy_command}`",
-            "notes": notes,
-        }
+        return DeployResult(
+            status="not_deployed",
+            host=host,
+            model_name=name,
+            reason=reason,
+            deploy_command=deploy_command,
+            api_test=_not_run(reason),
+            headline=f"not deployed: {reason}; run `{deploy_command}`",
+            notes=notes,
+        )
 
     digest = ollama_client.ensure_blob(host, gguf_path, timeout_s=cfg.deploy.timeout_s, log=notes.append)
     ollama_client.create_model(
@@ -91,33 +100,44 @@ def run(cfg: PipelineConfig, run_dir: RunDir | Path) -> dict[str, Any]:
 
     num_ctx = int(spec.parameters.get("num_ctx", cfg.export.num_ctx))
     api_test = _api_test(cfg, run_dir, fmt, host, name, gguf_path, num_ctx, notes)
-    loaded, loaded_reason = _loaded_model(host, name)
+    loaded = _loaded_model(host, name)
 
-    return {
-        "status": "deployed",
-        "host": host,
-        "model_name": name,
-        "reason": None,
-        "deploy_command": deploy_command,
-        "ollama_version": version,
-        "blob": digest,
-        "modelfile": _relative(modelfile_path, run_dir),
-        "parameters": spec.parameters,
-        "api_test": api_test,
-        "loaded": loaded,
-        "loaded_reason": loaded_reason,
-        "headline": f"deployed '{name}' to {host}; {_verdict(api_test)}",
-        "notes": notes,
-    }
+    return DeployResult(
+        status="deployed",
+        host=host,
+        model_name=name,
+        reason=NotMeasured(),  # null: deployed
+        deploy_command=deploy_command,
+        ollama_version=version,
+        blob=digest,
+        modelfile=_relative(modelfile_path, run_dir),
+        parameters=spec.parameters,
+        api_test=api_test,
+        loaded=loaded,
+        # Written also when the size is known (null), as deploy.json always had it.
+        loaded_reason=loaded.why if isinstance(loaded, NotMeasured) else NotMeasured(),
+        headline=f"deployed '{name}' to {host}; {_verdict(api_test)}",
+        notes=notes,
+    )
 
 
-def _verdict(api_test: dict[str, Any]) -> str:
-    if api_test["status"] == "not_run":
-        return f"API test not run ({api_test['reason']})"
-    ok_cases = sum(1 for c in api_test["cases"] if c["ok"])
-    same = {True: ", same answer as llama.cpp", False: ", DIFFERENT answer from llama.cpp", None: ""}
-    word = "passed" if api_test["status"] == "passed" else "FAILED"
-    return f"API test {word} ({ok_cases}/{len(api_test['cases'])} answers ok{same[api_test['matches_llamacpp']]})"
+def _not_run(reason: str) -> ApiTest:
+    return ApiTest(status="not_run", reason=reason, cases=[], matches_llamacpp=NotMeasured(reason))
+
+
+def _verdict(api_test: ApiTest) -> str:
+    if api_test.status == "not_run":
+        return f"API test not run ({api_test.reason})"
+    cases = list(api_test.cases)
+    ok_cases = sum(1 for c in cases if c.ok)
+    matches = api_test.matches_llamacpp
+    same = (
+        ""
+        if isinstance(matches, NotMeasured)
+        else {True: ", same answer as llama.cpp", False: ", DIFFERENT answer from llama.cpp"}[matches]
+    )
+    word = "passed" if api_test.status == "passed" else "FAILED"
+    return f"API test {word} ({ok_cases}/{len(cases)} answers ok{same})"
 
 
 def _relative(path: Path, run_dir: RunDir) -> str:
@@ -207,11 +227,11 @@ def _api_test(
     gguf_path: Path,
     num_ctx: int,
     notes: list[str],
-) -> dict[str, Any]:
+) -> ApiTest:
     records, reason = _test_records(run_dir, cfg.deploy.test_prompts)
     if reason:
         notes.append(f"API test not run: {reason}")
-        return {"status": "not_run", "reason": reason, "cases": [], "matches_llamacpp": None}
+        return _not_run(reason)
     # Plain greedy decoding at temperature 0 on both sides: Ollama may otherwise apply its default
     # repeat penalty, which llama.cpp's completion call does not, and the comparison would mean nothing.
     options = {
@@ -226,35 +246,35 @@ def _api_test(
         gen = ollama_client.generate(host, name, user, options, timeout_s=cfg.deploy.timeout_s)
         problems = _check_answer(gen.text, gen.done_reason)
         cases.append(
-            {
-                "id": record.get("id"),
-                "prompt": user,
-                "answer": gen.text,
-                "done_reason": gen.done_reason,
-                "eval_count": gen.eval_count,
-                "decode_tokens_per_s": gen.decode_tokens_per_s,
-                "ttft_ms": None if gen.ttft_s is None else round(gen.ttft_s * 1000, 1),
-                "ok": not problems,
-                "problems": problems,
-            }
+            ApiCase(
+                id=record.get("id"),
+                prompt=user,
+                answer=gen.text,
+                done_reason=or_not_measured(gen.done_reason),
+                eval_count=or_not_measured(gen.eval_count),
+                decode_tokens_per_s=or_not_measured(gen.decode_tokens_per_s),
+                ttft_ms=NotMeasured() if gen.ttft_s is None else round(gen.ttft_s * 1000, 1),
+                ok=not problems,
+                problems=problems,
+            )
         )
 
-    comparison = _compare_with_llamacpp(cfg, fmt, gguf_path, records[0], cases[0]["answer"], num_ctx)
-    if comparison["matches_llamacpp"] is False:
+    comparison = _compare_with_llamacpp(cfg, fmt, gguf_path, records[0], str(cases[0].answer), num_ctx)
+    if comparison.matches_llamacpp is False:
         notes.append(
             "Ollama's first answer differs from llama.cpp's on the same GGUF and prompt: check the "
             "Modelfile TEMPLATE/stop parameters (see api_test.llamacpp for both texts)"
         )
-    elif comparison["matches_llamacpp"] is None:
-        notes.append(f"llama.cpp comparison not made: {comparison['reason']}")
-    passed = all(c["ok"] for c in cases) and comparison["matches_llamacpp"] is not False
-    return {
-        "status": "passed" if passed else "failed",
-        "options": options,
-        "cases": cases,
-        "matches_llamacpp": comparison["matches_llamacpp"],
-        "llamacpp": comparison,
-    }
+    elif isinstance(comparison.matches_llamacpp, NotMeasured):
+        notes.append(f"llama.cpp comparison not made: {comparison.reason}")
+    passed = all(c.ok for c in cases) and comparison.matches_llamacpp is not False
+    return ApiTest(
+        status="passed" if passed else "failed",
+        options=options,
+        cases=cases,
+        matches_llamacpp=comparison.matches_llamacpp,
+        llamacpp=comparison,
+    )
 
 
 def _compare_with_llamacpp(
@@ -264,12 +284,23 @@ def _compare_with_llamacpp(
     record: dict[str, Any],
     ollama_answer: str,
     num_ctx: int,
-) -> dict[str, Any]:
+) -> LlamacppComparison:
     prompt_text = fmt.prompt(record["instruction"], record.get("input", ""))
-    base = {"prompt": prompt_text, "ollama_answer": ollama_answer, "llamacpp_answer": None}
+
+    def not_compared(reason: str) -> LlamacppComparison:
+        # Both nulls say why in `reason` (read back as their NotMeasured.why).
+        return LlamacppComparison(
+            prompt=prompt_text,
+            ollama_answer=ollama_answer,
+            llamacpp_answer=NotMeasured(reason),
+            matches_llamacpp=NotMeasured(reason),
+            reason=reason,
+        )
+
     if cfg.deploy.temperature != 0:
-        reason = f"deploy.temperature is {cfg.deploy.temperature}: sampled answers are not comparable"
-        return {**base, "matches_llamacpp": None, "reason": reason}
+        return not_compared(
+            f"deploy.temperature is {cfg.deploy.temperature}: sampled answers are not comparable"
+        )
     # Ollama and llama.cpp both add BOS themselves when the GGUF asks for it, so the plain prompt
     # text is the same input on both sides. In a child process: a llama.cpp crash on this CPU is
     # a recorded reason, not the end of the stage.
@@ -285,31 +316,30 @@ def _compare_with_llamacpp(
             timeout_s=cfg.deploy.timeout_s,
         )
     except gguf_generate.GGUFRunError as exc:
-        reason = str(exc).split("\n")[0]
-        return {**base, "matches_llamacpp": None, "reason": reason}
+        return not_compared(str(exc).split("\n")[0])
     answer = out["text"]
-    return {
-        **base,
-        "llamacpp_answer": answer,
-        "llamacpp_finish_reason": out["finish_reason"],
-        "matches_llamacpp": answer.strip() == ollama_answer.strip(),
-        "reason": None,
-    }
+    return LlamacppComparison(
+        prompt=prompt_text,
+        ollama_answer=ollama_answer,
+        llamacpp_answer=answer,
+        llamacpp_finish_reason=or_not_measured(out["finish_reason"]),
+        matches_llamacpp=answer.strip() == ollama_answer.strip(),
+        reason=NotMeasured(),  # null: compared
+    )
 
 
-def _loaded_model(host: str, name: str) -> tuple[dict[str, Any] | None, str | None]:
+def _loaded_model(host: str, name: str) -> LoadedModel | NotMeasured:
     """Size in memory of the model just used (GET /api/ps), for the report; or why not known."""
     try:
         models = ollama_client.ps(host)
     except ollama_client.OllamaError as exc:
-        return None, f"GET /api/ps failed: {exc}"
+        return NotMeasured(f"GET /api/ps failed: {exc}")
     for m in models:
         if any(ollama_client.same_model(m.get(key) or "", name) for key in ("name", "model")):
-            loaded = {
-                "size_bytes": m.get("size"),
-                "size_vram_bytes": m.get("size_vram"),
-                "context_length": m.get("context_length"),
-                "quantization": (m.get("details") or {}).get("quantization_level"),
-            }
-            return loaded, None
-    return None, f"'{name}' was not loaded (not listed by GET /api/ps) after the API test"
+            return LoadedModel(
+                size_bytes=or_not_measured(m.get("size")),
+                size_vram_bytes=or_not_measured(m.get("size_vram")),
+                context_length=or_not_measured(m.get("context_length")),
+                quantization=or_not_measured((m.get("details") or {}).get("quantization_level")),
+            )
+    return NotMeasured(f"'{name}' was not loaded (not listed by GET /api/ps) after the API test")

@@ -83,9 +83,9 @@ def _results_to_write(stage: str, returned: Any) -> dict[str, Any]:
     """What goes under `results` in `<stage>.json`: the stage's typed result as a dict, checked
     against the stage's type so that a wrong shape fails now and not in a reader.
 
-    A stage may still return a plain dict (those not yet converted: deploy, benchmark, report): it
-    is decoded through the type and must encode back to itself, and is then written as returned
-    (so its key order is kept). A stage without a type (a test's stand-in) writes what it returned.
+    Every stage returns its typed result; a plain dict (a test's stand-in stage) is decoded through
+    the type and must encode back to itself, and is then written as returned (so its key order is
+    kept). A stage without a type writes what it returned.
     """
     result_type = RESULT_TYPES.get(stage)
     if result_type is None:

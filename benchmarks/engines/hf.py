@@ -198,8 +198,8 @@ class TransformersEngine:
             "quantization": f"none ({str(dtype).removeprefix('torch.')})",
             "loaded_from": self.loaded_from,
             "load_s": self.load_s,
-            "device": self.device,
             "fixed_length": "yes: min_new_tokens = max_new_tokens",
+            "device": self.device,  # after fixed_length, as the other engines write them
             "arch": {
                 "params": params,
                 "weight_bytes": weight_bytes,

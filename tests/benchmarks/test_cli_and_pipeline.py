@@ -13,6 +13,7 @@ import pytest
 from benchmarks import pipeline, roofline
 from benchmarks.__main__ import build_parser, main
 from tests.ollama_replay import MODEL, SERVING_ROUTES, ReplayServer
+from tests.result_checks import assert_every_key_named
 from trainer import prompt_format
 from trainer.config import load_config
 from trainer.errors import UserError
@@ -134,7 +135,8 @@ def test_pipeline_stage_benchmarks_the_deployed_model(
     )
     cfg = load_config(None, ["benchmark.concurrency=[1, 2]", "benchmark.num_requests=2", "benchmark.max_tokens=16",
                              "benchmark.threads=1"])  # fmt: skip
-    results = pipeline.run(cfg, run_dir)
+    results = pipeline.run(cfg, run_dir).to_dict()
+    assert_every_key_named("benchmark", results)  # the Ollama engine's keys have fields too
     assert results["engine"] == "ollama"
     assert "deployed" in results["settings"]["engine_reason"]
     assert results["settings"]["prompt_format"] == "chatml"

@@ -14,6 +14,7 @@ from benchmarks.engines import llamacpp
 from benchmarks.prompts import load_prompts
 from benchmarks.runner import run_benchmark
 from benchmarks.spec import BenchSettings
+from tests.result_checks import assert_every_key_named
 from trainer import prompt_format
 from trainer.errors import UserError
 
@@ -72,6 +73,7 @@ NATIVE, NATIVE_WHERE = llamacpp.find_native_server()
 def test_real_native_llama_server_end_to_end(smollm2_gguf: Path, tmp_path: Path) -> None:
     log = tmp_path / "server.log"
     results = run_benchmark(settings_for(smollm2_gguf, server_log=log, llamacpp_server="native"))
+    assert_every_key_named("benchmark", results)  # llama-server's keys have fields
     details = results["engine_details"]
     assert details["server"] == "native" and details["server_parallel_slots"] == 2
     assert details["llama_server_version"].startswith("version:")

@@ -9,6 +9,7 @@ from benchmarks.prompts import load_prompts
 from benchmarks.runner import INTERRUPTED, run_benchmark
 from benchmarks.spec import BenchSettings
 from tests.ollama_replay import MODEL, SERVING_ROUTES, ReplayServer, refused_url
+from tests.result_checks import assert_every_key_named
 from trainer import prompt_format
 from trainer.errors import UserError
 from trainer.ollama_client import answers, resolve_host
@@ -126,6 +127,7 @@ def test_ctrl_c_keeps_partial_results(replay: ReplayServer, monkeypatch: pytest.
 
     monkeypatch.setattr(OllamaEngine, "generate", generate)
     results = run_benchmark(settings_for(replay.url, concurrency=[1, 2], num_requests=3))
+    assert_every_key_named("benchmark", results)  # a partial run's keys have fields too
     assert results["partial"] is True and results["partial_reason"] == INTERRUPTED
     assert results["requests_total"] == 1 and results["samples"][0]["ok"]
     assert [r["concurrency"] for r in results["summary"]] == [1]

@@ -9,6 +9,7 @@ import pytest
 from benchmarks.prompts import load_prompts
 from benchmarks.runner import run_benchmark
 from benchmarks.spec import BenchSettings
+from tests.result_checks import assert_every_key_named
 from trainer import prompt_format
 from trainer.errors import UserError
 
@@ -20,6 +21,7 @@ def test_transformers_engine_fixed_length_per_token_timing(tiny_hf_model: Path) 
         concurrency=[1, 2], num_requests=2, max_tokens=8, threads=1, warmup_requests=1, measure_roofline=False,
     )  # fmt: skip
     results = run_benchmark(settings)
+    assert_every_key_named("benchmark", results)  # the transformers engine's keys have fields
     assert results["failures_total"] == 0 and results["requests_total"] == 4
     for s in results["samples"]:
         assert s["output_tokens"] == 8 and s["output_tokens_source"] == "generated_ids"

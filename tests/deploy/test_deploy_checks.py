@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from trainer.deploy import _check_answer, _verdict
+from trainer.results import ApiTest
 
 
 @pytest.mark.parametrize(
@@ -26,12 +27,9 @@ def test_answer_checks(answer: str, done_reason: str, problems: list[str]) -> No
 
 def test_verdict_lines() -> None:
     case = {"ok": True}
-    assert _verdict({"status": "passed", "cases": [case] * 3, "matches_llamacpp": True}) == (
-        "API test passed (3/3 answers ok, same answer as llama.cpp)"
-    )
-    assert _verdict({"status": "failed", "cases": [case, {"ok": False}], "matches_llamacpp": None}) == (
-        "API test FAILED (1/2 answers ok)"
-    )
-    assert _verdict({"status": "not_run", "reason": "deploy.test_prompts is 0", "cases": []}) == (
-        "API test not run (deploy.test_prompts is 0)"
-    )
+    passed = ApiTest.from_dict({"status": "passed", "cases": [case] * 3, "matches_llamacpp": True})
+    assert _verdict(passed) == "API test passed (3/3 answers ok, same answer as llama.cpp)"
+    failed = ApiTest.from_dict({"status": "failed", "cases": [case, {"ok": False}], "matches_llamacpp": None})
+    assert _verdict(failed) == "API test FAILED (1/2 answers ok)"
+    not_run = ApiTest.from_dict({"status": "not_run", "reason": "deploy.test_prompts is 0", "cases": []})
+    assert _verdict(not_run) == "API test not run (deploy.test_prompts is 0)"

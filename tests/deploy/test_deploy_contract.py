@@ -15,9 +15,11 @@ from pathlib import Path
 import pytest
 
 from tests.deploy.conftest import make_run_folder, read_json
+from tests.result_checks import assert_typed_round_trip
 from trainer import deploy, pipeline
 from trainer.errors import UserError
 from trainer.modelfile import read_modelfile
+from trainer.results import DeployResult, LoadedModel
 
 DEPLOY_ROUTES = {
     "GET /api/version": "version",
@@ -34,7 +36,7 @@ def test_no_server_records_not_deployed_with_the_command(
     tmp_path: Path, smollm2_gguf: Path, refused_host: str
 ) -> None:
     cfg, run_dir = make_run_folder(tmp_path, smollm2_gguf, refused_host)
-    results = deploy.run(cfg, run_dir)
+    results = deploy.run(cfg, run_dir).to_dict()
     assert results["status"] == "not_deployed"
     assert results["reason"] == f"no Ollama at {refused_host}"
     assert (
@@ -63,7 +65,7 @@ def test_deploy_creates_the_model_and_detects_a_template_mismatch(
 ) -> None:
     server = replay(DEPLOY_ROUTES)
     cfg, run_dir = make_run_folder(tmp_path, smollm2_gguf, server.url)
-    results = deploy.run(cfg, run_dir)
+    results = deploy.run(cfg, run_dir).to_dict()
 
     assert results["status"] == "deployed"
     assert results["ollama_version"] == "0.33.0-rc2"
@@ -112,6 +114,18 @@ def test_deploy_creates_the_model_and_detects_a_template_mismatch(
     assert "DIFFERENT answer from llama.cpp" in results["headline"]
 
 
+def test_a_deployed_result_round_trips_with_every_key_named(
+    tmp_path: Path, smollm2_gguf: Path, replay
+) -> None:
+    server = replay(DEPLOY_ROUTES)
+    cfg, run_dir = make_run_folder(tmp_path, smollm2_gguf, server.url)
+    pipeline.run_stage("deploy", cfg, run_dir)
+    typed = assert_typed_round_trip(run_dir, "deploy")
+    assert isinstance(typed, DeployResult) and typed.status == "deployed"
+    assert isinstance(typed.loaded, LoadedModel) and typed.loaded.context_length == 2048
+    assert typed.api_test.llamacpp.llamacpp_answer  # llama.cpp really answered
+
+
 def test_blob_already_on_the_server_is_not_sent(tmp_path: Path, smollm2_gguf: Path, replay) -> None:
     server = replay(
         {
@@ -122,7 +136,7 @@ def test_blob_already_on_the_server_is_not_sent(tmp_path: Path, smollm2_gguf: Pa
     )
     cfg, run_dir = make_run_folder(tmp_path, smollm2_gguf, server.url)
     cfg.deploy.test_prompts = 0
-    results = deploy.run(cfg, run_dir)
+    results = deploy.run(cfg, run_dir).to_dict()
     assert results["status"] == "deployed"
     assert server.requests_to("POST", "/api/blobs/") == []
     assert any("upload skipped" in note for note in results["notes"])

@@ -42,7 +42,7 @@ def test_deploy_on_a_real_server_matches_llamacpp(
     cfg, run_dir = make_run_folder(tmp_path, smollm2_gguf, live_host)
     cfg.deploy.model_name = model_name
     cfg.deploy.num_predict = 24
-    results = deploy.run(cfg, run_dir)
+    results = deploy.run(cfg, run_dir).to_dict()
     assert results["status"] == "deployed", results
     api = results["api_test"]
     assert len(api["cases"]) == 2

@@ -32,25 +32,29 @@ from trainer.results.base import (
     measured,
     or_not_measured,
 )
-from trainer.results.serving import (
-    ApiCase,
-    ApiTest,
+from trainer.results.benchmark import (
     BenchFiles,
     BenchmarkResult,
     BenchMemory,
     BenchSettings,
-    DeployResult,
     EngineDetails,
-    ExportResult,
-    GgufVerification,
     LevelSummary,
-    LlamacppComparison,
-    ModelFile,
+    ModelArch,
     Percentiles,
-    ReportResult,
     Roofline,
     TimingAgreement,
     TimingPair,
+)
+from trainer.results.serving import (
+    ApiCase,
+    ApiTest,
+    DeployResult,
+    ExportResult,
+    GgufVerification,
+    LlamacppComparison,
+    LoadedModel,
+    ModelFile,
+    ReportResult,
 )
 from trainer.results.training import (
     Augmentation,
@@ -194,7 +198,9 @@ __all__ = [
     "LengthTokens",
     "LevelSummary",
     "LlamacppComparison",
+    "LoadedModel",
     "LoraSettings",
+    "ModelArch",
     "ModelFile",
     "NotMeasured",
     "Percentiles",

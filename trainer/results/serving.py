@@ -1,4 +1,4 @@
-"""Typed results of the serving half of the pipeline: export.json, deploy.json, benchmark.json, report.json.
+"""Typed results of the serving half of the pipeline: export.json, deploy.json, report.json (benchmark.json: benchmark.py).
 
 Part of the run folder contract (`trainer.results`, docs/ARTIFACTS.md); stdlib only, reads and writes nothing.
 """
@@ -6,7 +6,7 @@ Part of the run folder contract (`trainer.results`, docs/ARTIFACTS.md); stdlib o
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 from trainer.results.base import ABSENT, NotMeasured, OptNum, OptStr, Record, StageResult
 
@@ -50,6 +50,8 @@ class ExportResult(StageResult):
 
 @dataclass(kw_only=True)
 class ApiCase(Record):
+    """One held-back test prompt sent to Ollama's /api/generate, and what came back."""
+
     id: Any = ABSENT
     prompt: OptStr = ABSENT
     answer: OptStr = ABSENT
@@ -63,21 +65,34 @@ class ApiCase(Record):
 
 @dataclass(kw_only=True)
 class LlamacppComparison(Record):
-    """The same prompt answered by llama.cpp directly, to compare with Ollama's answer."""
+    """The first test prompt answered by llama.cpp directly, to compare with Ollama's answer."""
 
-    prompt: OptStr = ABSENT
-    text: OptStr = ABSENT
+    prompt: OptStr = ABSENT  # the training prompt text (PromptFormat.prompt)
+    ollama_answer: OptStr = ABSENT
+    llamacpp_answer: OptStr = ABSENT  # null: llama.cpp was not asked (see reason)
+    llamacpp_finish_reason: OptStr = ABSENT
+    matches_llamacpp: bool | NotMeasured = ABSENT  # null: not compared (see reason)
     reason: OptStr = ABSENT  # why no comparison was made
 
 
 @dataclass(kw_only=True)
 class ApiTest(Record):
     status: OptStr = ABSENT  # passed | failed | not_run
-    reason: OptStr = ABSENT
+    reason: OptStr = ABSENT  # why not run
+    options: dict[str, Any] | NotMeasured = ABSENT  # the /api/generate options of every case
     cases: list[ApiCase] | NotMeasured = ABSENT
     matches_llamacpp: bool | NotMeasured = ABSENT
     llamacpp: LlamacppComparison | NotMeasured = ABSENT
-    options: dict[str, Any] | NotMeasured = ABSENT
+
+
+@dataclass(kw_only=True)
+class LoadedModel(Record):
+    """The deployed model as Ollama holds it in memory after the API test (GET /api/ps)."""
+
+    size_bytes: OptNum = ABSENT
+    size_vram_bytes: OptNum = ABSENT
+    context_length: OptNum = ABSENT
+    quantization: OptStr = ABSENT
 
 
 @dataclass(kw_only=True)
@@ -85,136 +100,15 @@ class DeployResult(StageResult):
     status: OptStr = ABSENT  # deployed | not_deployed | failed
     host: OptStr = ABSENT
     model_name: OptStr = ABSENT
-    reason: OptStr = ABSENT
-    deploy_command: OptStr = ABSENT
-    api_test: ApiTest | NotMeasured = ABSENT
+    reason: OptStr = ABSENT  # why not deployed; null when deployed
+    deploy_command: OptStr = ABSENT  # the `ollama create` command that does the same by hand
     ollama_version: OptStr = ABSENT
-    blob: Any = ABSENT
+    blob: OptStr = ABSENT  # the GGUF blob's digest on the server
     modelfile: OptStr = ABSENT
-    parameters: Any = ABSENT
-    loaded: Any = ABSENT
+    parameters: dict[str, Any] | NotMeasured = ABSENT  # the Modelfile's PARAMETERs
+    api_test: ApiTest | NotMeasured = ABSENT
+    loaded: LoadedModel | NotMeasured = ABSENT  # null: not known (see loaded_reason)
     loaded_reason: OptStr = ABSENT
-
-
-# ---- benchmark.json -------------------------------------------------------------------------------
-
-
-@dataclass(kw_only=True)
-class Percentiles(Record):
-    mean: OptNum = ABSENT
-    p50: OptNum = ABSENT
-    p90: OptNum = ABSENT
-    p99: OptNum = ABSENT
-
-
-@dataclass(kw_only=True)
-class LevelSummary(Record):
-    """One concurrency level; a missing value carries its `<key>_reason` beside it."""
-
-    concurrency: OptNum = ABSENT
-    requests: OptNum = ABSENT
-    completed: OptNum = ABSENT
-    failures: OptNum = ABSENT
-    ttft_ms: Percentiles | NotMeasured = ABSENT
-    tpot_ms: Percentiles | NotMeasured = ABSENT
-    itl_ms: Percentiles | NotMeasured = ABSENT
-    e2e_ms: Percentiles | NotMeasured = ABSENT
-    decode_tokens_per_s: OptNum = ABSENT  # mean per request
-    aggregate_tokens_per_s: OptNum = ABSENT
-    requests_per_s: OptNum = ABSENT
-
-
-@dataclass(kw_only=True)
-class BenchMemory(Record):
-    vram_bytes: OptNum = ABSENT
-    server_peak_rss_bytes: OptNum = ABSENT
-
-
-@dataclass(kw_only=True)
-class Roofline(Record):
-    bandwidth_bytes_per_s: OptNum = ABSENT
-    bytes_per_token: OptNum = ABSENT
-    limit_tokens_per_s: OptNum = ABSENT
-    achieved_fraction: OptNum = ABSENT
-    bound: OptStr = ABSENT  # memory | compute
-    peak_flops_per_s: OptNum = ABSENT
-    params: OptNum = ABSENT
-    reason: OptStr = ABSENT
-
-
-@dataclass(kw_only=True)
-class TimingPair(Record):
-    requests: OptNum = ABSENT
-    client_mean: OptNum = ABSENT
-    server_mean: OptNum = ABSENT
-    difference: OptNum = ABSENT
-    worst_request_difference: OptNum = ABSENT
-
-
-@dataclass(kw_only=True)
-class TimingAgreement(Record):
-    concurrency: OptNum = ABSENT
-    requests: OptNum = ABSENT
-    first_chunk_tokens_mean: OptNum = ABSENT
-    ttft_ms: TimingPair | NotMeasured = ABSENT
-    decode_tokens_per_s: TimingPair | NotMeasured = ABSENT
-    reason: OptStr = ABSENT
-
-
-@dataclass(kw_only=True)
-class BenchFiles(Record):
-    csv: OptStr = ABSENT
-    charts: list[str] | NotMeasured = ABSENT
-
-
-@dataclass(kw_only=True)
-class BenchSettings(Record):
-    """The benchmark.* settings the run used, and why this engine."""
-
-    engine: OptStr = ABSENT
-    engine_reason: OptStr = ABSENT
-    concurrency: list[int] | NotMeasured = ABSENT
-    num_requests: OptNum = ABSENT
-    repetitions: OptNum = ABSENT
-    max_tokens: OptNum = ABSENT
-    num_ctx: OptNum = ABSENT
-    threads: OptNum = ABSENT
-    warmup_requests: OptNum = ABSENT
-    request_timeout_s: OptNum = ABSENT
-    temperature: OptNum = ABSENT
-    seed: OptNum = ABSENT
-    prompts: dict[str, Any] | NotMeasured = ABSENT
-
-
-@dataclass(kw_only=True)
-class EngineDetails(Record):
-    """llama.cpp only: which server ran and why (other engines add their own keys)."""
-
-    server: OptStr = ABSENT  # "native" llama-server | "python" llama-cpp-python
-    server_reason: OptStr = ABSENT
-    server_parallel_slots: OptNum = ABSENT
-    llama_server_version: OptStr = ABSENT
-
-
-@dataclass(kw_only=True)
-class BenchmarkResult(StageResult):
-    engine: OptStr = ABSENT
-    model: OptStr = ABSENT
-    model_size_bytes: OptNum = ABSENT
-    quantization: OptStr = ABSENT
-    settings: BenchSettings | NotMeasured = ABSENT
-    summary: list[LevelSummary] | NotMeasured = ABSENT
-    memory: BenchMemory | NotMeasured = ABSENT
-    roofline: Roofline | NotMeasured = ABSENT
-    samples: list[dict[str, Any]] | NotMeasured = ABSENT  # one per request, as measured
-    partial: bool | NotMeasured = ABSENT
-    partial_reason: OptStr = ABSENT
-    failures_total: OptNum = ABSENT
-    requests_total: OptNum = ABSENT
-    engine_details: EngineDetails | NotMeasured = ABSENT
-    machine_load: Any = ABSENT
-    timing_agreement: TimingAgreement | NotMeasured = ABSENT
-    files: BenchFiles | NotMeasured = ABSENT
 
 
 # ---- report.json ----------------------------------------------------------------------------------
@@ -222,9 +116,19 @@ class BenchmarkResult(StageResult):
 
 @dataclass(kw_only=True)
 class ReportResult(StageResult):
-    files: dict[str, str] | NotMeasured = ABSENT
+    files: dict[str, str] | NotMeasured = ABSENT  # md, pdf (each when written), assets
     missing_glyphs: OptNum = ABSENT
-    replaced_glyphs: list[str] | NotMeasured = ABSENT
+    replaced_glyphs: list[str] | NotMeasured = ABSENT  # "U+XXXX" of characters no font had
     pdf_warnings: list[str] | NotMeasured = ABSENT
-    pages: OptNum = ABSENT
+    pages: OptNum = ABSENT  # 0 when no PDF was written
     render_s: OptNum = ABSENT
+    # The report writes `files`, then its headline and notes, then the PDF figures.
+    trailing_keys: ClassVar[tuple[str, ...]] = (
+        "headline",
+        "notes",
+        "missing_glyphs",
+        "replaced_glyphs",
+        "pdf_warnings",
+        "pages",
+        "render_s",
+    )
