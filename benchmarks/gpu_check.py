@@ -289,11 +289,11 @@ def check_config(out_dir: Path) -> Path:
 
 
 def compile_scripts() -> list[str]:
-    """py_compile every module the device run executes; returns the files checked."""
+    """Compile every module the device run executes (a syntax error fails here, not there)."""
     files = [
         ROOT / "run.py",
-        *sorted((ROOT / "trainer").glob("*.py")),
-        *sorted((ROOT / "benchmarks").glob("*.py")),
+        *sorted((ROOT / "trainer").rglob("*.py")),
+        *sorted((ROOT / "benchmarks").rglob("*.py")),
     ]
     for f in files:
         compile(f.read_text(encoding="utf-8"), str(f), "exec")
