@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from reporting import labels
 from reporting.runfiles import RunFiles, known
 from reporting.text import (
     fmt_bytes,
@@ -85,7 +86,7 @@ def metric(run: RunFiles, key: str) -> EvalMetric | None:
 
 def metric_change(m: EvalMetric) -> str:
     """`ROUGE-L 12.30 → 45.60（+33.30，变好）` or the reason a side is missing."""
-    name = m.name_zh or known(m.key, None)
+    name = labels.metric_name(m)
     before, after = m.before, m.after
     if not (is_number(before) and is_number(after)):
         return f"{name} 未能比较（微调前 {_num_or_dash(before)}，微调后 {_num_or_dash(after)}）"
@@ -98,7 +99,8 @@ def _num_or_dash(value: Any) -> str:
 
 
 def example_verdict(example: EvalExample) -> str:
-    """评价 of one example: its ROUGE-L change against the reference, then the stage's own verdict."""
+    """评价 of one example: its ROUGE-L change against the reference, how it was picked, and its
+    ROUGE-L and lengths in words (`reporting.labels.example_verdict`)."""
     before, after = example.rougeL_before, example.rougeL_after
     kind = EXAMPLE_KIND_ZH.get(str(known(example.kind, None)), "")
     parts = []
@@ -118,10 +120,14 @@ def example_verdict(example: EvalExample) -> str:
         parts.append("evaluate.json 未给出该示例的 ROUGE-L，无法按分数评价")
     if kind:
         parts.append(f"示例{kind}")
-    # The stage's verdict is quoted as its own words, after the report's rule-based one.
-    verdict = shorten(" ".join(str(example.verdict or "").split()), 300)
-    if verdict:
-        parts.append(f"评估阶段结论：{verdict}")
+    own = labels.example_verdict(example)
+    if own:
+        parts.append(own.rstrip("。"))
+    else:
+        # Without the numbers only an older evaluate.json's own verdict is left: quoted as its words.
+        verdict = shorten(" ".join(str(example.verdict or "").split()), 300)
+        if verdict:
+            parts.append(f"评估阶段结论：{verdict}")
     return "；".join(parts) + "。"
 
 
@@ -144,7 +150,7 @@ def qualitative(run: RunFiles) -> list[tuple[str, str]]:
             rows.append((label, f"未测量：{got.reason}"))
             continue
         item: QualitativeMeasure = got.value
-        measure = item.measure or "evaluate.json 未说明度量方式"
+        measure = labels.qualitative_measure(key, item) or "evaluate.json 未说明度量方式"
         unit = str(item.unit or "")
         before, after = item.before, item.after
         if not (is_number(before) and is_number(after)):

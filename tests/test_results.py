@@ -52,7 +52,7 @@ def test_every_fixture_result_dict_round_trips(results_of: Any) -> None:
 
 
 def test_a_real_prepare_json_round_trips(tmp_path: Path) -> None:
-    cfg = load_config(ROOT / "configs" / "tiny.yaml", [])
+    cfg = load_config(ROOT / "configs" / "tiny.yaml", ["data.identity_oversample=3"])
     run_stage("prepare", cfg, RunDir(tmp_path))
     raw = json.loads((tmp_path / "prepare.json").read_text(encoding="utf-8"))
     record = results.load_result(tmp_path, "prepare")
@@ -61,6 +61,9 @@ def test_a_real_prepare_json_round_trips(tmp_path: Path) -> None:
     assert isinstance(prepared, results.PrepareResult)
     assert prepared.splits.train == raw["results"]["splits"]["train"]
     assert prepared.extra == {}  # every key prepare writes has a field
+    # The augmentation is a method and its numbers; the report words it (reporting/labels.py).
+    assert [set(a) for a in raw["results"]["augmented"]] == [{"method", "factor", "records_added"}]
+    assert not results.measured(prepared.augmented[0].description)
 
 
 def test_a_stage_builds_its_result_from_the_type() -> None:

@@ -5,8 +5,8 @@ Both models are the same loaded weights: answers "before" come from the base wit
 disabled, "after" with it enabled, so memory is not doubled and decoding is identical (greedy by
 default, same `max_new_tokens`, same seed). Writes `evaluation_results.csv` (one row per test
 record, UTF-8 with BOM for spreadsheet programs) and returns the summary for `evaluate.json`:
-metrics with their definitions, example comparisons, measured proxies for the qualitative lines,
-and the optional blind judge's grades (trainer/judge.py; off unless `evaluate.judge_model` is set).
+metrics by key, example comparisons, measured proxies for the qualitative lines, and the optional
+blind judge's grades (trainer/judge.py; off unless `evaluate.judge_model` is set).
 
 `run` reads top to bottom: `_setup` (test records, prompt format), `_load_model`, `_answer_both`
 (generation and answer loss, adapter off then on), `_score` (per-record metrics), `_write_csv` (the
@@ -257,17 +257,6 @@ def _round(v: float | None, nd: int = 2) -> float | NotMeasured:
     return NotMeasured() if v is None or (isinstance(v, float) and not math.isfinite(v)) else round(v, nd)
 
 
-def _verdict(before: float, after: float, ref_chars: int, after_chars: int) -> str:
-    delta = after - before
-    if abs(delta) < 1:
-        trend = f"ROUGE-L 基本持平（{before:.1f} → {after:.1f}）"
-    elif delta > 0:
-        trend = f"ROUGE-L 提高 {delta:.1f} 分（{before:.1f} → {after:.1f}），与参考答案更接近"
-    else:
-        trend = f"ROUGE-L 下降 {-delta:.1f} 分（{before:.1f} → {after:.1f}），此例微调后变差"
-    return f"{trend}；微调后回答 {after_chars} 字，参考答案 {ref_chars} 字。"
-
-
 Triple = tuple[float | None, float | None, float | None]  # (before, after, reference)
 
 
@@ -306,14 +295,14 @@ def _metric_values(per: list[dict[str, Any]], answers: dict[str, Any], name: str
 
 
 def _metric_table(values: dict[str, Triple]) -> list[EvalMetric]:
-    """The metrics table of `evaluate.json`: values, improvement and definition of each metric."""
+    """The metrics table of `evaluate.json`: values and improvement of each metric (the report names
+    and defines each key itself, reporting/labels.py)."""
     table = []
     for key in metrics.METRIC_KEYS:
         b, a, ref = values[key]
         table.append(
             EvalMetric(
                 key=key,
-                name_zh=metrics.NAME_ZH[key],
                 before=_round(b, 4 if key == "loss" else 2),
                 after=_round(a, 4 if key == "loss" else 2),
                 reference=_round(ref),
@@ -323,14 +312,14 @@ def _metric_table(values: dict[str, Triple]) -> list[EvalMetric]:
                 improvement_kind=metrics.IMPROVEMENT_KIND[key],
                 # null for answer length: neither direction is better
                 higher_is_better=or_not_measured(metrics.HIGHER_IS_BETTER[key]),
-                definition=metrics.DEFINITIONS[key],
             )
         )
     return table
 
 
 def _qualitative(per: list[dict[str, Any]], values: dict[str, Triple]) -> Qualitative:
-    """Measured proxies for the report's qualitative lines (accuracy, relevance, fluency, terms)."""
+    """Measured proxies for the report's qualitative lines (accuracy, relevance, fluency, terms);
+    what stands in for each dimension is worded by the report (reporting/labels.py)."""
 
     def avg(key: str) -> float | None:
         return metrics.mean(p[key] for p in per)
@@ -340,19 +329,16 @@ def _qualitative(per: list[dict[str, Any]], values: dict[str, Triple]) -> Qualit
             before=_round(values["rougeL"][0]),
             after=_round(values["rougeL"][1]),
             unit="ROUGE-L F1 ×100",
-            measure="与参考答案的一致程度：测试集平均 ROUGE-L",
         ),
         relevance=QualitativeMeasure(
             before=_round(avg("relevance_before")),
             after=_round(avg("relevance_after")),
             unit="%",
-            measure=metrics.QUALITATIVE_DEFINITIONS["keyword_overlap"],
         ),
         fluency=QualitativeMeasure(
             before=_round(values["perplexity"][0]),
             after=_round(values["perplexity"][1]),
             unit="困惑度（越低越好）",
-            measure="参考答案在模型下的困惑度；重复度另见 Distinct-2 与触顶比例",
             distinct2_before=_round(values["distinct2"][0]),
             distinct2_after=_round(values["distinct2"][1]),
         ),
@@ -360,7 +346,6 @@ def _qualitative(per: list[dict[str, Any]], values: dict[str, Triple]) -> Qualit
             before=_round(avg("terms_before")),
             after=_round(avg("terms_after")),
             unit="%",
-            measure=metrics.QUALITATIVE_DEFINITIONS["term_coverage"],
         ),
     )
 
@@ -438,7 +423,6 @@ def _examples(per: list[dict[str, Any]], n: int, seed: int) -> list[EvalExample]
             after=p["answer_after"],
             rougeL_before=p["rougeL_before"],
             rougeL_after=p["rougeL_after"],
-            verdict=_verdict(p["rougeL_before"], p["rougeL_after"], p["chars_reference"], p["chars_after"]),
         )
         for kind, p in chosen
     ]

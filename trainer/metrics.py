@@ -2,7 +2,8 @@
 
 Not a stage and no entry point: `trainer/evaluate.py` generates the answers and calls these
 functions; nothing here reads or writes files. The heavy libraries (jieba, rouge-chinese, NLTK)
-are imported on first use, so importing this module (e.g. for `DEFINITIONS`) is cheap.
+are imported on first use, so importing this module (e.g. for `METRIC_KEYS`) is cheap. The metrics'
+Chinese names and definitions are the report's (reporting/labels.py), by key.
 
 Conventions, as commonly reported for Chinese SFT:
 - BLEU-4 is character level: every non-whitespace character is one token; NLTK `sentence_bleu`
@@ -14,7 +15,7 @@ Conventions, as commonly reported for Chinese SFT:
 - Every score is on a 0-100 scale except `answer_chars` (characters), loss (nats per token) and
   perplexity.
 - Per-answer scores are averaged over the evaluation set by the caller (`mean` skips `None`);
-  `DEFINITIONS` describes the averaged values.
+  reporting/labels.py `METRIC_DEFINITIONS` describes the averaged values.
 
 `improvement` conventions (see `IMPROVEMENT_KIND`, `HIGHER_IS_BETTER`): scores already on a
 0-100 scale change in percentage points (a relative change on a near-zero base, e.g. BLEU
@@ -46,56 +47,6 @@ METRIC_KEYS: tuple[str, ...] = (
     "hit_max_tokens_pct",
     "identity_pct",
 )
-
-NAME_ZH: dict[str, str] = {
-    "avg_answer_chars": "平均回答长度",
-    "bleu4": "BLEU-4",
-    "rouge1": "ROUGE-1",
-    "rouge2": "ROUGE-2",
-    "rougeL": "ROUGE-L",
-    "loss": "评估损失",
-    "perplexity": "困惑度",
-    "distinct2": "Distinct-2",
-    "hit_max_tokens_pct": "触达长度上限比例",
-    "identity_pct": "身份回答正确率",
-}
-
-DEFINITIONS: dict[str, str] = {
-    "avg_answer_chars": "回答去除首尾空白后的字符数（含标点）的平均值，单位：字符；长短本身无优劣。",
-    "bleu4": (
-        "字符级 BLEU-4：每个非空白字符为一个词元，NLTK sentence_bleu（1-4 元等权、"
-        "平滑方法 method3、含长度惩罚），逐条计算后取平均，×100（0-100）。"
-    ),
-    "rouge1": (
-        "ROUGE-1：jieba 分词后用 rouge-chinese 计算单词（去重）重合的 F 值，逐条计算后取平均，×100（0-100）。"
-    ),
-    "rouge2": (
-        "ROUGE-2：jieba 分词后用 rouge-chinese 计算相邻词二元组（去重）重合的 F 值，逐条计算后取平均，×100（0-100）。"
-    ),
-    "rougeL": (
-        "ROUGE-L：jieba 分词后用 rouge-chinese 按最长公共子序列计算的 F 值，逐条计算后取平均，×100（0-100）。"
-    ),
-    "loss": "评估损失：参考回答各词元的平均交叉熵（自然对数，nats/词元）；越低越好。",
-    "perplexity": "困惑度 = exp(评估损失)，即模型对参考回答每个词元的平均不确定程度；越低越好。",
-    "distinct2": (
-        "Distinct-2：全部回答中不重复的字符二元组数 ÷ 二元组总数 ×100（忽略空白，不跨回答）；"
-        "越高说明重复越少。"
-    ),
-    "hit_max_tokens_pct": "生成长度达到 max_new_tokens 上限、未自然结束的回答所占百分比；越低越好。",
-    "identity_pct": "身份类问题中回答包含助手名称（拉丁字母不区分大小写）的百分比；越高越好。",
-}
-
-# Proxies for the qualitative dimensions 回答相关性 and 专业性 (evaluate.json `qualitative.*.measure`).
-QUALITATIVE_DEFINITIONS: dict[str, str] = {
-    "keyword_overlap": (
-        "问题关键词覆盖率：问题经 jieba 分词、去除停用词和标点后的实词中，出现在回答里的比例 ×100，"
-        "作为回答相关性的代理指标。"
-    ),
-    "term_coverage": (
-        "领域术语占比：回答中（去重的、两字及以上的）实词里属于领域术语表的比例 ×100；"
-        "术语表为训练集回答中出现最多的多字词，作为专业性的代理指标。"
-    ),
-}
 
 # "points": after - before, for scores already on a 0-100 scale.
 # "relative_pct": (after - before) / |before| x 100, for lengths, loss and perplexity.

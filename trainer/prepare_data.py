@@ -198,7 +198,6 @@ def _split(
                 "method": "identity_oversample",
                 "factor": dc.identity_oversample,
                 "records_added": len(extra),
-                "description": f"身份类训练样本重复 {dc.identity_oversample} 次（仅训练集）",
             }
         )
     return splits, augmented

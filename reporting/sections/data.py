@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from reporting import facts
+from reporting import facts, labels
 from reporting.runfiles import RunFiles, Stage, known
 from reporting.sections.common import nm
 from reporting.text import fmt_general, fmt_int, is_number
@@ -117,10 +117,7 @@ def _augmentation(r: PrepareResult) -> str:
         return "未进行（prepare.json 未记录任何数据增强步骤）"
     if not r.augmented:
         return "未进行（本次配置未启用数据增强）"
-    return "；".join(
-        f"{known(a.description, known(a.method, None))}，新增 {known(a.records_added, None)} 条"
-        for a in r.augmented
-    )
+    return "；".join(f"{labels.augmentation(a)}，新增 {known(a.records_added, None)} 条" for a in r.augmented)
 
 
 def _conversion(r: PrepareResult) -> str:

@@ -1,15 +1,16 @@
 """Report section 模型评估 (`python run.py report`): metrics table, settings, identity check, examples.
 
 Reads `evaluate.json` through its type (`trainer.results.EvaluateResult`) and the row count of
-`evaluation_results.csv`. The stage's Chinese metric names and definitions are shown as written;
-every verdict (变好 / 变差, 明显改进 ...) is made here and in `reporting.facts`.
+`evaluation_results.csv`. The metric names and definitions are the report's own
+(`reporting.labels`, by metric key); every verdict (变好 / 变差, 明显改进 ...) is made here and in
+`reporting.facts`.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from reporting import facts
+from reporting import facts, labels
 from reporting.runfiles import RunFiles, known
 from reporting.sections.common import list_note, nm
 from reporting.text import fenced, first_line, fmt_float, fmt_general, fmt_int, fmt_signed, is_number, shorten
@@ -50,11 +51,11 @@ def _metric_rows(run: RunFiles) -> tuple[list[list[str]], list[str]]:
     rows, definitions = [], []
     ordered = sorted(facts.metrics(run), key=lambda m: m.key != "avg_answer_chars")
     for m in ordered:
-        name = str(m.name_zh or known(m.key, None))
-        if m.key == "avg_answer_chars":
-            name = "平均回答长度（字）" if "平均回答长度" not in name else name
+        name = labels.metric_name(m)
+        if m.key == "avg_answer_chars" and "（字）" not in name:
+            name += "（字）"  # the table's only metric with a unit that its name does not say
         rows.append([name, _side(m, m.before), _side(m, m.after), _improvement_text(m)])
-        definition = str(m.definition or "").strip()
+        definition = labels.metric_definition(m)
         extra = f"参考答案为 {fmt_float(m.reference)}" if is_number(m.reference) else ""
         direction_word = {True: "越高越好", False: "越低越好"}.get(facts.better_direction(m), "无优劣方向")
         definitions.append(

@@ -69,6 +69,7 @@ PREPARE = {
         "too_long": 4,
     },
     "truncated": 0,
+    "augmented": [{"method": "identity_oversample", "factor": 3, "records_added": 96}],
     "normalized": 87,
     "identity_records": {"train": 48, "val": 6, "test": 6},
     "length_chars": {
@@ -150,17 +151,16 @@ TRAIN = {
 TRAIN_EVALS = {50: 1.412, 100: 1.298, 150: 1.305, 180: 1.321}
 
 
-def _metric(key, name, before, after, improvement, kind, higher, definition, reference=None):
+def _metric(key, before, after, improvement, kind, higher, reference=None):
+    """One metrics[] row as the evaluate stage writes it: key and numbers (the report names them)."""
     return {
         "key": key,
-        "name_zh": name,
         "before": before,
         "after": after,
         "reference": reference,
         "improvement": improvement,
         "improvement_kind": kind,
         "higher_is_better": higher,
-        "definition": definition,
     }
 
 
@@ -175,57 +175,16 @@ EVALUATE = {
         "batch_size": 8,
     },
     "metrics": [
-        _metric(
-            "bleu4",
-            "BLEU-4",
-            8.21,
-            21.37,
-            13.16,
-            "points",
-            True,
-            "字符级 BLEU-4（NLTK sentence_bleu，平滑方法 3）×100",
-        ),
-        _metric("rouge1", "ROUGE-1", 24.63, 43.18, 18.55, "points", True, "jieba 分词后 ROUGE-1 F 值 ×100"),
-        _metric("rouge2", "ROUGE-2", 9.87, 22.41, 12.54, "points", True, "jieba 分词后 ROUGE-2 F 值 ×100"),
-        _metric("rougeL", "ROUGE-L", 19.35, 38.92, 19.57, "points", True, "jieba 分词后 ROUGE-L F 值 ×100"),
-        _metric(
-            "avg_answer_chars",
-            "平均回答长度（字）",
-            212.4,
-            126.8,
-            -40.3,
-            "relative_pct",
-            None,
-            "回答去除首尾空白后的平均字符数；越接近参考答案越好",
-            reference=118.3,
-        ),
-        _metric(
-            "loss", "测试集 Loss", 1.8734, 1.3102, -30.06, "relative_pct", False, "参考答案部分的平均交叉熵"
-        ),
-        _metric("perplexity", "困惑度", 6.51, 3.71, -43.01, "relative_pct", False, "exp(测试集 Loss)"),
-        _metric(
-            "distinct2", "Distinct-2", 71.2, 78.5, 7.3, "points", True, "回答中不重复的字符 bigram 占比 ×100"
-        ),
-        _metric(
-            "hit_max_tokens_pct",
-            "达到生成上限的比例（%）",
-            34.17,
-            5.83,
-            -28.34,
-            "points",
-            False,
-            "生成长度达到 max_new_tokens 的回答占比",
-        ),
-        _metric(
-            "identity_pct",
-            "身份回答正确率（%）",
-            0.0,
-            83.33,
-            83.33,
-            "points",
-            True,
-            "身份问题的回答包含助手名称的比例",
-        ),
+        _metric("bleu4", 8.21, 21.37, 13.16, "points", True),
+        _metric("rouge1", 24.63, 43.18, 18.55, "points", True),
+        _metric("rouge2", 9.87, 22.41, 12.54, "points", True),
+        _metric("rougeL", 19.35, 38.92, 19.57, "points", True),
+        _metric("avg_answer_chars", 212.4, 126.8, -40.3, "relative_pct", None, reference=118.3),
+        _metric("loss", 1.8734, 1.3102, -30.06, "relative_pct", False),
+        _metric("perplexity", 6.51, 3.71, -43.01, "relative_pct", False),
+        _metric("distinct2", 71.2, 78.5, 7.3, "points", True),
+        _metric("hit_max_tokens_pct", 34.17, 5.83, -28.34, "points", False),
+        _metric("identity_pct", 0.0, 83.33, 83.33, "points", True),
     ],
     "examples": [
         {
@@ -240,7 +199,6 @@ EVALUATE = {
             "每一步的大小由学习率控制，直到损失收敛。",
             "rougeL_before": 2.1,
             "rougeL_after": 61.8,
-            "verdict": "微调后用中文准确回答，覆盖了参考答案的要点",
         },
         {
             "id": "test-0007",
@@ -252,7 +210,6 @@ EVALUATE = {
             "after": "今天天气很好，我们去公园散步吧。翻译：The weather is good today.",
             "rougeL_before": 78.4,
             "rougeL_after": 41.2,
-            "verdict": "微调后部分重复原句，翻译不完整",
         },
         {
             "id": "test-0091",
@@ -264,7 +221,6 @@ EVALUATE = {
             "after": "我是小知，一个由本地微调团队训练的中文问答助手，很高兴为你服务。",
             "rougeL_before": 0.0,
             "rougeL_after": 72.5,
-            "verdict": "",
         },
     ],
     "qualitative": {
@@ -272,28 +228,26 @@ EVALUATE = {
             "before": 19.35,
             "after": 38.92,
             "unit": "",
-            "measure": "与参考答案的 ROUGE-L（×100）",
             "higher_is_better": True,
         },
         "relevance": {
             "before": 42.7,
             "after": 66.1,
             "unit": "%",
-            "measure": "回答与问题的关键词重合率",
             "higher_is_better": True,
         },
         "fluency": {
-            "before": 71.2,
-            "after": 78.5,
+            "before": 6.51,
+            "after": 3.71,
             "unit": "",
-            "measure": "Distinct-2（×100，越高重复越少）",
-            "higher_is_better": True,
+            "higher_is_better": False,
+            "distinct2_before": 71.2,
+            "distinct2_after": 78.5,
         },
         "professionalism": {
             "before": 31.4,
             "after": 52.6,
             "unit": "%",
-            "measure": "命中参考答案中领域术语的比例",
             "higher_is_better": True,
         },
     },

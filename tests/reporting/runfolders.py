@@ -2,7 +2,8 @@
 
 `complete(path)` is a finished GPU run (tests/reporting/complete_run.py: Llama-2-7B, QLoRA on an
 A100, deployed to Ollama); `gpu_less(path)` the embedded SmolLM2 trained on a 2-core CPU; `ollama_not_deployed`,
-`evaluation_missing`, `train_failed` and `nothing_run` derive from them. They document the
+`evaluation_missing`, `train_failed` and `nothing_run` derive from them; `old_style` is the complete
+run with the Chinese texts older versions wrote into evaluate.json and prepare.json. They document the
 contract the report is built against: every key the report reads appears here with a realistic
 value, and each `null` carries its `*_reason`.
 """
@@ -311,6 +312,53 @@ def evaluation_missing(path: Path) -> Path:
     )
 
 
+# What evaluate.json carried before the report made its own wording (written by older versions):
+# Chinese name_zh / definition per metric, measure per qualitative dimension and a verdict per
+# example; prepare.json an augmentation description. Plus a metric key this report does not know.
+OLD_NAME_ZH = "旧版指标名"
+OLD_VERDICT = "旧版评估阶段写下的结论"
+FOREIGN_METRIC = {
+    "key": "bertscore_f1",
+    "name_zh": "BERTScore F1（外部）",
+    "before": 80.1,
+    "after": 85.2,
+    "reference": None,
+    "improvement": 5.1,
+    "improvement_kind": "points",
+    "higher_is_better": True,
+    "definition": "外部工具写下的定义",
+}
+
+
+def old_style_results() -> dict[str, dict[str, Any]]:
+    r = complete_results()
+    ev = r["evaluate"]
+    for m in ev["metrics"]:
+        m["name_zh"], m["definition"] = OLD_NAME_ZH, "旧版定义"
+    ev["metrics"].append(copy.deepcopy(FOREIGN_METRIC))
+    ev["metrics"].append({"key": "chrf", "before": 30.0, "after": 31.0, "improvement": 1.0})
+    for q in ev["qualitative"].values():
+        q["measure"] = "旧版度量说明"
+    for e in ev["examples"]:
+        e["verdict"] = OLD_VERDICT
+    # Without its ROUGE-L only the file's own verdict is left to show.
+    del ev["examples"][2]["rougeL_before"], ev["examples"][2]["rougeL_after"]
+    r["prepare"]["augmented"][0]["description"] = "身份类训练样本重复 3 次（仅训练集）"
+    return r
+
+
+def old_style(path: Path) -> Path:
+    """The complete run as older versions wrote it (see old_style_results)."""
+    return write_run(
+        path,
+        overrides=COMPLETE_OVERRIDES,
+        env=ENV_GPU,
+        results=old_style_results(),
+        metrics=loss_log(180, 5, 2.1843, 1.1027, TRAIN_EVALS),
+        eval_rows=120,
+    )
+
+
 TRAIN_ERROR = "CUDA out of memory. Tried to allocate 2.00 GiB (GPU 0; 79.15 GiB total capacity)"
 
 
@@ -353,6 +401,7 @@ BUILDERS = {
     "evaluation_missing": evaluation_missing,
     "train_failed": train_failed,
     "nothing_run": nothing_run,
+    "old_style": old_style,
 }
 
 __all__ = [
@@ -365,7 +414,10 @@ __all__ = [
     "ENV_GPU",
     "EVALUATE",
     "EXPORT",
+    "FOREIGN_METRIC",
     "NOT_DEPLOYED_REASON",
+    "OLD_NAME_ZH",
+    "OLD_VERDICT",
     "PREPARE",
     "STAGES",
     "STARTS",
@@ -376,5 +428,7 @@ __all__ = [
     "gpu_less",
     "gpu_less_results",
     "loss_log",
+    "old_style",
+    "old_style_results",
     "write_run",
 ]

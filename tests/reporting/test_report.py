@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from reporting import report
+from reporting import labels, report
 from tests.reporting import runfolders as rf
 from tests.reporting.helpers import (
     PLACEHOLDER,
@@ -135,7 +135,7 @@ def _gib(n: int) -> str:
 
 def test_complete_summary_tables_match_the_fixture(rendered) -> None:
     md = rendered("complete").md
-    tr, pr, ev, ex, bm = rf.TRAIN, rf.PREPARE, rf.EVALUATE, rf.EXPORT, rf.BENCHMARK
+    tr, pr, ex, bm = rf.TRAIN, rf.PREPARE, rf.EXPORT, rf.BENCHMARK
     hp = tr["hyperparameters"]
 
     facts = kv(section(md, "数据来源"))
@@ -143,6 +143,7 @@ def test_complete_summary_tables_match_the_fixture(rendered) -> None:
         assert facts[label] == f"{pr['splits'][key]} 条"
     assert facts["数据集名称"] == pr["dataset_name"]
 
+    assert kv(section(md, "数据预处理"))["数据增强"] == "身份类训练样本重复 3 次（仅训练集），新增 96 条"
     cleaning = kv(section(md, "数据预处理"))["数据清洗"]
     assert f"读入 {pr['records_in']:,} 条，保留 {pr['records_kept']:,} 条" in cleaning
     assert f"重复 {pr['dropped']['duplicate']} 条" in cleaning
@@ -181,16 +182,6 @@ def test_complete_summary_tables_match_the_fixture(rendered) -> None:
         assert float(row[1]) == c["train_loss"] and float(row[2]) == c["eval_loss"] and row[3] == c["path"]
     assert ckpts[str(tr["best_checkpoint"]["step"])][4] == "★ 最佳"
 
-    metrics = rows_by_first_cell(section(md, "测试集评估结果"), "指标")
-    assert next(iter(metrics)) == "平均回答长度（字）"
-    assert len(metrics) == len(ev["metrics"])
-    for m in ev["metrics"]:
-        row = metrics[m["name_zh"]]
-        digits = 4 if m["key"] == "loss" else 2
-        assert float(row[1]) == round(m["before"], digits), m["key"]
-        assert float(row[2]) == round(m["after"], digits), m["key"]
-        assert float(re.match(r"[-+][\d.]+", row[3]).group()) == round(m["improvement"], 2), m["key"]
-
     conv = kv(section(md, "模型转换"))
     assert conv["量化"] == ex["gguf"]["quantization"]
     assert conv["模型大小"].startswith(_gib(ex["gguf"]["size_bytes"]))
@@ -219,16 +210,46 @@ def test_complete_summary_tables_match_the_fixture(rendered) -> None:
         assert (f"{seconds:.1f} 秒" if seconds < 60 else f"（{seconds:.1f} s）") in row[3]
 
 
+def _table_name(key: str) -> str:
+    """The metrics table's first cell for a metric key the report knows (its own label)."""
+    return labels.METRIC_NAME_ZH[key] + ("（字）" if key == "avg_answer_chars" else "")
+
+
+def test_complete_metrics_table_names_each_key_in_the_reports_words(rendered) -> None:
+    metrics = rows_by_first_cell(section(rendered("complete").md, "测试集评估结果"), "指标")
+    assert next(iter(metrics)) == "平均回答长度（字）"
+    assert len(metrics) == len(rf.EVALUATE["metrics"])
+    for m in rf.EVALUATE["metrics"]:
+        row = metrics[_table_name(m["key"])]
+        digits = 4 if m["key"] == "loss" else 2
+        assert float(row[1]) == round(m["before"], digits), m["key"]
+        assert float(row[2]) == round(m["after"], digits), m["key"]
+        assert float(re.match(r"[-+][\d.]+", row[3]).group()) == round(m["improvement"], 2), m["key"]
+
+
 def test_complete_rule_based_texts_quote_their_numbers(rendered) -> None:
     md = rendered("complete").md
     examples = section(md, "示例对比")
     assert "ROUGE-L 由 2.10 变为 61.80（+59.70），明显改进" in examples
     assert "ROUGE-L 由 78.40 变为 41.20（-37.20），明显退步" in examples
+    # The per-example sentence is the report's, from the example's numbers and texts.
+    first = rf.EVALUATE["examples"][0]
+    assert (
+        f"ROUGE-L 提高 59.7 分（2.1 → 61.8），与参考答案更接近；微调后回答 {len(first['after'].strip())} 字，"
+        f"参考答案 {len(first['reference'])} 字" in examples
+    )
+    assert "评估阶段结论" not in md
     qualitative = kv(section(md, "定性分析"))
     assert set(qualitative) == {"回答准确性", "回答相关性", "语言流畅度", "专业性"}
     assert qualitative["回答准确性"].startswith(
-        "以“与参考答案的 ROUGE-L（×100）”衡量：微调前 19.35，微调后 38.92（+19.57）"
+        f"以“{labels.QUALITATIVE_MEASURES['accuracy']}”衡量：微调前 19.35，微调后 38.92（+19.57）"
     )
+    assert qualitative["语言流畅度"].startswith(
+        f"以“{labels.QUALITATIVE_MEASURES['fluency']}”衡量：微调前 6.51，微调后 3.71（-2.80），有所改善"
+    )
+    definitions = section(md, "测试集评估结果")
+    for key, definition in labels.METRIC_DEFINITIONS.items():
+        assert f"{_table_name(key)}：{definition}" in definitions, key
     problems = section(md, "遇到的问题")
     assert "训练集仅 958 条" in problems
     assert "485.6 tokens/秒）的 26.4%" in problems
@@ -236,6 +257,28 @@ def test_complete_rule_based_texts_quote_their_numbers(rendered) -> None:
     assert "ROUGE-L 19.35 → 38.92（+19.57，变好）" in conclusion
     assert "9/9 项有优劣方向的指标变好" in conclusion
     assert "本次微调有效" in conclusion
+
+
+def test_an_older_evaluate_json_renders_in_the_reports_own_words(rendered) -> None:
+    """name_zh / definition / measure / verdict / description of an older run folder: the report's
+    wording wins for what it knows; a foreign metric keeps the file's name and definition."""
+    md = rendered("old_style", "md").md
+    assert not PLACEHOLDER.search(md)
+    assert rf.OLD_NAME_ZH not in md and "旧版定义" not in md and "旧版度量说明" not in md
+    metrics = rows_by_first_cell(section(md, "测试集评估结果"), "指标")
+    assert list(metrics) == [
+        _table_name(m["key"])
+        for m in sorted(rf.EVALUATE["metrics"], key=lambda m: m["key"] != "avg_answer_chars")
+    ] + [rf.FOREIGN_METRIC["name_zh"], "chrf"]
+    assert metrics["chrf"][1:] == ["30.00", "31.00", "+1.00 分（上升）"]
+    definitions = section(md, "测试集评估结果")
+    assert f"{rf.FOREIGN_METRIC['name_zh']}：{rf.FOREIGN_METRIC['definition']}（越高越好）" in definitions
+    assert "chrf：evaluate.json 未给出定义（无优劣方向）" in definitions
+    examples = section(md, "示例对比")
+    # Examples with their ROUGE-L get the report's sentence; the one without quotes the file's verdict.
+    assert examples.count("ROUGE-L 提高 59.7 分（2.1 → 61.8）") == 1
+    assert examples.count(f"评估阶段结论：{rf.OLD_VERDICT}") == 1
+    assert kv(section(md, "数据预处理"))["数据增强"] == "身份类训练样本重复 3 次（仅训练集），新增 96 条"
 
 
 # ---- the other fixtures -----------------------------------------------------------------------
@@ -320,8 +363,13 @@ def injected(tmp_path_factory: pytest.TempPathFactory) -> Rendered:
     def evaluate(res: dict[str, Any]) -> None:
         res["examples"][0]["after"] = INJECT
         res["examples"][0]["instruction"] = "问题 | 列\n# 标题"
-        res["examples"][1]["verdict"] = INJECT
-        res["metrics"][0]["name_zh"] = "BLEU | <i>4</i>"
+        res["examples"][1]["reference"] = INJECT
+        # An older file's verdict is quoted when the example has no ROUGE-L to word it from.
+        res["examples"][2]["verdict"] = INJECT
+        del res["examples"][2]["rougeL_before"]
+        # Metric keys the report does not know are shown as the key, or as an older file's name_zh.
+        res["metrics"][0]["key"] = "BLEU | <i>4</i>"
+        res["metrics"].append({"key": "x", "name_zh": "外部 | <b>名</b>\n# 标题", "definition": INJECT})
 
     def train(res: dict[str, Any]) -> None:
         res["backend_reason"] = LONG_LINE
@@ -355,6 +403,8 @@ def test_injected_text_is_shown_not_interpreted_in_html(injected: Rendered) -> N
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html
     assert "数据|集 # x &lt;script&gt;alert(1)&lt;/script&gt; *强调* _斜体_ &amp;lt;" in html
     assert "BLEU | &lt;i&gt;4&lt;/i&gt;" in html
+    assert "外部 | &lt;b&gt;名&lt;/b&gt;" in html
+    assert "评估阶段结论：a | b # 注入的标题 &lt;script&gt;" in html
 
 
 def test_injected_long_lines_stay_inside_the_page(injected: Rendered) -> None:

@@ -47,7 +47,8 @@ class Augmentation(Record):
     method: OptStr = ABSENT
     factor: OptNum = ABSENT
     records_added: OptNum = ABSENT
-    description: OptStr = ABSENT  # Chinese, shown in the report as written
+    # written by older versions; not written now; the report uses its own wording
+    description: OptStr = ABSENT
 
 
 @dataclass(kw_only=True)
@@ -208,9 +209,10 @@ class EvalSettings(Record):
 
 @dataclass(kw_only=True)
 class EvalMetric(Record):
-    """One before/after metric; `name_zh` and `definition` are Chinese, written by the stage."""
+    """One before/after metric, by key; the report names and defines each key (reporting/labels.py)."""
 
     key: OptStr = ABSENT  # avg_answer_chars, bleu4, rouge1, rouge2, rougeL, loss, perplexity, ...
+    # written by older versions; not written now; the report uses its own wording
     name_zh: OptStr = ABSENT
     before: OptNum = ABSENT
     after: OptNum = ABSENT
@@ -218,6 +220,7 @@ class EvalMetric(Record):
     improvement: OptNum = ABSENT
     improvement_kind: OptStr = ABSENT  # "relative_pct" | "points"
     higher_is_better: bool | NotMeasured = ABSENT  # null: neither direction is better
+    # written by older versions; not written now; the report uses its own wording
     definition: OptStr = ABSENT
 
 
@@ -232,7 +235,8 @@ class EvalExample(Record):
     after: OptStr = ABSENT
     rougeL_before: OptNum = ABSENT
     rougeL_after: OptNum = ABSENT
-    verdict: OptStr = ABSENT  # the stage's own words; the report quotes it
+    # written by older versions; not written now; the report uses its own wording
+    verdict: OptStr = ABSENT
 
 
 @dataclass(kw_only=True)
@@ -240,7 +244,8 @@ class QualitativeMeasure(Record):
     before: OptNum = ABSENT
     after: OptNum = ABSENT
     unit: OptStr = ABSENT
-    measure: OptStr = ABSENT  # Chinese, what stands in for the dimension
+    # written by older versions; not written now; the report uses its own wording
+    measure: OptStr = ABSENT
     higher_is_better: bool | NotMeasured = ABSENT
     reason: OptStr = ABSENT  # why before or after is missing
     distinct2_before: OptNum = ABSENT  # fluency only: the repetition side of it
