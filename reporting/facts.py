@@ -100,7 +100,7 @@ def _num_or_dash(value: Any) -> str:
 
 def example_verdict(example: EvalExample) -> str:
     """评价 of one example: its ROUGE-L change against the reference, how it was picked, and its
-    ROUGE-L and lengths in words (`reporting.labels.example_verdict`)."""
+    ROUGE-L and lengths in words (`reporting.labels.example_lengths`)."""
     before, after = example.rougeL_before, example.rougeL_after
     kind = EXAMPLE_KIND_ZH.get(str(known(example.kind, None)), "")
     parts = []
@@ -120,10 +120,10 @@ def example_verdict(example: EvalExample) -> str:
         parts.append("evaluate.json 未给出该示例的 ROUGE-L，无法按分数评价")
     if kind:
         parts.append(f"示例{kind}")
-    own = labels.example_verdict(example)
-    if own:
-        parts.append(own.rstrip("。"))
-    else:
+    lengths = labels.example_lengths(example)
+    if lengths:
+        parts.append(lengths)
+    if not (is_number(before) and is_number(after)):
         # Without the numbers only an older evaluate.json's own verdict is left: quoted as its words.
         verdict = shorten(" ".join(str(example.verdict or "").split()), 300)
         if verdict:

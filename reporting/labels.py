@@ -101,22 +101,14 @@ def augmentation(a: Augmentation) -> str:
     return _text(a.description) or method or "未记录方法的数据增强"
 
 
-def example_verdict(example: EvalExample) -> str:
-    """One example's ROUGE-L change and answer lengths in a sentence, from what evaluate.json records
-    for it ("" when its ROUGE-L is missing; the caller then quotes an older file's own `verdict`).
+def example_lengths(example: EvalExample) -> str:
+    """The tuned answer's and the reference's length in characters ("" without the tuned answer).
 
-    Lengths are trainer.metrics.answer_chars of the texts, as in the average answer length.
+    Lengths are trainer.metrics.answer_chars of the texts, as in the average answer length; the
+    ROUGE-L change itself is worded once, by reporting.facts.example_verdict.
     """
-    before, after = example.rougeL_before, example.rougeL_after
-    if not (is_number(before) and is_number(after)):
+    after = known(example.after, None)
+    if not after:
         return ""
-    delta = float(after) - float(before)
-    if abs(delta) < 1:
-        trend = f"ROUGE-L 基本持平（{before:.1f} → {after:.1f}）"
-    elif delta > 0:
-        trend = f"ROUGE-L 提高 {delta:.1f} 分（{before:.1f} → {after:.1f}），与参考答案更接近"
-    else:
-        trend = f"ROUGE-L 下降 {-delta:.1f} 分（{before:.1f} → {after:.1f}），此例微调后变差"
-    after_chars = answer_chars(str(known(example.after, "") or ""))
     ref_chars = answer_chars(str(known(example.reference, "") or ""))
-    return f"{trend}；微调后回答 {after_chars} 字，参考答案 {ref_chars} 字。"
+    return f"微调后回答 {answer_chars(str(after))} 字，参考答案 {ref_chars} 字"

@@ -328,17 +328,20 @@ def _qualitative(per: list[dict[str, Any]], values: dict[str, Triple]) -> Qualit
         accuracy=QualitativeMeasure(
             before=_round(values["rougeL"][0]),
             after=_round(values["rougeL"][1]),
-            unit="ROUGE-L F1 ×100",
+            unit="",  # ROUGE-L F1 x100: points
+            higher_is_better=True,
         ),
         relevance=QualitativeMeasure(
             before=_round(avg("relevance_before")),
             after=_round(avg("relevance_after")),
             unit="%",
+            higher_is_better=True,
         ),
         fluency=QualitativeMeasure(
             before=_round(values["perplexity"][0]),
             after=_round(values["perplexity"][1]),
-            unit="困惑度（越低越好）",
+            unit="",  # perplexity
+            higher_is_better=False,
             distinct2_before=_round(values["distinct2"][0]),
             distinct2_after=_round(values["distinct2"][1]),
         ),
@@ -346,6 +349,7 @@ def _qualitative(per: list[dict[str, Any]], values: dict[str, Triple]) -> Qualit
             before=_round(avg("terms_before")),
             after=_round(avg("terms_after")),
             unit="%",
+            higher_is_better=True,
         ),
     )
 

@@ -43,14 +43,8 @@ def test_augmentation_is_worded_from_method_and_factor() -> None:
     assert labels.augmentation(Augmentation(method="identity_oversample")) == "身份类训练样本重复（仅训练集）"
 
 
-def test_example_verdict_from_the_examples_numbers() -> None:
-    def verdict(before: float, after: float) -> str:
-        return labels.example_verdict(
-            EvalExample(rougeL_before=before, rougeL_after=after, reference=" 参考答案 ", after="回答\n")
-        )
-
-    assert verdict(10.0, 10.5) == "ROUGE-L 基本持平（10.0 → 10.5）；微调后回答 2 字，参考答案 4 字。"
-    assert verdict(10.0, 30.0).startswith("ROUGE-L 提高 20.0 分（10.0 → 30.0），与参考答案更接近；")
-    assert verdict(30.0, 10.0).startswith("ROUGE-L 下降 20.0 分（30.0 → 10.0），此例微调后变差；")
-    # Without its ROUGE-L there is nothing to word (the report then quotes an older file's verdict).
-    assert labels.example_verdict(EvalExample(rougeL_after=1.0, verdict="旧结论")) == ""
+def test_example_lengths_from_the_example_texts() -> None:
+    example = EvalExample(rougeL_before=10.0, rougeL_after=10.5, reference=" 参考答案 ", after="回答\n")
+    assert labels.example_lengths(example) == "微调后回答 2 字，参考答案 4 字"
+    # Without the tuned answer there is nothing to count (the report then words only the ROUGE-L).
+    assert labels.example_lengths(EvalExample(rougeL_after=1.0, verdict="旧结论")) == ""

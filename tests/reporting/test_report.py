@@ -235,9 +235,10 @@ def test_complete_rule_based_texts_quote_their_numbers(rendered) -> None:
     # The per-example sentence is the report's, from the example's numbers and texts.
     first = rf.EVALUATE["examples"][0]
     assert (
-        f"ROUGE-L 提高 59.7 分（2.1 → 61.8），与参考答案更接近；微调后回答 {len(first['after'].strip())} 字，"
-        f"参考答案 {len(first['reference'])} 字" in examples
+        f"明显改进（阈值 ±5）；示例按 ROUGE-L 提升最大选出；微调后回答 {len(first['after'].strip())} 字，"
+        f"参考答案 {len(first['reference'])} 字。" in examples
     )
+    assert "提高 59.7 分" not in examples  # the ROUGE-L change is worded once
     assert "评估阶段结论" not in md
     qualitative = kv(section(md, "定性分析"))
     assert set(qualitative) == {"回答准确性", "回答相关性", "语言流畅度", "专业性"}
@@ -276,7 +277,7 @@ def test_an_older_evaluate_json_renders_in_the_reports_own_words(rendered) -> No
     assert "chrf：evaluate.json 未给出定义（无优劣方向）" in definitions
     examples = section(md, "示例对比")
     # Examples with their ROUGE-L get the report's sentence; the one without quotes the file's verdict.
-    assert examples.count("ROUGE-L 提高 59.7 分（2.1 → 61.8）") == 1
+    assert examples.count("ROUGE-L 由 2.10 变为 61.80（+59.70），明显改进") == 1
     assert examples.count(f"评估阶段结论：{rf.OLD_VERDICT}") == 1
     assert kv(section(md, "数据预处理"))["数据增强"] == "身份类训练样本重复 3 次（仅训练集），新增 96 条"
 
