@@ -39,13 +39,15 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from packaging.utils import canonicalize_name
 
-ROOT = Path(__file__).resolve().parent.parent
+from trainer.bootstrap import UNSLOTH_PINS
+from trainer.paths import ROOT
+
 WHEEL_DIR = ROOT / ".gpu-wheels"
 TRAVEL_LIMIT_BYTES = 64 * 2**20
 PYTHON_TAGS = ["--python-version", "3.12", "--implementation", "cp", "--abi", "cp312", "--abi", "abi3"]
 PLATFORMS = ["manylinux_2_28_x86_64", "manylinux_2_24_x86_64", "manylinux2014_x86_64", "any"]
-UNSLOTH = ["unsloth==2026.10.9", "unsloth-zoo==2026.10.9"]  # as trainer/bootstrap.py pins them
 # Versions come from requirements/lock.txt (the CPU lock), so both machines run the same code.
 LOCKED = ["trl", "peft", "datasets", "dill", "multiprocess", "bitsandbytes", "tyro", "docstring-parser"]
 LOCKED += ["typeguard", "msgspec", "hf-transfer", "json5", "structlog", "nest-asyncio", "jieba"]
@@ -126,21 +128,17 @@ LLAMA2_WIDTH = {
 }
 
 
-def _norm(name: str) -> str:
-    return name.lower().replace("_", "-").replace(".", "-")
-
-
 def locked_pins() -> list[str]:
     """`name==version` for LOCKED, read from requirements/lock.txt."""
     lock = {}
     for line in (ROOT / "requirements" / "lock.txt").read_text().splitlines():
         if "==" in line and not line.startswith("#"):
             name, version = line.split("==", 1)
-            lock[_norm(name)] = version.strip()
-    missing = [n for n in LOCKED if _norm(n) not in lock]
+            lock[canonicalize_name(name)] = version.strip()
+    missing = [n for n in LOCKED if canonicalize_name(n) not in lock]
     if missing:
         raise SystemExit(f"error: requirements/lock.txt has no pin for {', '.join(missing)}")
-    return [f"{n}=={lock[_norm(n)]}" for n in LOCKED]
+    return [f"{n}=={lock[canonicalize_name(n)]}" for n in LOCKED]
 
 
 # --- wheels -------------------------------------------------------------------------------------
@@ -154,12 +152,12 @@ def slim_wheel(path: Path, drop: Callable[[str], bool]) -> list[str]:
     """
     with zipfile.ZipFile(path) as src:
         members = src.infolist()
-        dropped = [m.filename for m in members if drop(m.filename)]
+        dropped = {m.filename for m in members if drop(m.filename)}
         if not dropped:
             return []
         record = next(m.filename for m in members if m.filename.endswith(".dist-info/RECORD"))
         rows = csv.reader(io.StringIO(src.read(record).decode()))
-        kept_rows = [r for r in rows if r and r[0] not in set(dropped)]
+        kept_rows = [r for r in rows if r and r[0] not in dropped]
         out = io.StringIO()
         csv.writer(out, lineterminator="\n").writerows(kept_rows)
         tmp = path.with_suffix(".tmp")
@@ -170,7 +168,7 @@ def slim_wheel(path: Path, drop: Callable[[str], bool]) -> list[str]:
                 data = out.getvalue().encode() if m.filename == record else src.read(m)
                 dst.writestr(m, data)
     tmp.replace(path)
-    return dropped
+    return sorted(dropped)
 
 
 def _pip(*args: str) -> None:
@@ -184,7 +182,7 @@ def build_wheels(dest: Path = WHEEL_DIR) -> dict[str, Any]:
     """Download (or build, for sdists) the Python 3.12 wheels and slim the two big ones."""
     tmp = Path(tempfile.mkdtemp(prefix="gpu-wheels-", dir=dest.parent))
     try:
-        pins = [*UNSLOTH, *locked_pins(), *UNPINNED]
+        pins = [*UNSLOTH_PINS, *locked_pins(), *UNPINNED]
         binary = [p for p in pins if not p.startswith(("jieba", "rouge-chinese"))]
         platforms = [a for p in PLATFORMS for a in ("--platform", p)]
         _pip(
@@ -194,7 +192,7 @@ def build_wheels(dest: Path = WHEEL_DIR) -> dict[str, Any]:
         _pip("wheel", "--no-deps", "-w", str(tmp), *[p for p in pins if p not in binary])
         slimmed = {}
         for wheel in sorted(tmp.glob("*.whl")):
-            rule = SLIM_DROP.get(_norm(wheel.name.split("-")[0]))
+            rule = SLIM_DROP.get(canonicalize_name(wheel.name.split("-")[0]))
             if rule:
                 before = wheel.stat().st_size
                 dropped = slim_wheel(wheel, rule)
@@ -240,15 +238,19 @@ def wheel_requirements(wheel: Path) -> list[str]:
         if line.startswith("Requires-Dist:"):
             req = Requirement(line.split(":", 1)[1].strip())
             if req.marker is None or req.marker.evaluate(env):
-                names.append(_norm(req.name))
+                names.append(canonicalize_name(req.name))
     return names
 
 
 def unmet_requirements(wheel_dir: Path = WHEEL_DIR) -> dict[str, list[str]]:
     """Requirement -> wheels needing it, for requirements neither carried, on the device, nor excused."""
     wheels = sorted(wheel_dir.glob("*.whl"))
-    carried = {_norm(w.name.split("-")[0]) for w in wheels}
-    have = carried | {_norm(n) for n in DEVICE_PACKAGES} | {_norm(n) for n in NOT_CARRIED}
+    carried = {canonicalize_name(w.name.split("-")[0]) for w in wheels}
+    have = (
+        carried
+        | {canonicalize_name(n) for n in DEVICE_PACKAGES}
+        | {canonicalize_name(n) for n in NOT_CARRIED}
+    )
     unmet: dict[str, list[str]] = {}
     for wheel in wheels:
         for name in wheel_requirements(wheel):

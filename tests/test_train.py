@@ -89,13 +89,12 @@ def _checkpoint_done(path: Path) -> bool:
 
 
 @pytest.mark.slow
-def test_killed_training_resumes_to_the_same_step_count(tiny_trained, tmp_path):
-    _, trained = tiny_trained
+def _train_on_prepared_copy(trained: Path, tmp_path: Path, *overrides: str) -> tuple[Path, list[str]]:
+    """(run folder holding a copy of the prepared splits, the `run.py train` command on it)."""
     run_dir = tmp_path / "run"
     run_dir.mkdir()
     for name in ("data", "prompt_format.json"):  # reuse the prepared splits
-        src = trained / name
-        os.system(f"cp -r '{src}' '{run_dir / name}'")
+        os.system(f"cp -r '{trained / name}' '{run_dir / name}'")
     cmd = [
         sys.executable,
         str(ROOT / "run.py"),
@@ -104,10 +103,16 @@ def test_killed_training_resumes_to_the_same_step_count(tiny_trained, tmp_path):
         str(ROOT / "configs" / "tiny.yaml"),
         "--run-dir",
         str(run_dir),
-        "train.max_steps=24",
-        "train.save_steps=4",
-        "train.eval_steps=4",
+        *overrides,
     ]
+    return run_dir, cmd
+
+
+def test_killed_training_resumes_to_the_same_step_count(tiny_trained, tmp_path):
+    _, trained = tiny_trained
+    run_dir, cmd = _train_on_prepared_copy(
+        trained, tmp_path, "train.max_steps=24", "train.save_steps=4", "train.eval_steps=4"
+    )
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.time() + 240
     try:
@@ -162,21 +167,10 @@ def test_train_json_records_the_precision_chosen_for_this_cpu(tiny_trained):
 
 def test_time_budget_stops_training_and_says_where(tiny_trained, tmp_path):
     _, trained = tiny_trained
-    run_dir = tmp_path / "run"
-    run_dir.mkdir()
-    for name in ("data", "prompt_format.json"):  # reuse the prepared splits
-        os.system(f"cp -r '{trained / name}' '{run_dir / name}'")
-    cmd = [
-        sys.executable,
-        str(ROOT / "run.py"),
-        "train",
-        "--config",
-        str(ROOT / "configs" / "tiny.yaml"),
-        "--run-dir",
-        str(run_dir),
-        "train.max_steps=500",
-        "train.max_minutes=0.001",  # 60 ms: used up by the first optimizer step
-    ]
+    # 0.001 min = 60 ms: used up by the first optimizer step
+    run_dir, cmd = _train_on_prepared_copy(
+        trained, tmp_path, "train.max_steps=500", "train.max_minutes=0.001"
+    )
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     res = json.loads((run_dir / "train.json").read_text())["results"]

@@ -203,15 +203,14 @@ def _fit(cfg: PipelineConfig, run_dir: RunDir, setup: _Setup) -> _Fit:
     if resume:
         log.info("resuming from %s", resume)
     os.environ["TENSORBOARD_LOGGING_DIR"] = str(run_dir / "runs")
+    budget = callbacks.TimeBudget(cfg.train.max_minutes)
     trainer = sft_trainer_class(setup.backend)(
         model=setup.model,
         args=args,
         train_dataset=setup.train_ds,
         eval_dataset=setup.val_ds,
         processing_class=setup.tokenizer,
-        callbacks=callbacks.make(
-            run_dir, resume_step, setup.main, budget := callbacks.TimeBudget(cfg.train.max_minutes)
-        ),
+        callbacks=callbacks.make(run_dir, resume_step, setup.main, budget),
     )
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
