@@ -1,17 +1,16 @@
-"""The Ollama Modelfile of the exported GGUF, and the Go-template subset needed to check it.
+"""The Ollama Modelfile of the exported GGUF.
 
 `python run.py export` calls `write_modelfile` to write `models/gguf/Modelfile` beside the GGUF;
 `python run.py deploy` reads it back with `read_modelfile` and sends the same TEMPLATE, SYSTEM and
 PARAMETERs to Ollama's /api/create, so the API path and `ollama create -f Modelfile` build the same
 model.
 
-The TEMPLATE is `PromptFormat.ollama_template`. Ollama renders it with Go's text/template, with
-`.System` = the Modelfile SYSTEM and `.Prompt` = the request's prompt, and tokenizes the result
-adding BOS itself when the GGUF asks for it (the format has no BOS). `render_go_template` is that
-rendering for the subset our templates use, so a test (and `render_modelfile` itself) can check that
-the template reproduces `PromptFormat.prompt` character for character. Templates that iterate
-`.Messages` are refused on purpose: Ollama then passes the system prompt both as `.System` and as a
-system message, and a template using both renders it twice (visible in the recorded exchanges).
+The TEMPLATE is `PromptFormat.ollama_template`, a Go template over `.Messages`; Ollama tokenizes
+what it renders, adding BOS itself when the GGUF asks for it (the format has no BOS).
+`check_template` renders it the way Ollama does (trainer/go_template.py) for an /api/generate prompt
+and a three-turn /api/chat conversation and refuses it unless both equal the training text character
+for character. (The template must not use `.System` beside `.Messages`: Ollama passes the system
+prompt both ways, and such a template renders it twice, as the recorded exchanges show.)
 
 `parse_modelfile` follows Ollama's own Modelfile parser (parser/parser.go): what it reads back is
 what `ollama create` would see.
@@ -20,11 +19,11 @@ what `ollama create` would see.
 from __future__ import annotations
 
 import os
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from trainer import go_template
 from trainer.config import PipelineConfig
 from trainer.prompt_format import PromptFormat
 from trainer.runfolder import RunDir, write_text
@@ -72,16 +71,7 @@ def render_modelfile(fmt: PromptFormat, gguf_file: str, num_ctx: int, temperatur
             raise ModelfileError(f"stop marker {marker!r} cannot be written as a Modelfile parameter.")
     # Never write a Modelfile whose template drifts from the training format: the model would be
     # asked in a shape it was not trained on and ramble or garble Chinese.
-    probe_instruction, probe_input = "用一句话介绍北京。", "北京是中国的首都。"
-    rendered = render_go_template(
-        fmt.ollama_template, fmt.system, fmt.user_text(probe_instruction, probe_input)
-    )
-    expected = fmt.prompt(probe_instruction, probe_input)
-    if rendered != expected:
-        raise ModelfileError(
-            f"the Ollama template of format '{fmt.name}' does not reproduce its training prompt:\n"
-            f"  template renders {rendered!r}\n  training prompt  {expected!r}"
-        )
+    check_template(fmt)
     lines = [
         "# Ollama Modelfile written by `python run.py export` (trainer/modelfile.py).",
         "# Create the model from this folder:  ollama create <name> -f Modelfile",
@@ -104,6 +94,38 @@ def render_modelfile(fmt: PromptFormat, gguf_file: str, num_ctx: int, temperatur
     ):
         raise ModelfileError("the Modelfile does not read back as written (quoting problem).")
     return text
+
+
+# A probe conversation: /api/generate asks its first turn, /api/chat all three with their history.
+_PROBE_TURNS = [
+    ("用一句话介绍北京。\n\n北京是中国的首都。", "北京是中国的首都，历史悠久。"),
+    ("它有多少人口？", "约两千万。"),
+    ("再介绍一下上海。", "上海是中国最大的经济中心之一。"),
+]
+
+
+def check_template(fmt: PromptFormat) -> None:
+    """Raise ModelfileError unless Ollama, rendering `fmt.ollama_template` under SYSTEM `fmt.system`,
+    asks exactly the training text: one /api/generate prompt and a three-turn /api/chat history."""
+    first_user = _PROBE_TURNS[0][0]
+    messages: list[go_template.Message] = []
+    for user, answer in _PROBE_TURNS:
+        messages += [{"role": "user", "content": user}, {"role": "assistant", "content": answer}]
+    segments = fmt.segments(_PROBE_TURNS)
+    checks = [
+        ("/api/generate", fmt.prompt(first_user), go_template.generate_prompt, first_user),
+        ("/api/chat", "".join(text for text, _ in segments[:-1]), go_template.chat_prompt, messages[:-1]),
+    ]
+    for endpoint, expected, render, request in checks:
+        try:
+            rendered = render(fmt.ollama_template, fmt.system, request)
+        except go_template.TemplateError as exc:
+            raise ModelfileError(f"the Ollama template of format '{fmt.name}': {exc}") from None
+        if rendered != expected:
+            raise ModelfileError(
+                f"the Ollama template of format '{fmt.name}' does not reproduce its training text "
+                f"for {endpoint}:\n  template renders {rendered!r}\n  training text    {expected!r}"
+            )
 
 
 def write_modelfile(run_dir: RunDir | Path, fmt: PromptFormat, gguf_path: Path, cfg: PipelineConfig) -> Path:
@@ -325,90 +347,3 @@ def spec_from_text(text: str, folder: Path) -> ModelfileSpec:
 def read_modelfile(path: Path) -> ModelfileSpec:
     path = Path(path)
     return spec_from_text(path.read_text(encoding="utf-8-sig"), path.parent)
-
-
-# ---------------------------------------------------------------------------------------------
-# Go text/template, the subset our templates use
-
-_ACTION = re.compile(r"\{\{(.*?)\}\}", re.S)
-_GO_SPACE = " \t\r\n"
-
-
-def _tokens(template: str) -> list[tuple[str, str]]:
-    """[("text", s) | ("action", body)] with Go's `{{- ` / ` -}}` trimming applied to the text."""
-    tokens: list[tuple[str, str]] = []
-    pos, trim_next = 0, False
-    for match in _ACTION.finditer(template):
-        text = template[pos : match.start()]
-        body = match.group(1)
-        # Go: a trim marker is "-" plus one space-like character, on the inner side of the braces.
-        trim_left = len(body) >= 2 and body[0] == "-" and body[1] in _GO_SPACE
-        trim_right = len(body) >= 2 and body[-1] == "-" and body[-2] in _GO_SPACE
-        if trim_next:
-            text = text.lstrip(_GO_SPACE)
-        if trim_left:
-            text = text.rstrip(_GO_SPACE)
-            body = body[1:]
-        if trim_right:
-            body = body[:-1]
-        tokens.append(("text", text))
-        tokens.append(("action", body.strip()))
-        pos, trim_next = match.end(), trim_right
-    tail = template[pos:]
-    if "{{" in tail:
-        raise ModelfileError("unclosed action '{{' in template")
-    tokens.append(("text", tail.lstrip(_GO_SPACE) if trim_next else tail))
-    return tokens
-
-
-def _field(expr: str, values: dict[str, str]) -> str:
-    if not re.fullmatch(r"\.[A-Za-z_]\w*", expr):
-        raise ModelfileError(f"unsupported template expression {{{{ {expr} }}}}")
-    key = expr[1:]
-    if key not in values:
-        raise ModelfileError(
-            f"template field .{key} is not supported here (only {', '.join('.' + k for k in values)})"
-        )
-    return values[key]
-
-
-def render_go_template(template: str, system: str, prompt: str) -> str:
-    """Render `template` like Ollama does for /api/generate with a .System/.Prompt template.
-
-    Supports text, `{{ .System }}`, `{{ .Prompt }}`, `{{ if .X }}…{{ else }}…{{ end }}`, comments and
-    `{{- ` / ` -}}` trimming. Anything else (range, .Messages, functions) raises ModelfileError.
-    """
-    values = {"System": system, "Prompt": prompt}
-    out: list[str] = []
-    # One frame per open `if`: (this branch is taken, the enclosing output is on, `else` seen).
-    stack: list[tuple[bool, bool, bool]] = []
-    emitting = True
-    for kind, body in _tokens(template):
-        if kind == "text":
-            if emitting:
-                out.append(body)
-            continue
-        if body.startswith("/*") and body.endswith("*/"):
-            continue
-        head, _, rest = body.partition(" ")
-        if head == "if":
-            taken = bool(_field(rest.strip(), values))
-            stack.append((taken, emitting, False))
-            emitting = emitting and taken
-        elif head == "else" and not rest:
-            if not stack or stack[-1][2]:
-                raise ModelfileError("{{ else }} without a matching {{ if }}")
-            taken, outer, _ = stack.pop()
-            stack.append((not taken, outer, True))
-            emitting = outer and not taken
-        elif head == "end" and not rest:
-            if not stack:
-                raise ModelfileError("{{ end }} without a matching {{ if }}")
-            _, emitting, _ = stack.pop()
-        else:
-            value = _field(body, values)
-            if emitting:
-                out.append(value)
-    if stack:
-        raise ModelfileError("{{ if }} without {{ end }}")
-    return "".join(out)

@@ -25,7 +25,7 @@ class PromptFormat:
     # Python format strings with {system} and {user}; the completion with {answer}.
     prompt_template: str
     completion_template: str
-    # Ollama Modelfile TEMPLATE (Go template) producing the same prompt text.
+    # Ollama Modelfile TEMPLATE (Go template over .Messages) producing the same text, history included.
     ollama_template: str
     # Strings that end a turn: passed as Ollama `stop` parameters and llama.cpp stop words.
     stop: tuple[str, ...]
@@ -80,12 +80,37 @@ class PromptFormat:
         return data
 
 
+# The Ollama TEMPLATEs range over .Messages, so /api/chat keeps the history: system, then each user
+# turn with the assistant prefix, each answer with its end marker, exactly the text of `segments`
+# (checked by trainer/modelfile.py with trainer/go_template.py). Ollama puts the Modelfile SYSTEM in
+# as the first message; the empty system block covers a conversation without one, as training does.
+_LLAMA2_TEMPLATE = (
+    "{{- range $i, $m := .Messages }}\n"
+    '{{- if eq $m.Role "system" }}[INST] <<SYS>>\n{{ $m.Content }}\n<</SYS>>\n\n'
+    '{{ else if eq $m.Role "user" }}'
+    "{{ if eq $i 0 }}[INST] <<SYS>>\n\n<</SYS>>\n\n{{ else if gt $i 1 }}<s>[INST] {{ end }}"
+    "{{ $m.Content }} [/INST]\n"
+    '{{- else if eq $m.Role "assistant" }} {{ $m.Content }} </s>\n'
+    "{{- end }}\n"
+    "{{- end }}"
+)
+_CHATML_TEMPLATE = (
+    "{{- range $i, $m := .Messages }}\n"
+    '{{- if eq $m.Role "system" }}<|im_start|>system\n{{ $m.Content }}<|im_end|>\n'
+    '{{ else if eq $m.Role "user" }}'
+    "{{ if eq $i 0 }}<|im_start|>system\n<|im_end|>\n{{ end }}"
+    "<|im_start|>user\n{{ $m.Content }}<|im_end|>\n<|im_start|>assistant\n"
+    '{{ else if eq $m.Role "assistant" }}{{ $m.Content }}<|im_end|>\n'
+    "{{ end }}\n"
+    "{{- end }}"
+)
+
 _FORMATS: dict[str, dict[str, Any]] = {
     # Meta's Llama-2 chat format; the official Ollama llama2 template has the same shape.
     "llama2": {
         "prompt_template": "[INST] <<SYS>>\n{system}\n<</SYS>>\n\n{user} [/INST]",
         "completion_template": " {answer} </s>",
-        "ollama_template": "[INST] <<SYS>>\n{{ .System }}\n<</SYS>>\n\n{{ .Prompt }} [/INST]",
+        "ollama_template": _LLAMA2_TEMPLATE,
         "stop": ("[INST]", "[/INST]", "<<SYS>>", "<</SYS>>", "</s>"),
         # Every later turn opens with BOS, as in Meta's reference chat code.
         "turn_template": "<s>[INST] {user} [/INST]",
@@ -95,8 +120,7 @@ _FORMATS: dict[str, dict[str, Any]] = {
         "prompt_template": "<|im_start|>system\n{system}<|im_end|>\n<|im_start|>user\n{user}<|im_end|>\n"
         "<|im_start|>assistant\n",
         "completion_template": "{answer}<|im_end|>",
-        "ollama_template": "<|im_start|>system\n{{ .System }}<|im_end|>\n<|im_start|>user\n{{ .Prompt }}"
-        "<|im_end|>\n<|im_start|>assistant\n",
+        "ollama_template": _CHATML_TEMPLATE,
         "stop": ("<|im_start|>", "<|im_end|>", "<|endoftext|>"),
         "turn_template": "\n<|im_start|>user\n{user}<|im_end|>\n<|im_start|>assistant\n",
     },

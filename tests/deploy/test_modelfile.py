@@ -7,13 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from trainer import prompt_format
+from trainer import go_template, prompt_format
 from trainer.config import PipelineConfig
 from trainer.modelfile import (
     ModelfileError,
     parse_modelfile,
     read_modelfile,
-    render_go_template,
     render_modelfile,
     spec_from_text,
     write_modelfile,
@@ -35,8 +34,9 @@ def test_modelfile_template_renders_the_training_prompt(
 ) -> None:
     fmt = prompt_format.build(format_name, SYSTEM)
     spec = spec_from_text(render_modelfile(fmt, "model.gguf", 2048, 0.7), folder=Path("."))
-    # Ollama renders TEMPLATE with .System = SYSTEM and .Prompt = the request's prompt.
-    through_ollama = render_go_template(spec.template, spec.system, fmt.user_text(instruction, input_text))
+    # Ollama renders TEMPLATE with the messages [system: SYSTEM, user: the request's prompt].
+    prompt = fmt.user_text(instruction, input_text)
+    through_ollama = go_template.generate_prompt(spec.template, spec.system, prompt)
     assert through_ollama == fmt.prompt(instruction, input_text)
 
 
@@ -80,26 +80,99 @@ def test_write_modelfile_puts_it_beside_the_gguf(tmp_path) -> None:
     assert spec.parameters["num_ctx"] == 1024
 
 
+THREE_TURNS = [
+    ("用一句话介绍北京。\n\n北京是中国的首都。", "北京是中国的首都。"),
+    ("它有多少人口？", "约两千万人。"),
+    ("  再说说上海  ", "上海是中国的经济中心。"),
+]
+
+
+@pytest.mark.parametrize("format_name", ["llama2", "chatml"])
+@pytest.mark.parametrize("system", [SYSTEM, ""])
+def test_a_three_turn_chat_renders_exactly_as_training_formats_it(format_name: str, system: str) -> None:
+    """/api/chat with the history: Ollama's .Messages rendering equals the training text up to the
+    last answer, for a prepared multi-turn record (history + instruction) as training reads it."""
+    fmt = prompt_format.build(format_name, system)
+    spec = spec_from_text(render_modelfile(fmt, "m.gguf", 2048, 0.0), folder=Path("."))
+    record = {
+        "history": [list(turn) for turn in THREE_TURNS[:2]],
+        "instruction": THREE_TURNS[2][0],
+        "input": "",
+        "output": THREE_TURNS[2][1],
+    }
+    pieces = fmt.record_segments(record)
+    training = "".join(text for text, _ in pieces[:-1])
+    messages = []
+    for user, answer in record["history"]:
+        messages += [{"role": "user", "content": user}, {"role": "assistant", "content": answer}]
+    messages.append({"role": "user", "content": fmt.user_text(record["instruction"])})
+    assert go_template.chat_prompt(spec.template, spec.system, messages) == training
+
+
+@pytest.mark.parametrize("format_name", ["llama2", "chatml"])
+def test_a_record_with_its_own_system_prompt_renders_as_trained(format_name: str) -> None:
+    fmt = prompt_format.build(format_name, SYSTEM)
+    record = {
+        "system": "你是算术助手。",
+        "history": [["1加1？", "2。"]],
+        "instruction": "2加2？",
+        "output": "4。",
+    }
+    training = "".join(text for text, _ in fmt.record_segments(record)[:-1])
+    messages = [
+        {"role": "system", "content": "你是算术助手。"},
+        {"role": "user", "content": "1加1？"},
+        {"role": "assistant", "content": "2。"},
+        {"role": "user", "content": "2加2？"},
+    ]
+    assert go_template.chat_prompt(fmt.ollama_template, fmt.system, messages) == training
+
+
+def test_a_prompt_only_template_loses_the_history() -> None:
+    """Why the TEMPLATE ranges over .Messages: Ollama runs a .System/.Prompt template once per turn,
+    so earlier answers lose their end marker and later turns an empty system block appears."""
+    old = "<|im_start|>system\n{{ .System }}<|im_end|>\n<|im_start|>user\n{{ .Prompt }}<|im_end|>\n<|im_start|>assistant\n"
+    fmt = prompt_format.build("chatml", SYSTEM)
+    messages = [
+        {"role": "user", "content": "问一"},
+        {"role": "assistant", "content": "答一"},
+        {"role": "user", "content": "问二"},
+    ]
+    training = "".join(t for t, _ in fmt.segments([("问一", "答一"), ("问二", "")])[:-1])
+    rendered = go_template.chat_prompt(old, SYSTEM, messages)
+    assert rendered != training
+    assert "答一<|im_start|>system\n<|im_end|>" in rendered
+    assert go_template.chat_prompt(fmt.ollama_template, SYSTEM, messages) == training
+
+
 def test_go_template_subset_follows_go_semantics() -> None:
     template = (
         "{{- if .System }}<sys>{{ .System }}</sys>\n{{ end }}  \n {{- .Prompt -}} \n\t [end]{{/* note */}}"
     )
-    assert render_go_template(template, "S", "P") == "<sys>S</sys>\nP[end]"
-    assert render_go_template(template, "", "P") == "P[end]"
-    assert render_go_template("{{ if .System }}A{{ else }}B{{ end }}", "", "x") == "B"
+    assert go_template.execute(template, {"System": "S", "Prompt": "P"}) == "<sys>S</sys>\nP[end]"
+    assert go_template.execute(template, {"System": "", "Prompt": "P"}) == "P[end]"
+    assert go_template.execute("{{ if .System }}A{{ else }}B{{ end }}", {"System": ""}) == "B"
+    ranged = "{{ range $i, $m := .M }}{{ if eq $i 0 }}first:{{ else if gt $i 1 }}late:{{ end }}{{ $m.C }};{{ end }}"
+    items = [{"C": "a"}, {"C": "b"}, {"C": "c"}]
+    assert go_template.execute(ranged, {"M": items}) == "first:a;b;late:c;"
+    assert go_template.execute("{{ range .M }}x{{ else }}none{{ end }}", {"M": []}) == "none"
+    assert go_template.execute('{{ if and (eq .A "x") (not .B) }}yes{{ end }}', {"A": "x", "B": ""}) == "yes"
     # "-" without a space is not a trim marker in Go; here it is just not supported.
-    with pytest.raises(ModelfileError):
-        render_go_template("{{-.Prompt}}", "", "x")
+    with pytest.raises(go_template.TemplateError):
+        go_template.execute("{{-.Prompt}}", {"Prompt": "x"})
+    with pytest.raises(go_template.TemplateError, match="not supported"):
+        go_template.execute("{{ .Tools }}", {"Prompt": "x"})
+    with pytest.raises(go_template.TemplateError, match="pipelines"):
+        go_template.execute("{{ .Prompt | len }}", {"Prompt": "x"})
 
 
-def test_messages_templates_are_refused() -> None:
-    # With .Messages Ollama passes the system prompt as a message *and* as .System (see the
-    # recorded exchanges): our templates must use .System/.Prompt only.
-    recorded = "{{- if .System }}<|im_start|>system\n{{ .System }}<|im_end|>\n{{ end }}{{- range .Messages }}x{{ end }}"
-    with pytest.raises(ModelfileError, match="range"):
-        render_go_template(recorded, "S", "P")
-    with pytest.raises(ModelfileError, match=r"\.Response"):
-        render_go_template("{{ .Prompt }}{{ .Response }}", "S", "P")
+def test_ollama_collates_and_adds_the_system_prompt() -> None:
+    template = "{{ range .Messages }}[{{ .Role }}:{{ .Content }}]{{ end }}"
+    chat = go_template.chat_prompt(
+        template, "S", [{"role": "user", "content": "a"}, {"role": "user", "content": "b"}]
+    )
+    assert chat == "[system:S][user:a\n\nb]"
+    assert go_template.generate_prompt(template, "", "p") == "[user:p]"
 
 
 @pytest.mark.parametrize(

@@ -14,8 +14,7 @@ import pytest
 
 from tests.deploy.conftest import RECORDED_SYSTEM
 from tests.ollama_replay import load_exchanges
-from trainer import ollama_client, prompt_format
-from trainer.modelfile import render_go_template
+from trainer import go_template, ollama_client, prompt_format
 
 
 def test_version_identifies_an_ollama_server(replay) -> None:
@@ -156,7 +155,7 @@ def test_recorded_prompt_shows_how_ollama_composes_it(smollm2_gguf: Path) -> Non
 
     The recorded model's template used both `{{ if .System }}` and `range .Messages`, and Ollama
     rendered the system prompt twice; no BOS was added in front (SmolLM2's GGUF says
-    add_bos_token=false). With our .System/.Prompt template it appears once.
+    add_bos_token=false). With our .Messages template (no .System beside it) it appears once.
     """
     llama_cpp = pytest.importorskip("llama_cpp")
     exchange = load_exchanges()["generate_nostream"]
@@ -168,5 +167,5 @@ def test_recorded_prompt_shows_how_ollama_composes_it(smollm2_gguf: Path) -> Non
     assert seen == system_turn * 2 + user_turn + final["response"]
 
     fmt = prompt_format.build("chatml", RECORDED_SYSTEM)
-    ours = render_go_template(fmt.ollama_template, fmt.system, "请用一句话介绍北京。")
+    ours = go_template.generate_prompt(fmt.ollama_template, fmt.system, "请用一句话介绍北京。")
     assert ours == system_turn + user_turn == fmt.prompt("请用一句话介绍北京。")
