@@ -38,3 +38,11 @@ def smollm2_gguf() -> Path:
     from trainer.models import embedded_gguf
 
     return embedded_gguf()
+
+
+@pytest.fixture(scope="session")
+def smollm2_tokenizer_dir() -> Path:
+    """The embedded SmolLM2's tokenizer folder (the tokenizer of every model tuned from the default)."""
+    from trainer.models import embedded_tokenizer_dir
+
+    return embedded_tokenizer_dir()

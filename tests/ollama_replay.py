@@ -1,8 +1,10 @@
 """A loopback HTTP server that answers like Ollama by replaying recorded responses.
 
 Used by the deploy tests (the Ollama client's contract) and the benchmark tests (the Ollama engine).
-The answers are fixtures/ollama_exchanges.json, copied unchanged from the real exchanges in
-/work/shared/ollama-api/recorded-exchanges.json.
+The answers are fixtures/ollama_exchanges.json and fixtures/ollama_determinism.json, copied
+unchanged from the real exchanges in /work/shared/ollama-api/ (recorded-exchanges.json: the API;
+determinism.json: templated answers whose `context` gives the prompt token ids). A test may add an
+exchange derived from a recorded one (`derived=`), saying in its name what was changed.
 
 Each test routes "METHOD /path" (a trailing "*" matches any rest of the path) to a recorded
 exchange name, or to a list of names served in turn (the last one repeats); `SERVING_ROUTES` is
@@ -31,7 +33,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-FIXTURE = Path(__file__).parent / "fixtures" / "ollama_exchanges.json"
+FIXTURES = [
+    Path(__file__).parent / "fixtures" / "ollama_exchanges.json",
+    Path(__file__).parent / "fixtures" / "ollama_determinism.json",
+]
 # The model the exchanges were recorded with.
 MODEL = "demo-finetuned"
 # What a benchmark run asks: server check, model facts, memory and streamed answers.
@@ -54,8 +59,11 @@ def refused_url() -> str:
 
 def load_exchanges() -> dict[str, dict[str, Any]]:
     """The recorded exchanges by name."""
-    data = json.loads(FIXTURE.read_text(encoding="utf-8"))
-    return {exchange["name"]: exchange for exchange in data["exchanges"]}
+    exchanges: dict[str, dict[str, Any]] = {}
+    for path in FIXTURES:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        exchanges.update({exchange["name"]: exchange for exchange in data["exchanges"]})
+    return exchanges
 
 
 @dataclass
@@ -78,8 +86,11 @@ class ReplayServer:
         line_delay_s: float = 0.005,
         stall_after: int | None = None,
         stall_s: float = 5.0,
+        derived: dict[str, tuple[int, str]] | None = None,
     ) -> None:
         self.exchanges = load_exchanges()
+        for name, (status, text) in (derived or {}).items():
+            self.add(name, status, text)
         self.routes: dict[str, list[str]] = {}
         self.served: dict[str, int] = {}
         self.requests: list[ReceivedRequest] = []
@@ -99,6 +110,10 @@ class ReplayServer:
     def url(self) -> str:
         host, port = self._server.server_address[:2]
         return f"http://{host}:{port}"
+
+    def add(self, name: str, status: int, response_text: str) -> None:
+        """An exchange derived from a recorded one (a test names what it changed)."""
+        self.exchanges[name] = {"name": name, "status": status, "response_text": response_text}
 
     def route(self, key: str, names: str | list[str]) -> None:
         names = [names] if isinstance(names, str) else list(names)

@@ -1,50 +1,46 @@
 """Deploy stage: `python run.py deploy` creates the Ollama model from the exported GGUF and tests it.
 
-Reads `export.json` (completed: the GGUF path and `models/gguf/Modelfile`), `prompt_format.json`
-and `data/test.jsonl` from the run folder; writes nothing but the `deploy.json` the runner records
-around the returned `DeployResult` (docs/ARTIFACTS.md). On the Ollama server it uploads the GGUF blob
-(only when absent) and creates `deploy.model_name` with the Modelfile's TEMPLATE, SYSTEM and
-PARAMETERs.
+Reads `export.json` (completed: the GGUF path, `models/gguf/Modelfile` and the merged model whose
+tokenizer proves the template), `prompt_format.json` and `data/test.jsonl` from the run folder;
+writes nothing but the `deploy.json` the runner records around the returned `DeployResult`
+(docs/ARTIFACTS.md). On the Ollama server it uploads the GGUF blob (only when absent) and creates
+`deploy.model_name` with the Modelfile's TEMPLATE, SYSTEM and PARAMETERs.
 
-The API test sends held-back test prompts (instruction + input, the Modelfile's TEMPLATE/SYSTEM
-apply) to /api/generate; each must give a non-empty answer with Chinese characters that ended on a
-stop (done_reason "stop"). At temperature 0 the first answer is compared with llama.cpp run
-in-process on the same GGUF with the training prompt text (`PromptFormat.prompt`), greedy: a
-difference means Ollama is not asking the model in the format it was trained on.
+The API test sends held-back test prompts to /api/generate (the Modelfile's TEMPLATE/SYSTEM apply)
+and judges what it can prove:
+- the template: the prompt token ids Ollama fed the model (the first `prompt_eval_count` entries of
+  `context` in its final answer object) must equal the training prompt tokenized by the exported
+  model's tokenizer, token for token, in every case;
+- the stops, on the whole set: at least one answer ends by a stop; every answer at `num_predict`
+  means no stop marker was reached; one long answer is the model's behaviour, listed as such;
+- every request completes with a non-empty answer, and the answers are Chinese (at least one).
+At temperature 0 the first answer is also compared with llama.cpp's on the same GGUF and training
+prompt: information only (how many leading tokens agree), since greedy answers differ between
+builds, thread counts and even a first and a warm request (../shared/ollama-api/determinism.json).
 
-No Ollama at the host: results say "not_deployed" with the `ollama create` command to run by hand,
-and the pipeline goes on, unless `deploy.required` (then a UserError).
+A request that fails (HTTP 500, a stream cut short, a time-out) is recorded in its case with
+Ollama's error and the API test fails; an upload or creation refused by Ollama is a failed
+deployment. Neither stops the pipeline. No Ollama at the host: "not_deployed" with the
+`ollama create` command to run by hand. `deploy.required` turns not deployed or failed into a
+UserError.
 """
 
 from __future__ import annotations
 
 import logging
-import os
-import re
 import shlex
 from pathlib import Path
 from typing import Any
 
-from trainer import gguf_generate, ollama_client, prompt_format
+from trainer import api_check, ollama_client, prompt_format
 from trainer.config import PipelineConfig
 from trainer.errors import UserError
-from trainer.modelfile import ModelfileError, read_modelfile
+from trainer.modelfile import ModelfileError, ModelfileSpec, read_modelfile
 from trainer.prompt_format import PromptFormat
-from trainer.results import (
-    ApiCase,
-    ApiTest,
-    DeployResult,
-    LlamacppComparison,
-    LoadedModel,
-    NotMeasured,
-    or_not_measured,
-)
+from trainer.results import ApiTest, DeployResult, LoadedModel, NotMeasured, StopCheck, or_not_measured
 from trainer.runfolder import RunDir, read_jsonl
 
 log = logging.getLogger(__name__)
-
-# CJK Unified Ideographs and Extension A: "the answer is Chinese".
-_CHINESE = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff]")
 
 
 def run(cfg: PipelineConfig, run_dir: RunDir | Path) -> DeployResult:
@@ -61,53 +57,54 @@ def run(cfg: PipelineConfig, run_dir: RunDir | Path) -> DeployResult:
     notes: list[str] = []
     # Checked before anything else: the hand-run command needs a correct Modelfile too.
     spec = _checked_modelfile(modelfile_path, gguf_path, fmt)
+    base = {"host": host, "model_name": name, "deploy_command": deploy_command}
 
     try:
         version = ollama_client.check_server(host, timeout_s=min(cfg.deploy.timeout_s, 10.0))
     except ollama_client.OllamaUnavailable as exc:
-        if cfg.deploy.required:
-            raise UserError(
-                f"no Ollama at {host}, and deploy.required is set.",
-                fix=f"start Ollama (`ollama serve`) or set deploy.host / OLLAMA_HOST; "
-                f"or deploy by hand: {deploy_command}",
-            ) from exc
         reason = f"no Ollama at {host}"
+        _raise_if_required(cfg, reason, deploy_command, exc)
         notes.append(f"{reason}: deploy by hand with `{deploy_command}`")
         return DeployResult(
             status="not_deployed",
-            host=host,
-            model_name=name,
+            **base,
             reason=reason,
-            deploy_command=deploy_command,
             api_test=_not_run(reason),
             headline=f"not deployed: {reason}; run `{deploy_command}`",
             notes=notes,
         )
 
-    digest = ollama_client.ensure_blob(host, gguf_path, timeout_s=cfg.deploy.timeout_s, log=notes.append)
-    ollama_client.create_model(
-        host,
-        name,
-        digest,
-        gguf_path.name,
-        spec.template,
-        spec.system,
-        spec.parameters,
-        timeout_s=cfg.deploy.timeout_s,
-        log=log.info,
-    )
+    try:
+        digest = _create(cfg, host, name, gguf_path, spec, notes)
+    except ollama_client.OllamaError as exc:
+        reason = str(exc).split("\n")[0]
+        _raise_if_required(cfg, reason, deploy_command, exc)
+        notes.append(f"deployment failed: {reason}")
+        return DeployResult(
+            status="failed",
+            **base,
+            reason=reason,
+            ollama_version=version,
+            api_test=_not_run("deployment failed"),
+            headline=f"deployment FAILED: {reason}",
+            notes=notes,
+        )
     notes.append(f"created model '{name}' on Ollama {version} at {host} from {modelfile_path.name}")
 
     num_ctx = int(spec.parameters.get("num_ctx", cfg.export.num_ctx))
-    api_test = _api_test(cfg, run_dir, fmt, host, name, gguf_path, num_ctx, notes)
+    records, why_not = _test_records(run_dir, cfg.deploy.test_prompts)
+    if why_not:
+        notes.append(f"API test not run: {why_not}")
+        api_test = _not_run(why_not)
+    else:
+        tokenizer = _tokenizer(run_dir)
+        api_test = api_check.run(cfg, fmt, host, name, gguf_path, num_ctx, records, tokenizer, notes)
     loaded = _loaded_model(host, name)
 
     return DeployResult(
         status="deployed",
-        host=host,
-        model_name=name,
+        **base,
         reason=NotMeasured(),  # null: deployed
-        deploy_command=deploy_command,
         ollama_version=version,
         blob=digest,
         modelfile=_relative(modelfile_path, run_dir),
@@ -121,23 +118,58 @@ def run(cfg: PipelineConfig, run_dir: RunDir | Path) -> DeployResult:
     )
 
 
+def _raise_if_required(cfg: PipelineConfig, reason: str, deploy_command: str, exc: Exception) -> None:
+    if cfg.deploy.required:
+        raise UserError(
+            f"{reason}, and deploy.required is set.",
+            fix=f"start Ollama (`ollama serve`) or set deploy.host / OLLAMA_HOST; "
+            f"or deploy by hand: {deploy_command}",
+        ) from exc
+
+
+def _create(
+    cfg: PipelineConfig, host: str, name: str, gguf_path: Path, spec: ModelfileSpec, notes: list[str]
+) -> str:
+    """Upload the GGUF (when absent) and create the model; the blob digest. OllamaError on failure."""
+    digest = ollama_client.ensure_blob(host, gguf_path, timeout_s=cfg.deploy.timeout_s, log=notes.append)
+    ollama_client.create_model(
+        host,
+        name,
+        digest,
+        gguf_path.name,
+        spec.template,
+        spec.system,
+        spec.parameters,
+        timeout_s=cfg.deploy.timeout_s,
+        log=log.info,
+    )
+    return digest
+
+
 def _not_run(reason: str) -> ApiTest:
     return ApiTest(status="not_run", reason=reason, cases=[], matches_llamacpp=NotMeasured(reason))
 
 
 def _verdict(api_test: ApiTest) -> str:
+    """The API test in one line for the terminal (the report words it in Chinese)."""
     if api_test.status == "not_run":
         return f"API test not run ({api_test.reason})"
-    cases = list(api_test.cases)
-    ok_cases = sum(1 for c in cases if c.ok)
-    matches = api_test.matches_llamacpp
-    same = (
-        ""
-        if isinstance(matches, NotMeasured)
-        else {True: ", same answer as llama.cpp", False: ", DIFFERENT answer from llama.cpp"}[matches]
-    )
-    word = "passed" if api_test.status == "passed" else "FAILED"
-    return f"API test {word} ({ok_cases}/{len(cases)} answers ok{same})"
+    word = {"passed": "passed", "inconclusive": "inconclusive"}.get(str(api_test.status), "FAILED")
+    parts = []
+    t = api_test.template
+    if t.status == "verified":
+        parts.append(f"template verified, {t.matching_tokens}/{t.expected_tokens} prompt tokens")
+    elif t.status == "failed":
+        parts.append(f"template MISMATCH in case {t.case}")
+    else:
+        parts.append(f"template not checked ({t.reason})")
+    stops = api_test.stops
+    if isinstance(stops, StopCheck) and stops.status != "not_checked":
+        parts.append(f"{stops.stopped}/{len(api_test.cases)} answers ended by a stop")
+    failures = [f for f in api_test.failures if f != "template_mismatch"]
+    if failures:
+        parts.append("failures: " + ", ".join(failures))
+    return f"API test {word} ({'; '.join(parts)})"
 
 
 def _relative(path: Path, run_dir: RunDir) -> str:
@@ -171,7 +203,7 @@ def _export_files(run_dir: RunDir) -> tuple[Path, Path]:
     return gguf_path, modelfile_path
 
 
-def _checked_modelfile(modelfile_path: Path, gguf_path: Path, fmt: PromptFormat) -> Any:
+def _checked_modelfile(modelfile_path: Path, gguf_path: Path, fmt: PromptFormat) -> ModelfileSpec:
     """The Modelfile's create parameters, refused when they drift from the training format."""
     try:
         spec = read_modelfile(modelfile_path)
@@ -207,125 +239,19 @@ def _test_records(run_dir: RunDir, count: int) -> tuple[list[dict[str, Any]], st
     return records, None
 
 
-def _check_answer(answer: str, done_reason: str | None) -> list[str]:
-    problems = []
-    if not answer.strip():
-        problems.append("empty answer")
-    elif not _CHINESE.search(answer):
-        problems.append("no Chinese characters in the answer")
-    if done_reason != "stop":
-        problems.append(f"done_reason is {done_reason!r}, not 'stop' (no end marker within num_predict)")
-    return problems
+def _tokenizer(run_dir: RunDir) -> Any:
+    """The exported model's tokenizer (models/finetuned/, export.json merged.path), or the reason
+    (a str) it cannot be loaded."""
+    export = run_dir.completed("export") or {}
+    merged = (export.get("results", {}).get("merged") or {}).get("path")
+    if not merged or not (run_dir / merged).is_dir():
+        return "export.json names no merged model folder with a tokenizer"
+    from trainer.models import load_tokenizer
 
-
-def _api_test(
-    cfg: PipelineConfig,
-    run_dir: RunDir,
-    fmt: PromptFormat,
-    host: str,
-    name: str,
-    gguf_path: Path,
-    num_ctx: int,
-    notes: list[str],
-) -> ApiTest:
-    records, reason = _test_records(run_dir, cfg.deploy.test_prompts)
-    if reason:
-        notes.append(f"API test not run: {reason}")
-        return _not_run(reason)
-    # Plain greedy decoding at temperature 0 on both sides: Ollama may otherwise apply its default
-    # repeat penalty, which llama.cpp's completion call does not, and the comparison would mean nothing.
-    options = {
-        "temperature": cfg.deploy.temperature,
-        "num_predict": cfg.deploy.num_predict,
-        "num_ctx": num_ctx,
-        "repeat_penalty": 1.0,
-    }
-    cases = []
-    for record in records:
-        user = fmt.user_text(record["instruction"], record.get("input", ""))
-        gen = ollama_client.generate(host, name, user, options, timeout_s=cfg.deploy.timeout_s)
-        problems = _check_answer(gen.text, gen.done_reason)
-        cases.append(
-            ApiCase(
-                id=record.get("id"),
-                prompt=user,
-                answer=gen.text,
-                done_reason=or_not_measured(gen.done_reason),
-                eval_count=or_not_measured(gen.eval_count),
-                decode_tokens_per_s=or_not_measured(gen.decode_tokens_per_s),
-                ttft_ms=NotMeasured() if gen.ttft_s is None else round(gen.ttft_s * 1000, 1),
-                ok=not problems,
-                problems=problems,
-            )
-        )
-
-    comparison = _compare_with_llamacpp(cfg, fmt, gguf_path, records[0], str(cases[0].answer), num_ctx)
-    if comparison.matches_llamacpp is False:
-        notes.append(
-            "Ollama's first answer differs from llama.cpp's on the same GGUF and prompt: check the "
-            "Modelfile TEMPLATE/stop parameters (see api_test.llamacpp for both texts)"
-        )
-    elif isinstance(comparison.matches_llamacpp, NotMeasured):
-        notes.append(f"llama.cpp comparison not made: {comparison.reason}")
-    passed = all(c.ok for c in cases) and comparison.matches_llamacpp is not False
-    return ApiTest(
-        status="passed" if passed else "failed",
-        options=options,
-        cases=cases,
-        matches_llamacpp=comparison.matches_llamacpp,
-        llamacpp=comparison,
-    )
-
-
-def _compare_with_llamacpp(
-    cfg: PipelineConfig,
-    fmt: PromptFormat,
-    gguf_path: Path,
-    record: dict[str, Any],
-    ollama_answer: str,
-    num_ctx: int,
-) -> LlamacppComparison:
-    prompt_text = fmt.prompt(record["instruction"], record.get("input", ""))
-
-    def not_compared(reason: str) -> LlamacppComparison:
-        # Both nulls say why in `reason` (read back as their NotMeasured.why).
-        return LlamacppComparison(
-            prompt=prompt_text,
-            ollama_answer=ollama_answer,
-            llamacpp_answer=NotMeasured(reason),
-            matches_llamacpp=NotMeasured(reason),
-            reason=reason,
-        )
-
-    if cfg.deploy.temperature != 0:
-        return not_compared(
-            f"deploy.temperature is {cfg.deploy.temperature}: sampled answers are not comparable"
-        )
-    # Ollama and llama.cpp both add BOS themselves when the GGUF asks for it, so the plain prompt
-    # text is the same input on both sides. In a child process: a llama.cpp crash on this CPU is
-    # a recorded reason, not the end of the stage.
-    threads = max(1, min(4, (os.cpu_count() or 2) // 2))
     try:
-        out = gguf_generate.generate(
-            gguf_path,
-            prompt_text,
-            max_tokens=cfg.deploy.num_predict,
-            stop=fmt.stop,
-            n_ctx=num_ctx,
-            threads=threads,
-            timeout_s=cfg.deploy.timeout_s,
-        )
-    except gguf_generate.GGUFRunError as exc:
-        return not_compared(str(exc).split("\n")[0])
-    answer = out["text"]
-    return LlamacppComparison(
-        prompt=prompt_text,
-        ollama_answer=ollama_answer,
-        llamacpp_answer=answer,
-        llamacpp_finish_reason=or_not_measured(out["finish_reason"]),
-        matches_llamacpp=answer.strip() == ollama_answer.strip(),
-        reason=NotMeasured(),  # null: compared
-    )
+        return load_tokenizer(str(run_dir / merged))
+    except (UserError, OSError, ValueError) as exc:
+        return f"the tokenizer of {merged} could not be loaded: {str(exc).splitlines()[0]}"
 
 
 def _loaded_model(host: str, name: str) -> LoadedModel | NotMeasured:

@@ -46,7 +46,7 @@ if room:
             break
         if len(out) >= room:
             break
-print(json.dumps({"text": text, "finish_reason": finish, "tokens": len(out)}))
+print(json.dumps({"text": text, "finish_reason": finish, "tokens": len(out), "prompt_ids": prompt, "ids": out}))
 """
 
 
@@ -77,7 +77,8 @@ def generate(
 ) -> dict[str, Any]:
     """Greedy completion of `prompt` (BOS added by llama.cpp when the GGUF asks for it).
 
-    Returns {"text", "finish_reason", "tokens"}; raises GGUFRunError when the child fails.
+    Returns {"text", "finish_reason", "tokens", "prompt_ids", "ids"} (the prompt's and the answer's
+    token ids); raises GGUFRunError when the child fails.
     """
     args = {
         "path": str(path),

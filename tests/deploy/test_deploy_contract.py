@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.deploy.conftest import make_run_folder, read_json
+from tests.deploy.conftest import make_run_folder
 from tests.result_checks import assert_typed_round_trip
 from trainer import deploy, pipeline
 from trainer.errors import UserError
@@ -61,10 +61,10 @@ def test_no_server_is_an_error_when_required(tmp_path: Path, smollm2_gguf: Path,
 
 
 def test_deploy_creates_the_model_and_detects_a_template_mismatch(
-    tmp_path: Path, smollm2_gguf: Path, replay
+    tmp_path: Path, smollm2_gguf: Path, smollm2_tokenizer_dir: Path, replay
 ) -> None:
     server = replay(DEPLOY_ROUTES)
-    cfg, run_dir = make_run_folder(tmp_path, smollm2_gguf, server.url)
+    cfg, run_dir = make_run_folder(tmp_path, smollm2_gguf, server.url, tokenizer_dir=smollm2_tokenizer_dir)
     results = deploy.run(cfg, run_dir).to_dict()
 
     assert results["status"] == "deployed"
@@ -90,11 +90,22 @@ def test_deploy_creates_the_model_and_detects_a_template_mismatch(
     api = results["api_test"]
     first, second = api["cases"]
     assert first["answer"] == "北京是一个美丽的美派，是一种美丽的美丽，是一种美丽的美"
-    assert (first["done_reason"], first["ok"]) == ("length", False)
+    assert (first["done_reason"], first["observations"]) == ("length", ["at_limit"])
     assert first["eval_count"] == 48
     assert first["decode_tokens_per_s"] == pytest.approx(48 / 0.385582)
-    assert (second["answer"], second["done_reason"], second["ok"]) == ("2 + 2 = 4.", "stop", False)
-    assert second["problems"] == ["no Chinese characters in the answer"]
+    assert (second["answer"], second["done_reason"]) == ("2 + 2 = 4.", "stop")
+    assert second["observations"] == ["no_chinese"]
+
+    # The recorded server's TEMPLATE rendered the system block twice: its prompt ids part from the
+    # training prompt's where the second block starts (<|im_start|> "system" vs "user").
+    tokens = first["prompt_tokens"]
+    assert tokens["status"] == "failed" and tokens["first_difference"] == 25
+    assert (tokens["expected_tokens"], tokens["ollama_tokens"]) == (50, 74)
+    assert "<|im_start|>user" in tokens["expected_around"]
+    assert "<|im_start|>system" in tokens["ollama_around"]
+    assert api["template"]["status"] == "failed" and api["template"]["case"] == 1
+    assert api["failures"] == ["template_mismatch"] and api["status"] == "failed"
+    assert api["stops"]["status"] == "passed"
 
     compared = api["llamacpp"]
     assert compared["prompt"] == (
@@ -103,15 +114,26 @@ def test_deploy_creates_the_model_and_detects_a_template_mismatch(
     )
     assert compared["ollama_answer"] == first["answer"]
     assert compared["llamacpp_answer"]  # llama.cpp really generated on the GGUF
+    assert compared["prompt_tokens_equal"] is False and compared["interpretation"] == "prompt_differs"
     assert api["matches_llamacpp"] is False
-    assert api["status"] == "failed"
     assert results["loaded"] == {
         "size_bytes": 167310784,
         "size_vram_bytes": 0,
         "context_length": 2048,
         "quantization": "Q4_K_M",
     }
-    assert "DIFFERENT answer from llama.cpp" in results["headline"]
+    assert "template MISMATCH in case 1" in results["headline"]
+
+
+def test_without_the_exported_tokenizer_the_template_is_not_checked(
+    tmp_path: Path, smollm2_gguf: Path, replay
+) -> None:
+    server = replay(DEPLOY_ROUTES)
+    cfg, run_dir = make_run_folder(tmp_path, smollm2_gguf, server.url)
+    api = deploy.run(cfg, run_dir).to_dict()["api_test"]
+    assert api["template"]["status"] == "not_checked"
+    assert api["template"]["reason"].startswith("no_tokenizer")
+    assert api["status"] == "inconclusive" and api["failures"] == []
 
 
 def test_a_deployed_result_round_trips_with_every_key_named(
@@ -143,25 +165,12 @@ def test_blob_already_on_the_server_is_not_sent(tmp_path: Path, smollm2_gguf: Pa
     assert results["api_test"]["status"] == "not_run"
 
 
-def test_create_error_fails_the_stage_with_a_clear_message(
-    tmp_path: Path, smollm2_gguf: Path, replay
-) -> None:
-    server = replay({**DEPLOY_ROUTES, "POST /api/create": "create_unknown_blob"})
-    cfg, run_dir = make_run_folder(tmp_path, smollm2_gguf, server.url)
-    with pytest.raises(UserError):
-        pipeline.run_stage("deploy", cfg, run_dir)
-    record = read_json(run_dir.stage_file("deploy"))
-    assert record["status"] == "failed"
-    assert "could not create model 'demo-finetuned' (HTTP 500)" in record["error"]
-    assert "no such file or directory" in record["error"]
-    assert "traceback" not in record  # a UserError: message and fix only
-
-
-def test_refused_upload_fails_the_stage(tmp_path: Path, smollm2_gguf: Path, replay) -> None:
+def test_refused_upload_is_a_failed_deployment(tmp_path: Path, smollm2_gguf: Path, replay) -> None:
     server = replay({**DEPLOY_ROUTES, "POST /api/blobs/*": "blob_upload_wrong_digest"})
     cfg, run_dir = make_run_folder(tmp_path, smollm2_gguf, server.url)
-    with pytest.raises(UserError, match=r"refused the upload.*digest mismatch"):
-        deploy.run(cfg, run_dir)
+    results = deploy.run(cfg, run_dir).to_dict()
+    assert results["status"] == "failed"
+    assert "refused the upload" in results["reason"] and "digest mismatch" in results["reason"]
     assert server.requests_to("POST", "/api/create") == []
 
 

@@ -54,7 +54,10 @@ from trainer.results.serving import (
     LlamacppComparison,
     LoadedModel,
     ModelFile,
+    PromptTokens,
     ReportResult,
+    StopCheck,
+    TemplateCheck,
 )
 from trainer.results.training import (
     Augmentation,
@@ -205,6 +208,7 @@ __all__ = [
     "NotMeasured",
     "Percentiles",
     "PrepareResult",
+    "PromptTokens",
     "Qualitative",
     "QualitativeMeasure",
     "Record",
@@ -214,6 +218,8 @@ __all__ = [
     "Splits",
     "StageRecord",
     "StageResult",
+    "StopCheck",
+    "TemplateCheck",
     "TimingAgreement",
     "TimingPair",
     "TrainFiles",
