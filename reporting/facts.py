@@ -22,7 +22,7 @@ from reporting.text import (
     is_number,
     shorten,
 )
-from trainer.results import EvalExample, EvalMetric, QualitativeMeasure
+from trainer.results import EvalExample, EvalMetric, QualitativeMeasure, measured
 
 # ROUGE-L change (points, 0-100 scale) above which one example counts as better or worse.
 EXAMPLE_DELTA_POINTS = 5.0
@@ -229,7 +229,15 @@ def _delivery_sentence(run: RunFiles) -> str:
     r = dp.result
     if r.status == "deployed":
         test = api_test_word(known(r.api_test.status, None))
-        sentence += f"，已部署到 Ollama（模型名 {known(r.model_name, None)}，API 测试{test}）"
+        template = r.api_test.template
+        proof = ""
+        if measured(template) and template.status == "verified":
+            proof = (
+                f"，提示 token 与训练格式逐一相同（{template.matching_tokens}/{template.expected_tokens}）"
+            )
+        sentence += f"，已部署到 Ollama（模型名 {known(r.model_name, None)}，API 测试{test}{proof}）"
+    elif r.status == "failed":
+        sentence += f"，部署到 Ollama 失败：{known(r.reason, 'deploy.json 未说明原因')}"
     else:
         sentence += f"，未部署到 Ollama：{known(r.reason, 'deploy.json 未说明原因')}"
     return sentence + "。"
@@ -263,4 +271,9 @@ def conclusion(run: RunFiles) -> list[str]:
 
 def api_test_word(status: Any) -> str:
     """deploy.json api_test.status in Chinese."""
-    return {"passed": "通过", "failed": "未通过", "not_run": "未运行"}.get(str(status), f"状态 {status}")
+    return {
+        "passed": "通过",
+        "failed": "未通过",
+        "inconclusive": "无法判定（模板未能验证）",
+        "not_run": "未运行",
+    }.get(str(status), f"状态 {status}")

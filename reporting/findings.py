@@ -8,10 +8,12 @@ numbers they rest on. The thresholds below are the whole of the judgement.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from reporting.facts import DROP_REASON_ZH, better_direction, direction, metric, metric_change, metrics
 from reporting.runfiles import STAGE_NAMES_ZH, RunFiles, known
 from reporting.text import first_line, fmt_duration, fmt_float, fmt_general, fmt_int, fmt_loss, is_number
+from trainer.results import measured
 
 # Validation loss this much above its minimum at the last evaluation: a sign of overfitting.
 OVERFIT_RATIO = 1.02
@@ -206,23 +208,51 @@ def _deploy_findings(run: RunFiles) -> list[Finding]:
         )
     elif status == "failed":
         out.append(Finding(f"Ollama 部署失败：{reason}。", "按错误信息修复后运行 “python run.py deploy”。"))
-    cases = list(r.api_test.cases)
-    test_status = r.api_test.status
-    if test_status == "failed":
-        ok = sum(1 for c in cases if c.ok)
+    return out + _api_findings(r.api_test)
+
+
+def _api_findings(a: Any) -> list[Finding]:
+    """The API test's failures (deploy.json api_test.failures) and the answers at the limit."""
+    if not measured(a) or a.status == "not_run":
+        return []
+    out = []
+    failures = list(a.failures)
+    cases = list(a.cases)
+    if "template_mismatch" in failures:
+        t = a.template
         out.append(
             Finding(
-                f"API 测试未通过：{ok}/{len(cases)} 个用例成功。",
-                "检查 Modelfile 的 TEMPLATE 与 stop 参数是否与训练时的对话格式一致（prompt_format.json）。",
+                f"Ollama 实际使用的提示 token 与训练格式不同（第 {known(t.case, '?')} 个请求，"
+                f"{fmt_general(t.matching_tokens)}/{fmt_general(t.expected_tokens)} 个 token 相同）。",
+                "Modelfile 的 TEMPLATE/SYSTEM 没有复现训练时的对话格式：运行 “python run.py export --force” "
+                "重新生成 Modelfile，再运行 “python run.py deploy”。",
             )
         )
-    if r.api_test.matches_llamacpp is False:
+    errors = [c for c in cases if "request_failed" in c.problems]
+    if errors:
         out.append(
             Finding(
-                "Ollama 的回答与 llama.cpp 直接推理的回答不一致（api_test.matches_llamacpp=false）。",
-                "核对 Ollama 模型的模板、stop 与 num_ctx 设置。",
+                f"API 测试中 {len(errors)}/{len(cases)} 个请求失败（Ollama 的错误：{first_line(str(errors[0].error))}）。",
+                "查看 Ollama 服务日志（如 “journalctl -u ollama”）后重新运行 “python run.py deploy”。",
             )
         )
+    if "no_stop" in failures:
+        out.append(
+            Finding(
+                "所有回答都达到 num_predict 上限，没有一个以停止标记结束。",
+                "检查 Modelfile 的 stop 参数与训练格式的结束标记（prompt_format.json 的 stop）是否一致。",
+            )
+        )
+    elif measured(a.stops) and is_number(a.stops.at_limit) and a.stops.at_limit:
+        out.append(
+            Finding(
+                f"{fmt_int(a.stops.at_limit)}/{len(cases)} 个回答达到 num_predict 上限"
+                "（其他回答以停止标记结束：停止标记有效，这是模型本身的行为）。",
+                "增加训练轮数或训练数据，让模型学会在回答结束时输出结束标记；或提高 deploy.num_predict。",
+            )
+        )
+    if "no_chinese" in failures:
+        out.append(Finding("API 测试的回答都不含中文。", "检查训练数据与系统提示是否为中文。"))
     return out
 
 

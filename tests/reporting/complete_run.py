@@ -281,6 +281,30 @@ EXPORT = {
     "notes": [],
 }
 
+
+def _api_case(case_id: str, prompt: str, answer: str, eval_count: int, tps: float, ttft: float) -> dict:
+    return {
+        "id": case_id,
+        "prompt": prompt,
+        "answer": answer,
+        "done_reason": "stop",
+        "eval_count": eval_count,
+        "decode_tokens_per_s": tps,
+        "ttft_ms": ttft,
+        "ok": True,
+        "problems": [],
+        "observations": [],
+        "error": None,
+        "prompt_tokens": {
+            "status": "verified",
+            "expected_tokens": 40,
+            "ollama_tokens": 40,
+            "matching_tokens": 40,
+            "first_difference": None,
+        },
+    }
+
+
 DEPLOY = {
     "status": "deployed",
     "host": "http://127.0.0.1:11434",
@@ -290,41 +314,49 @@ DEPLOY = {
     "api_test": {
         "status": "passed",
         "cases": [
-            {
-                "prompt": "你是谁？",
-                "answer": "我是小知，由本地微调团队训练的中文问答助手。",
-                "done_reason": "stop",
-                "eval_count": 21,
-                "decode_tokens_per_s": 131.2,
-                "ttft_ms": 41.3,
-                "ok": True,
-                "problems": [],
-            },
-            {
-                "prompt": "什么是过拟合？",
-                "answer": "过拟合是指模型在训练集上表现很好，但在新数据上表现变差的现象。",
-                "done_reason": "stop",
-                "eval_count": 34,
-                "decode_tokens_per_s": 128.9,
-                "ttft_ms": 44.0,
-                "ok": True,
-                "problems": [],
-            },
-            {
-                "prompt": "用一句话介绍北京。",
-                "answer": "北京是中国的首都，也是历史文化名城。",
-                "done_reason": "stop",
-                "eval_count": 17,
-                "decode_tokens_per_s": 129.6,
-                "ttft_ms": 39.8,
-                "ok": True,
-                "problems": [],
-            },
+            _api_case(
+                "test-0001", "你是谁？", "我是小知，由本地微调团队训练的中文问答助手。", 21, 131.2, 41.3
+            ),
+            _api_case(
+                "test-0002",
+                "什么是过拟合？",
+                "过拟合是指模型在训练集上表现很好，但在新数据上表现变差的现象。",
+                34,
+                128.9,
+                44.0,
+            ),
+            _api_case(
+                "test-0003", "用一句话介绍北京。", "北京是中国的首都，也是历史文化名城。", 17, 129.6, 39.8
+            ),
         ],
-        "matches_llamacpp": True,
-        "llamacpp": {"prompt": "你是谁？", "matches_llamacpp": True, "reason": None},
+        "failures": [],
+        "template": {
+            "status": "verified",
+            "cases_checked": 3,
+            "matching_tokens": 120,
+            "expected_tokens": 120,
+            "case": 1,
+            "request": "POST /api/generate",
+            "reason": None,
+        },
+        "stops": {"status": "passed", "stopped": 3, "at_limit": 0, "at_limit_cases": []},
+        "matches_llamacpp": False,
+        "llamacpp": {
+            "prompt": "你是谁？",
+            "ollama_answer": "我是小知，由本地微调团队训练的中文问答助手。",
+            "llamacpp_answer": "我是小知，由本地微调团队训练的问答助手。",
+            "matches_llamacpp": False,
+            "prompt_tokens_equal": True,
+            "agreeing_tokens": 12,
+            "ollama_answer_tokens": 21,
+            "llamacpp_answer_tokens": 19,
+            "parted_ollama": "中文问答助手。",
+            "parted_llamacpp": "问答助手。",
+            "interpretation": "numeric_divergence",
+            "reason": None,
+        },
     },
-    "headline": "deployed as llama2-finetuned, API test 3/3",
+    "headline": "deployed as llama2-finetuned, API test passed",
     "notes": [],
 }
 

@@ -306,7 +306,7 @@ def test_ollama_not_deployed_reports_the_reason(rendered) -> None:
     deploy = kv(section(md, "Ollama部署"))
     assert deploy["部署状态"] == f"未部署：{rf.NOT_DEPLOYED_REASON}"
     assert deploy["API测试"] == f"未运行：{rf.NOT_DEPLOYED_REASON}"
-    assert deploy["与 llama.cpp 输出一致"].startswith("未测量：")
+    assert deploy["与 llama.cpp 对比"] == deploy["模板验证"] == "未运行"
     assert f"模型未部署到 Ollama：{rf.NOT_DEPLOYED_REASON}。" in section(md, "遇到的问题")
     assert "python run.py deploy" in section(md, "改进方向")
     assert "基准测试阶段记录：Ollama 不可用，改用 llama.cpp" in section(md, "遇到的问题")
