@@ -15,8 +15,8 @@ ROOT = Path(__file__).resolve().parent.parent
 STAGES = ("prepare", "train", "evaluate", "export", "deploy", "benchmark", "report")
 
 
-def _run(run_dir: Path, *extra: str) -> subprocess.CompletedProcess:
-    data = sorted(str(p) for p in (run_dir.parent / "data").glob("*.jsonl"))
+def _run(run_dir: Path, *extra: str, data_dir: Path | None = None) -> subprocess.CompletedProcess:
+    data = sorted(str(p) for p in (data_dir or run_dir.parent / "data").glob("*.jsonl"))
     cmd = [
         sys.executable,
         str(ROOT / "run.py"),
@@ -165,3 +165,46 @@ def test_multi_turn_conversation_files_run_through_all(tmp_path):
     assert _results(run_dir, "evaluate")["settings"]["samples"] == prep["splits"]["test"]
     assert _results(run_dir, "export")["verification"]["architecture"] == "llama"
     assert "多轮对话" in (run_dir / "report.md").read_text()
+
+
+@pytest.mark.slow
+def test_a_misbehaving_ollama_is_recorded_and_all_reaches_the_report(tiny_all, tmp_path):
+    """Ollama creates the model, then cuts one answer short and fails the next with HTTP 500: deploy
+    records both cases with their errors and `all` goes on through benchmark and report."""
+    from tests.ollama_replay import ReplayServer, load_exchanges
+
+    run_dir, _ = tiny_all
+    copy = tmp_path / "run"
+    shutil.copytree(run_dir, copy)  # the same data files: only deploy and what follows rerun
+    exchanges = load_exchanges()
+    stream = exchanges["generate_stream"]["response_text"].splitlines()
+    failing = exchanges["create_unknown_blob"]  # a real Ollama HTTP 500 answer
+    routes = {
+        "GET /api/version": "version",
+        "HEAD /api/blobs/*": "blob_head_absent",
+        "POST /api/blobs/*": "blob_upload_new",
+        "POST /api/create": "create",
+        "POST /api/generate": ["cut_short", "http_500"],
+        "GET /api/ps": "ps",
+    }
+    derived = {
+        "cut_short": (200, "\n".join(stream[:-1]) + "\n"),  # no final (done) object
+        "http_500": (failing["status"], failing["response_text"]),
+    }
+    with ReplayServer(routes, derived=derived) as server:
+        done = _run(
+            copy, f"deploy.host={server.url}", "deploy.test_prompts=2", data_dir=run_dir.parent / "data"
+        )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    deploy = _results(copy, "deploy")
+    api = deploy["api_test"]
+    assert (
+        deploy["status"] == "deployed" and api["status"] == "failed" and "request_failed" in api["failures"]
+    )
+    first, second = api["cases"]
+    assert "without a final (done) object" in first["error"] and first["answer"] == "2 + 2 = 4."
+    assert "HTTP 500" in second["error"] and "no such file or directory" in second["error"]
+    assert _results(copy, "benchmark")["engine"] == "llamacpp"
+    _results(copy, "report")
+    report = (copy / "report.md").read_text()
+    assert "API 测试中 2/2 个请求失败" in report and "失败：请求失败" in report
