@@ -126,6 +126,14 @@ _FORMATS: dict[str, dict[str, Any]] = {
     },
 }
 
+# The single-turn TEMPLATEs written before the .Messages ones: the same prompt text for one turn,
+# replaced on load so that a run folder prepared earlier exports a TEMPLATE that keeps the history.
+_LEGACY_TEMPLATES = {
+    "llama2": "[INST] <<SYS>>\n{{ .System }}\n<</SYS>>\n\n{{ .Prompt }} [/INST]",
+    "chatml": "<|im_start|>system\n{{ .System }}<|im_end|>\n<|im_start|>user\n{{ .Prompt }}<|im_end|>\n"
+    "<|im_start|>assistant\n",
+}
+
 FILE_NAME = "prompt_format.json"
 
 
@@ -152,4 +160,7 @@ def save(fmt: PromptFormat, path: Path) -> None:
 def load(run_dir: Path) -> PromptFormat:
     data = read_json(Path(run_dir) / FILE_NAME)
     data["stop"] = tuple(data["stop"])
+    name = data.get("name")
+    if name in _FORMATS and data.get("ollama_template") == _LEGACY_TEMPLATES.get(name):
+        data["ollama_template"] = _FORMATS[name]["ollama_template"]
     return PromptFormat(**data)

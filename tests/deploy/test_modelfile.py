@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -212,3 +213,18 @@ def test_template_that_drifts_from_the_prompt_is_refused() -> None:
 def test_parser_rejects_what_ollama_rejects(text: str, message: str) -> None:
     with pytest.raises(ModelfileError, match=message):
         parse_modelfile(text)
+
+
+@pytest.mark.parametrize("format_name", ["llama2", "chatml"])
+def test_a_run_folder_with_the_old_single_turn_template_exports_the_new_one(
+    format_name: str, tmp_path
+) -> None:
+    fmt = prompt_format.build(format_name, SYSTEM)
+    data = fmt.to_dict()
+    data["ollama_template"] = prompt_format._LEGACY_TEMPLATES[format_name]
+    (tmp_path / prompt_format.FILE_NAME).write_text(json.dumps(data, ensure_ascii=False), encoding="utf-8")
+    loaded = prompt_format.load(tmp_path)
+    assert loaded.ollama_template == fmt.ollama_template and go_template.uses_messages(loaded.ollama_template)
+    # The old template asked the same single-turn prompt.
+    old = go_template.generate_prompt(data["ollama_template"], SYSTEM, "问题")
+    assert old == fmt.prompt("问题")
