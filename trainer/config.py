@@ -91,7 +91,7 @@ class DataConfig:
     identity_test_size: float = 0.0
     # Val and test each take at most this share of the kept records (but at least
     # MIN_EVAL_ITEMS = 3), whatever val_size/test_size ask for, so small data still trains on most
-    # of its records: 36 records with test_size=30 give 4 test / 3 val / 29 train.
+    # of its records: 36 records with test_size=30 give 3 test / 3 val / 30 train.
     max_eval_share: float = 0.1
     # Test/val questions that also occur in train, exactly or nearly (character 2-gram Jaccard
     # >= 0.7, trainer/near_duplicates.py): "remove" drops them from the evaluation splits, "flag"

@@ -55,7 +55,6 @@ def run(cfg: PipelineConfig, run_dir: RunDir) -> EvaluateResult:
     model, tokenizer = _load_model(run_dir, cfg)
     answers = _answer_both(model, tokenizer, rows, cfg, fmt)
     probe = _probe(model, tokenizer, cfg, fmt, run_dir)
-    answers["leaked_excluded"] = leaked
     per = _score(run_dir, rows, answers, fmt, cfg.data.assistant_name)
     if all(not p["answer_before"] and not p["answer_after"] for p in per):
         raise UserError(
@@ -64,7 +63,7 @@ def run(cfg: PipelineConfig, run_dir: RunDir) -> EvaluateResult:
         )
     _write_csv(run_dir / CSV_NAME, per)  # the save step: one row per test record
     judged = judge.grade(cfg, per)  # optional, off unless evaluate.judge_model names an Ollama model
-    return _summarize(cfg, rows, per, answers, judged, probe)
+    return _summarize(cfg, rows, per, answers, judged, probe, leaked)
 
 
 def _setup(
@@ -362,8 +361,9 @@ def _summarize(
     answers: dict[str, Any],
     judged: dict[str, Any],
     probe: dict[str, Any] | None,
+    leaked: int,
 ) -> EvaluateResult:
-    """The results for `evaluate.json`."""
+    """The results for `evaluate.json` (`leaked`: test records left out as copies of train ones)."""
     ec = cfg.evaluate
     probe_rows = probe["rows"] if probe else []
     values = eval_table.metric_values(per, answers, probe_rows)
@@ -386,7 +386,7 @@ def _summarize(
             generation_s=round(answers["generation_s"], 1),
             bootstrap_resamples=ec.bootstrap_resamples,
             confidence=significance.CONFIDENCE,
-            leaked_excluded=answers["leaked_excluded"],
+            leaked_excluded=leaked,
         ),
         metrics=table,
         examples=_examples(per, ec.num_examples, ec.seed),

@@ -9,8 +9,9 @@ casefolded, whitespace and punctuation removed), cut into overlapping character 
 (`NGRAM` = 2: a Chinese character pair is close to a word), and two texts are near-duplicates when
 the Jaccard similarity |A ∩ B| / |A ∪ B| of their n-gram sets is at least `THRESHOLD` (0.7); equal
 normalised texts are exact duplicates (similarity 1.0). An inverted index from n-gram to corpus
-entries keeps the comparison to the candidates that share an n-gram, so the data sets of this
-project (hundreds to tens of thousands of records) are compared exactly in seconds.
+entries keeps the comparison to the candidates that share an n-gram: the bundled data (~360
+records) takes well under a second. Pure Python, so data of hundreds of thousands of records would
+want an approximate index instead (MinHash LSH, e.g. the datasketch library).
 
 With 2-grams and 0.7, one changed character in a 15-character question still matches (0.75),
 added punctuation, spaces or letter case do not hide a copy, and two questions that share only a

@@ -10,6 +10,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from tests.reporting.evidence_run import IDENTITY_PROBE, PREPARE_CHECKS
+
 TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
 # ---- the complete GPU run -----------------------------------------------------------------------
@@ -87,35 +89,7 @@ PREPARE = {
         "rejected": "data/rejected.jsonl",
         "leakage": "data/leakage.jsonl",
     },
-    "eval_split_cap": {
-        "max_share": 0.1,
-        "min_items": 3,
-        "val_requested": 120,
-        "test_requested": 120,
-        "capped": False,
-    },
-    "min_useful_train": 100,
-    "leakage": {
-        "mode": "remove",
-        "method": "character 2-gram Jaccard",
-        "threshold": 0.7,
-        "checked": {"test": 122, "val": 121},
-        "found": {"test": 2, "val": 1},
-        "exact": 1,
-        "near": 2,
-        "moved_to_train": 3,
-        "examples": [
-            {
-                "split": "test",
-                "id": "zh_general-88-1a2b3c4d5e",
-                "question": "什么是机器学习？",
-                "train_id": "zh_general-12-5e4d3c2b1a",
-                "train_question": "请问，什么是机器学习",
-                "similarity": 0.778,
-                "exact": False,
-            }
-        ],
-    },
+    **PREPARE_CHECKS,
     "headline": "1198/1240 records kept: 958 train / 120 val / 120 test",
     "notes": [],
 }
@@ -198,13 +172,8 @@ def _metric(key, before, after, improvement, kind, higher, reference=None, ci=No
         "higher_is_better": higher,
     }
     if ci is None:
-        row.update(
-            change_ci95_low=None,
-            change_ci95_high=None,
-            significance=None,
-            paired_items=None,
-            interval_reason=CORPUS_LEVEL,
-        )
+        empty = dict.fromkeys(("change_ci95_low", "change_ci95_high", "significance", "paired_items"))
+        row.update(empty, interval_reason=CORPUS_LEVEL)
     else:
         row.update(change_ci95_low=ci[0], change_ci95_high=ci[1], significance=ci[2], paired_items=120)
     return row
@@ -312,16 +281,7 @@ EVALUATE = {
         },
     },
     "identity": {"questions": 6, "before_hits": 0, "after_hits": 5},
-    "identity_probe": {
-        "file": "data/eval/identity_probe.jsonl",
-        "questions": 34,
-        "asks_author": 9,
-        "excluded_trained": 0,
-        "overlaps": [],
-        "before_hits": 1,
-        "after_hits": 30,
-        "max_new_tokens": 48,
-    },
+    "identity_probe": IDENTITY_PROBE,
     "failures": [],
     "judge": None,
     "csv": "evaluation_results.csv",

@@ -35,6 +35,17 @@ def test_the_metrics_table_shows_each_interval_and_its_verdict(complete_md: str)
         assert (row[5] in ("提升", "下降")) is excludes_zero, metric["key"]
 
 
+def test_the_conclusion_calls_only_significant_changes(complete_md: str) -> None:
+    conclusion = section(complete_md, "结论")
+    # (Markdown escapes the interval's brackets outside tables.)
+    assert r"ROUGE-L 19.35 → 38.92（+19.57 分，95% 置信区间 \[+12.40, +26.80\]，提升）" in conclusion
+    assert "配对自助法重采样 2,000 次" in conclusion
+    # rouge2's interval contains 0; corpus BLEU-4 and Distinct-2 have none; length has no direction.
+    assert "8 项指标显著提升、0 项显著下降、1 项无显著变化，2 项未判断显著性" in conclusion
+    assert "BLEU-4（语料级） 9.05 → 23.40（+14.35 分，未判断显著性：语料级指标" in conclusion
+    assert "ROUGE-L 显著提升，且显著提升的指标多于显著下降的指标" in conclusion
+
+
 def test_the_identity_probe_is_reported_with_its_rule_and_interval(complete_md: str) -> None:
     text = section(complete_md, "测试集评估结果")
     probe = next(line for line in text.splitlines() if line.startswith("身份探针："))
