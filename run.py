@@ -5,6 +5,8 @@
     python run.py prepare --config configs/tiny.yaml   # one stage
     python run.py train train.max_steps=20             # key=value overrides the YAML
     python run.py test                                 # the test suite
+    python run.py compare outputs/a outputs/b          # a Chinese report comparing finished runs
+    python run.py sweep --config configs/tiny.yaml train.lora_r=4,8 train.learning_rate=1e-3,5e-3
 
 Data-parallel training on several processes (DDP) is for the `train` stage (and `prepare`, which
 then runs once, on the main process):
@@ -60,9 +62,94 @@ def _parser(stages: dict[str, tuple[str, str]]) -> argparse.ArgumentParser:
         if name in ("report", "all"):
             p.add_argument("--format", choices=["md", "pdf", "both"], help="report format (report.format)")
         p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides")
+    _compare_and_sweep_parsers(sub)
     t = sub.add_parser("test", help="run the test suite (pytest); extra arguments go to pytest")
     t.add_argument("pytest_args", nargs=argparse.REMAINDER)
     return parser
+
+
+def _compare_and_sweep_parsers(sub) -> None:
+    desc = "compare finished runs: one Chinese report (Markdown and PDF) of their differences and a verdict"
+    c = sub.add_parser("compare", help=desc, description=desc)
+    c.add_argument(
+        "run_dirs", nargs="+", metavar="RUN_DIR", help="run folders whose evaluate stage completed"
+    )
+    c.add_argument("--out", help="report folder (default: outputs/compare-<run folder names>)")
+    c.add_argument("--format", choices=["md", "pdf", "both"], default="both", help="report format")
+    desc = (
+        "train and evaluate every point of a grid on one shared prepared split, then compare them "
+        "(resumes like `all`; Ctrl-C stops cleanly)"
+    )
+    s = sub.add_parser("sweep", help=desc, description=desc)
+    s.add_argument(
+        "--config", default=str(ROOT / "configs" / "default.yaml"), help="YAML config of every point"
+    )
+    s.add_argument("--sweep-dir", help="sweep folder (default: outputs/sweep-<run_name>)")
+    s.add_argument("--full", action="store_true", help="also export, deploy and benchmark every point")
+    s.add_argument("--max-minutes", type=float, default=0.0, help="total time budget (0: none)")
+    s.add_argument("--force", action="store_true", help="rerun stages even if already completed")
+    s.add_argument("grid", nargs="+", metavar="KEY=V1,V2", help="grid keys, e.g. train.lora_r=8,16")
+
+
+def _compare(args) -> int:
+    from reporting import compare
+
+    paths = [Path(p) for p in args.run_dirs]
+    out = (
+        Path(args.out)
+        if args.out
+        else ROOT / "outputs" / ("compare-" + "+".join(p.resolve().name for p in paths))
+    )
+    result = compare.run(paths, out, args.format)
+    _print_compare(result)
+    return 0
+
+
+def _print_compare(result) -> None:
+    from rich.console import Console
+
+    console = Console()
+    for warning in result.warnings:
+        console.print(f"[bold red]warning[/bold red] {warning}", markup=True, highlight=False)
+    console.print(f"best on ROUGE-L after tuning: {result.best_by_primary}", highlight=False)
+    for pair in result.pairs:
+        if pair["different_items"]:
+            verdict = "not on the same test items: no significance claimed"
+        elif pair["low"] is None:
+            verdict = f"too few shared items ({pair['items']}) for an interval"
+        else:
+            verdict = "significant" if pair["significant"] else "not significant (interval contains 0)"
+            verdict = f"95% paired bootstrap [{pair['low']:+.2f}, {pair['high']:+.2f}] over {pair['items']} items: {verdict}"
+        console.print(f"  vs {pair['other']}: {pair['difference']:+.2f} points, {verdict}", highlight=False)
+    console.print(f"lowest validation loss: {result.best_by_val_loss}", highlight=False)
+    names = " and ".join(str(Path(result.out_dir) / f) for f in result.files.values())
+    pages = f" ({result.pages} pages)" if result.pages else ""
+    console.print(f"Comparison report: {names}{pages}", highlight=False)
+
+
+def _sweep(args) -> int:
+    from trainer import sweep
+
+    result = sweep.run(
+        Path(args.config),
+        args.grid,
+        Path(args.sweep_dir) if args.sweep_dir else None,
+        full=args.full,
+        max_minutes=args.max_minutes,
+        force=args.force,
+        on_point=sweep.print_table,
+    )
+    print(f"best point by validation loss: {result.best_by_val_loss}")
+    print(f"best point by ROUGE-L after tuning: {result.best_by_primary}")
+    if result.stopped:
+        print(f"stopped early: {result.stopped}; run the same command again to continue")
+    if len(result.evaluated) < 2:
+        print(f"no comparison report: {len(result.evaluated)} point(s) evaluated, at least two are needed")
+        return 0 if not result.stopped else 1
+    from reporting import compare
+
+    _print_compare(compare.run(result.evaluated, result.sweep_dir / "comparison"))
+    return 0
 
 
 def _summary(outcomes, run_dir, total_s: float) -> None:
@@ -120,6 +207,8 @@ def main(argv: list[str] | None = None) -> int:
 
     args = _parser(STAGES).parse_args(argv)
     try:
+        if args.command in ("compare", "sweep"):
+            return _compare(args) if args.command == "compare" else _sweep(args)
         from trainer.pipeline import is_main_process, world_size
 
         if world_size() > 1 and args.command != "train":

@@ -24,6 +24,7 @@ LOSS_FILE = "report_loss_curve.png"
 LATENCY_FILE = "report_latency.png"
 THROUGHPUT_FILE = "report_throughput.png"
 REPORT_FILES = (LOSS_FILE, LATENCY_FILE, THROUGHPUT_FILE)
+COMPARE_LOSS_FILE = "compare_loss_curves.png"  # the comparison report's own assets folder
 
 
 @dataclass(frozen=True)
@@ -93,6 +94,46 @@ def loss_chart(
     ax.legend(loc="upper right", fontsize=8)
     plotting.save_png(fig, out_dir / LOSS_FILE)
     return Chart(LOSS_FILE, "训练与验证 Loss 曲线（来源：logs/metrics.jsonl，检查点来自 train.json）")
+
+
+def loss_overlay_chart(runs: Sequence[tuple[str, Sequence[dict[str, Any]]]], out_dir: Path) -> Chart | None:
+    """Training (left) and validation (right) loss of several runs against step, one colour per run
+    (the comparison report, `python run.py compare`); None when no run logged a loss."""
+    series = [
+        (
+            label,
+            [(r["step"], float(r["loss"])) for r in rows if is_number(r.get("loss"))],
+            [(r["step"], float(r["eval_loss"])) for r in rows if is_number(r.get("eval_loss"))],
+        )
+        for label, rows in runs
+    ]
+    if not any(train or evals for _, train, evals in series):
+        return None
+    cjk_font_files()
+    fig, axes, _ = plotting.figure(7.4, 3.4, ncols=2)
+    colours = [plotting_colour(i) for i in range(len(series))]
+    for (label, train, evals), colour in zip(series, colours, strict=True):
+        if train:
+            axes[0].plot(*zip(*train, strict=True), color=colour, linewidth=1.2, label=label)
+        if evals:
+            axes[1].plot(
+                *zip(*evals, strict=True), color=colour, linewidth=1.4, marker="o", markersize=3, label=label
+            )
+    for ax, title in zip(axes, ("训练 Loss", "验证 Loss"), strict=True):
+        ax.set_title(title)
+        ax.set_xlabel("训练步数（step）")
+        ax.grid(alpha=0.3)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(loc="upper right", fontsize=7)
+    axes[0].set_ylabel("Loss")
+    plotting.save_png(fig, out_dir / COMPARE_LOSS_FILE)
+    return Chart(COMPARE_LOSS_FILE, "各运行的训练与验证 Loss 曲线（来源：各运行的 logs/metrics.jsonl）")
+
+
+def plotting_colour(i: int) -> str:
+    """The i-th run's colour in the comparison charts (matplotlib's tab10, repeating)."""
+    palette = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f")
+    return palette[i % len(palette)]
 
 
 def latency_chart(

@@ -35,6 +35,7 @@ TEMPLATES = ROOT / "templates"
 ASSETS = "report_assets"
 NOTDEF = ".notdef glyph rendered"
 NOWRAP_CHARS = 6
+REPORT_TITLE = "模型微调训练报告"  # the page header; the comparison report (reporting/compare.py) has its own
 
 
 class MissingGlyphs(RuntimeError):
@@ -158,7 +159,8 @@ def _benchmark_stage_charts(
     return found
 
 
-def _environment(directory: Path) -> jinja2.Environment:
+def markdown_environment(directory: Path) -> jinja2.Environment:
+    """Jinja for a Markdown template: StrictUndefined, every value through escape_md (its finalize)."""
     return jinja2.Environment(
         loader=jinja2.FileSystemLoader(str(directory)),
         undefined=jinja2.StrictUndefined,
@@ -179,7 +181,7 @@ def render_markdown(
 ) -> str:
     """report.md text from the loaded run folder (charts already drawn under report_assets/)."""
     ctx = context.build(files, report_cfg, drawn, chart_reasons, generated_at or _generated_at())
-    return _environment(TEMPLATES).get_template("report.md.j2").render(**ctx)
+    return markdown_environment(TEMPLATES).get_template("report.md.j2").render(**ctx)
 
 
 def _generated_at() -> str:
@@ -214,7 +216,7 @@ def markdown_to_html(markdown: str) -> str:
     return md.renderer.render(tokens, md.options, {})
 
 
-def html_document(markdown: str, report_cfg: ReportConfig) -> str:
+def html_document(markdown: str, report_cfg: ReportConfig, title: str = REPORT_TITLE) -> str:
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(str(TEMPLATES)),
         undefined=jinja2.StrictUndefined,
@@ -223,7 +225,10 @@ def html_document(markdown: str, report_cfg: ReportConfig) -> str:
         lstrip_blocks=True,
     )
     return env.get_template("report.html.j2").render(
-        body=markdown_to_html(markdown), project_name=report_cfg.project_name, author=report_cfg.author
+        body=markdown_to_html(markdown),
+        project_name=report_cfg.project_name,
+        author=report_cfg.author,
+        title=title,
     )
 
 
@@ -263,31 +268,36 @@ def _missing_chars(records: list[logging.LogRecord]) -> list[str]:
     return sorted(set(chars))
 
 
-def _layout(html: str, base_dir: Path) -> tuple[bytes, int, list[logging.LogRecord]]:
-    """PDF bytes, page count and WeasyPrint's warnings for one HTML document."""
+def _layout(html: str, base_dir: Path, title: str) -> tuple[bytes, int, list[logging.LogRecord]]:
+    """PDF bytes, page count and WeasyPrint's warnings for one HTML document (`title` in the page header)."""
     import weasyprint
 
-    stylesheet = weasyprint.CSS(filename=str(TEMPLATES / "report.css"))
+    stylesheets = [weasyprint.CSS(filename=str(TEMPLATES / "report.css"))]
+    if title != REPORT_TITLE:
+        header = title.replace("\\", "").replace('"', "")
+        stylesheets.append(weasyprint.CSS(string=f'@page {{ @top-left {{ content: "{header}"; }} }}'))
     with _weasyprint_log() as records:
-        document = weasyprint.HTML(string=html, base_url=str(base_dir) + "/").render(stylesheets=[stylesheet])
+        document = weasyprint.HTML(string=html, base_url=str(base_dir) + "/").render(stylesheets=stylesheets)
         # Glyphs are looked up when text is drawn, i.e. while the PDF is written.
         pdf_bytes = document.write_pdf()
     return pdf_bytes, len(document.pages), records
 
 
-def render_pdf(markdown: str, report_cfg: ReportConfig, base_dir: Path) -> tuple[bytes, PdfResult]:
+def render_pdf(
+    markdown: str, report_cfg: ReportConfig, base_dir: Path, title: str = REPORT_TITLE
+) -> tuple[bytes, PdfResult]:
     """PDF bytes of the report (images resolved against `base_dir`, the run folder).
 
     Characters that no font can draw are replaced by `(U+XXXX)` and the document is laid out again;
     if a glyph is still missing, MissingGlyphs is raised and no PDF is returned.
     """
-    html = html_document(markdown, report_cfg)
-    pdf_bytes, pages, records = _layout(html, base_dir)
+    html = html_document(markdown, report_cfg, title)
+    pdf_bytes, pages, records = _layout(html, base_dir, title)
     replaced = _missing_chars(records)
     if replaced:
         for ch in replaced:
             html = html.replace(ch, f"(U+{ord(ch):04X})")
-        pdf_bytes, pages, records = _layout(html, base_dir)
+        pdf_bytes, pages, records = _layout(html, base_dir, title)
         still = _missing_chars(records)
         if still:
             raise MissingGlyphs(still)
@@ -295,9 +305,11 @@ def render_pdf(markdown: str, report_cfg: ReportConfig, base_dir: Path) -> tuple
     return pdf_bytes, PdfResult(pages, replaced, warnings)
 
 
-def write_pdf(markdown: str, report_cfg: ReportConfig, target: Path, base_dir: Path) -> PdfResult:
+def write_pdf(
+    markdown: str, report_cfg: ReportConfig, target: Path, base_dir: Path, title: str = REPORT_TITLE
+) -> PdfResult:
     charts.cjk_font_files()  # a clear error (how to install the font) instead of a PDF of boxes
-    pdf_bytes, result = render_pdf(markdown, report_cfg, base_dir)
+    pdf_bytes, result = render_pdf(markdown, report_cfg, base_dir, title)
     with atomic_path(target) as tmp:
         tmp.write_bytes(pdf_bytes)
     return result

@@ -1,8 +1,8 @@
 """The run folder as the report sees it (`python run.py report`): read-only access to its files.
 
 Reads `config.resolved.yaml`, `env.json`, every `<stage>.json`, `logs/metrics.jsonl` and
-`evaluation_results.csv` (see docs/ARTIFACTS.md); writes nothing. A missing or unreadable file, a
-stage that failed or never ran, and a `null` value are all normal: every lookup returns a
+`evaluation_results.csv` (its row count; `eval_items` reads its rows) (see docs/ARTIFACTS.md);
+writes nothing. A missing or unreadable file, a stage that failed or never ran, and a `null` value are all normal: every lookup returns a
 `Measured` that carries either the value or the reason it is missing, worded for the report.
 Stage files and env.json are read only through their types in `trainer.results` (the contract).
 """
@@ -278,6 +278,20 @@ def _count_csv_rows(path: Path) -> tuple[int | None, str]:
             return sum(1 for _ in reader), ""
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
         return None, f"evaluation_results.csv 无法读取（{type(exc).__name__}）"
+
+
+def eval_items(run: RunFiles) -> tuple[list[dict[str, str]], str]:
+    """The rows of the run's evaluation_results.csv (one per test item, every value as text), or
+    why they could not be read."""
+    csv_file = known(run.evaluate.result.csv, "evaluation_results.csv")
+    path = inside(run.path, csv_file)
+    if not path.exists():
+        return [], f"{csv_file} 不存在"
+    try:
+        with open(path, encoding="utf-8-sig", newline="") as fh:
+            return [dict(row) for row in csv.DictReader(fh)], ""
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        return [], f"{csv_file} 无法读取（{type(exc).__name__}）"
 
 
 def inside(base: Path, relative: Any) -> Path:

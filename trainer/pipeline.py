@@ -18,7 +18,7 @@ import importlib
 import os
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -180,9 +180,12 @@ def run_all(
     force: bool = False,
     on_start: Callable[[str], None] | None = None,
     on_done: Callable[[StageOutcome], None] | None = None,
+    stages: Sequence[str] | None = None,
 ) -> list[StageOutcome]:
+    """Run `stages` (default: every stage) in pipeline order, skipping those already completed for
+    this config unless `force`."""
     outcomes = []
-    for stage in STAGES:
+    for stage in [s for s in STAGES if stages is None or s in stages]:
         if not force and is_current(cfg, run_dir, stage):
             done = run_dir.completed(stage) or {}
             outcome = StageOutcome(
