@@ -108,7 +108,7 @@ def _compare(args) -> int:
 def _print_compare(result) -> None:
     from rich.console import Console
 
-    console = Console()
+    console = Console(soft_wrap=True)
     for warning in result.warnings:
         console.print(f"[bold red]warning[/bold red] {warning}", markup=True, highlight=False)
     console.print(f"best on ROUGE-L after tuning: {result.best_by_primary}", highlight=False)
@@ -143,13 +143,16 @@ def _sweep(args) -> int:
     print(f"best point by ROUGE-L after tuning: {result.best_by_primary}")
     if result.stopped:
         print(f"stopped early: {result.stopped}; run the same command again to continue")
+    failed = [p for p in result.points if p.status == "failed"]
+    for p in failed:
+        print(f"point {p.name} failed: {p.note} (its stage files say more)", file=sys.stderr)
     if len(result.evaluated) < 2:
         print(f"no comparison report: {len(result.evaluated)} point(s) evaluated, at least two are needed")
-        return 0 if not result.stopped else 1
+        return 1 if failed or result.stopped else 0
     from reporting import compare
 
     _print_compare(compare.run(result.evaluated, result.sweep_dir / "comparison"))
-    return 0
+    return 1 if failed else 0
 
 
 def _summary(outcomes, run_dir, total_s: float) -> None:

@@ -25,7 +25,7 @@ from reporting import charts, comparison, report, runfiles
 from reporting.sections import comparison as sections
 from reporting.text import image
 from trainer.config import ReportConfig
-from trainer.errors import UserError
+from trainer.errors import UserError, problem_list
 from trainer.runfolder import RunDir, now_iso, write_json, write_text
 
 TITLE = "微调运行对比报告"
@@ -73,7 +73,7 @@ def check_run_dirs(paths: list[Path]) -> list[runfiles.RunFiles]:
         problems.append(f"{len(paths)} run folder given: compare needs at least two")
     if problems:
         raise UserError(
-            "compare: " + "; ".join(problems) + ".",
+            problem_list("compare", problems),
             fix="pass run folders (outputs/<run_name>) whose evaluate stage completed, e.g. "
             "`python run.py evaluate --run-dir DIR` first",
         )

@@ -14,3 +14,9 @@ class UserError(Exception):
     def __init__(self, message: str, *, fix: str | None = None) -> None:
         self.fix = fix
         super().__init__(message if not fix else f"{message}\n  How to fix: {fix}")
+
+
+def problem_list(command: str, problems: list[str]) -> str:
+    """One message for every problem found in a command's input, one per line."""
+    lines = "".join(f"\n  - {p}" for p in problems)
+    return f"{command}: {len(problems)} problem{'s' if len(problems) > 1 else ''} in the input, nothing was run:{lines}"

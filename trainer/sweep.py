@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from trainer.config import PipelineConfig, load_config, parse_override, stage_fingerprint
-from trainer.errors import UserError
+from trainer.errors import UserError, problem_list
 from trainer.pipeline import is_current, prepare_run_dir, run_all, run_stage
 from trainer.results import load_result
 from trainer.runfolder import ROOT, RunDir, atomic_dir, atomic_path, write_json
@@ -129,13 +129,15 @@ def parse_grid(args: list[str], config_path: Path) -> list[tuple[str, list[str]]
             try:
                 load_config(config_path, [f"{key}={value}"])
             except UserError as exc:
-                problems.append(str(exc).splitlines()[0].replace("command line: ", ""))
+                problem = str(exc).splitlines()[0].replace("command line: ", "").rstrip(".")
+                if problem not in problems:
+                    problems.append(problem)
         axes.append((key, values))
     if not problems and not any(len(v) > 1 for _, v in axes):
         problems.append("no key has two or more values: a sweep needs at least two points")
     if problems:
         raise UserError(
-            "sweep: " + "; ".join(problems) + ".",
+            problem_list("sweep", problems),
             fix="write each grid key as section.key=v1,v2 with a key of trainer/config.py outside the "
             "model and data sections, e.g. train.lora_r=8,16 train.learning_rate=1e-3,5e-3",
         )
@@ -251,15 +253,23 @@ def _finish(
     result: SweepResult, grid: list[str], on_point: Callable[[list[Point]], None] | None
 ) -> SweepResult:
     summaries = {p.name: p.summary() for p in result.points}
-    by_loss = [(s["val_loss"], n) for n, s in summaries.items() if s["val_loss"] is not None]
-    by_primary = [(s["primary"], n) for n, s in summaries.items() if s["primary"] is not None]
-    result.best_by_val_loss = min(by_loss)[1] if by_loss else None
-    result.best_by_primary = max(by_primary)[1] if by_primary else None
+    result.best_by_val_loss = _best(summaries, "val_loss", lowest=True)
+    result.best_by_primary = _best(summaries, "primary", lowest=False)
     result.evaluated = [p.run_dir.path for p in result.points if p.run_dir.completed("evaluate")]
     _write_sweep(result, grid)
     if on_point:
         on_point(result.points)
     return result
+
+
+def _best(summaries: dict[str, dict[str, Any]], key: str, *, lowest: bool) -> str | None:
+    """The first point with the lowest/highest `key`, and the points tied with it."""
+    scored = {name: s[key] for name, s in summaries.items() if s[key] is not None}
+    if not scored:
+        return None
+    top = min(scored.values()) if lowest else max(scored.values())
+    names = [name for name, value in scored.items() if value == top]
+    return names[0] + (f" (tied with {', '.join(names[1:])})" if len(names) > 1 else "")
 
 
 def _write_sweep(result: SweepResult, grid: list[str]) -> None:
@@ -306,4 +316,4 @@ def print_table(points: list[Point]) -> None:
             "" if s["primary"] is None else f"{s['primary']:.2f}",
             f"{p.duration_s:.1f} s" if p.status not in ("pending", "not started") else "",
         )
-    Console().print(table)
+    Console(width=max(Console().width, 140)).print(table)

@@ -201,7 +201,9 @@ def verdict(runs: list[Run], pairs: list[PairedDifference]) -> list[str]:
     best = comparison.best_by_primary(runs)
     if best is None:
         return [nm("没有任何运行的 evaluate.json 记录了微调后的 ROUGE-L，无法判断哪次运行更好")]
-    lines = [f"主要指标（测试集 ROUGE-L，微调后）最高：{best.label}（{fmt_float(best.primary)}）。"]
+    tied = [r.label for r in runs if r is not best and r.primary == best.primary]
+    tie = f"，与 {'、'.join(tied)} 并列" if tied else ""
+    lines = [f"主要指标（测试集 ROUGE-L，微调后）最高：{best.label}（{fmt_float(best.primary)}{tie}）。"]
     lines += [_pair_sentence(best, p) for p in pairs]
     lines += [
         f"{r.label}：ROUGE-L {nm('evaluate.json 未记录微调后的 ROUGE-L')}" for r in runs if r.primary is None
