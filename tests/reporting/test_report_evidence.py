@@ -62,6 +62,7 @@ def test_the_data_section_states_the_split_rule_and_the_leakage_found(complete_m
     leak = facts["训练/测试重复检查"]
     assert "相似度 ≥ 0.7" in leak
     assert "测试集 2 条、验证集 1 条与训练集重复（完全相同 1 条，近似 2 条），已移入训练集 3 条" in leak
+    assert "并从训练集补入与训练集无重复的记录（测试集 2 条、验证集 1 条）" in leak
     assert "什么是机器学习？" in leak and "0.778" in leak
 
 
