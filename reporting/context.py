@@ -29,6 +29,7 @@ def build(
 ) -> dict[str, Any]:
     """The template context: one entry per report section."""
     assistant = run.config_value("data", "assistant_name")
+    maker = run.config_value("data", "author")
     found = findings.findings(run)
     stage_rows, stage_total = overview.stage_rows(run)
     return {
@@ -37,7 +38,9 @@ def build(
         "config": training.training_config(run),
         "training": training.training(run, charts, chart_reasons),
         "evaluation": evaluation.evaluation(
-            run, str(assistant.value) if assistant.ok else "（助手名称未记录）"
+            run,
+            str(assistant.value) if assistant.ok else "（助手名称未记录）",
+            str(maker.value) if maker.ok else "（开发者名称未记录）",
         ),
         "deployment": deployment.deployment(run),
         "resources": resources.resources(run, charts, chart_reasons),

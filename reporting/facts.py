@@ -84,14 +84,63 @@ def metric(run: RunFiles, key: str) -> EvalMetric | None:
     return next((m for m in metrics(run) if m.key == key), None)
 
 
+def change_text(m: EvalMetric, value: Any) -> str:
+    """A change of metric `m` with its unit: `+3.20 分`, `-12.50%`, `+20.00 个百分点`."""
+    if m.improvement_kind == "relative_pct":
+        return f"{fmt_signed(value)}%"
+    if str(known(m.key, "")).endswith("_pct"):
+        return f"{fmt_signed(value)} 个百分点"
+    return f"{fmt_signed(value)} 分"
+
+
+def interval_text(m: EvalMetric) -> str | None:
+    """`[+1.20, +5.60]` (the 95 % interval of the improvement, in its units); None without one."""
+    low, high = m.change_ci95_low, m.change_ci95_high
+    if not (is_number(low) and is_number(high)):
+        return None
+    return f"[{fmt_signed(low)}, {fmt_signed(high)}]"
+
+
+def no_interval_reason(m: EvalMetric) -> str:
+    """Why a metric has no interval, in the report's words."""
+    if getattr(m.significance, "absent", False):
+        return "evaluate.json 未给出置信区间"
+    if is_number(m.paired_items):
+        return f"仅 {fmt_int(m.paired_items)} 条配对样本，无法估计置信区间"
+    return "语料级指标，没有逐条配对，未做置信区间"
+
+
 def metric_change(m: EvalMetric) -> str:
-    """`ROUGE-L 12.30 → 45.60（+33.30，变好）` or the reason a side is missing."""
+    """`ROUGE-L 12.30 → 45.60（+33.30 分，95% 置信区间 [+20.10, +41.00]，提升）` or why a side
+    or the interval is missing. 提升 / 下降 only where the interval excludes 0."""
     name = labels.metric_name(m)
     before, after = m.before, m.after
     if not (is_number(before) and is_number(after)):
         return f"{name} 未能比较（微调前 {_num_or_dash(before)}，微调后 {_num_or_dash(after)}）"
-    verdict = direction(before, after, better_direction(m))
-    return f"{name} {fmt_float(before)} → {fmt_float(after)}（{fmt_signed(after - before)}，{verdict}）"
+    digits = 4 if m.key == "loss" else 2
+    change = change_text(m, m.improvement) if is_number(m.improvement) else fmt_signed(after - before)
+    interval, word = interval_text(m), labels.significance(m)
+    tail = (
+        f"95% 置信区间 {interval}，{word}" if interval and word else f"未判断显著性：{no_interval_reason(m)}"
+    )
+    return f"{name} {fmt_float(before, digits)} → {fmt_float(after, digits)}（{change}，{tail}）"
+
+
+def significant(run: RunFiles) -> dict[str, list[EvalMetric]]:
+    """The metrics by their interval's verdict: improved, worsened, no_significant_change, untested
+    (increased / decreased, without a better direction, count as neither improved nor worsened)."""
+    out: dict[str, list[EvalMetric]] = {
+        "improved": [],
+        "worsened": [],
+        "no_significant_change": [],
+        "untested": [],
+    }
+    for m in metrics(run):
+        if not (is_number(m.before) and is_number(m.after)):
+            continue
+        verdict = str(known(m.significance, "")) if interval_text(m) else "untested"
+        out.setdefault(verdict, []).append(m)
+    return out
 
 
 def _num_or_dash(value: Any) -> str:
@@ -131,13 +180,30 @@ def example_verdict(example: EvalExample) -> str:
     return "；".join(parts) + "。"
 
 
+# A move without an interval is described, never judged: no 改善 / 变差 without evidence.
 MOVE_WORDS_ZH = {
-    "变好": "有所改善",
-    "变差": "有所变差",
-    "持平": "基本不变",
+    "变好": "数值朝变好的方向移动",
+    "变差": "数值朝变差的方向移动",
+    "持平": "数值基本不变",
     "上升": "数值上升",
     "下降": "数值下降",
 }
+
+
+# The metrics table row whose interval decides a qualitative dimension (the others have none).
+QUALITATIVE_METRIC = {"accuracy": "rougeL", "fluency": "perplexity"}
+
+
+def _qualitative_word(run: RunFiles, dimension: str, moved: str | None) -> str:
+    """The dimension's verdict from its metric's interval, else the bare direction marked untested."""
+    m = metric(run, QUALITATIVE_METRIC.get(dimension, ""))
+    word = labels.significance(m) if m else None
+    interval = interval_text(m) if m else None
+    if m and word and interval:
+        change = change_text(m, m.improvement) if is_number(m.improvement) else ""
+        verdict = word if word == "无显著变化" else f"显著{word}"
+        return f"按{labels.metric_name(m)}的提升 {change}（95% 置信区间 {interval}）判断：{verdict}"
+    return f"{MOVE_WORDS_ZH[moved or '持平']}，但未检验显著性，不作判断"
 
 
 def qualitative(run: RunFiles) -> list[tuple[str, str]]:
@@ -157,7 +223,7 @@ def qualitative(run: RunFiles) -> list[tuple[str, str]]:
             reason = item.reason or "微调前或微调后无数值"
             rows.append((label, f"以“{measure}”衡量，未能比较：{reason}"))
             continue
-        word = MOVE_WORDS_ZH[direction(before, after, better_direction(item)) or "持平"]
+        word = _qualitative_word(run, key, direction(before, after, better_direction(item)))
         rows.append(
             (
                 label,
@@ -196,22 +262,25 @@ def _evaluation_sentences(run: RunFiles) -> list[str]:
     ev = run.evaluate
     if not ev.ok:
         return [f"模型评估缺失：{ev.why_missing}，微调前后的效果未经测量。"]
-    rows = [m for m in metrics(run) if is_number(m.before) and is_number(m.after)]
-    verdicts = [direction(m.before, m.after, better_direction(m)) for m in rows]
-    judged = [v for v in verdicts if v in ("变好", "变差", "持平")]
-    better, worse = verdicts.count("变好"), verdicts.count("变差")
-    key_text = "，".join(metric_change(m) for m in (metric(run, k) for k in ("rougeL", "bleu4")) if m)
-    samples = ev.result.settings.samples
+    groups = significant(run)
+    better, worse, flat = (len(groups[k]) for k in ("improved", "worsened", "no_significant_change"))
+    keys = ("rougeL", "bleu4", "corpus_bleu4", "identity_probe_pct")
+    key_text = "；".join(metric_change(m) for m in (metric(run, k) for k in keys) if m)
+    samples, resamples = ev.result.settings.samples, ev.result.settings.bootstrap_resamples
     on = f"测试集 {fmt_int(samples)} 条样本上" if is_number(samples) else "测试集上"
-    sentence = f"{on}，{better}/{len(judged)} 项有优劣方向的指标变好、{worse} 项变差"
+    if is_number(resamples):
+        on += f"（配对自助法重采样 {fmt_int(resamples)} 次，95% 置信区间不含 0 才算提升或下降）"
+    sentence = f"{on}，{better} 项指标显著提升、{worse} 项显著下降、{flat} 项无显著变化"
+    if groups["untested"]:
+        sentence += f"，{len(groups['untested'])} 项未判断显著性"
     if key_text:
         sentence += f"：{key_text}"
     out = [sentence + "。"]
     rouge = metric(run, "rougeL")
-    rule = "按“ROUGE-L 提升且变好的指标多于变差的指标”这一规则"
-    if rouge and direction(rouge.before, rouge.after) == "变好" and better > worse:
+    rule = "按“ROUGE-L 显著提升，且显著提升的指标多于显著下降的指标”这一规则"
+    if rouge and rouge in groups["improved"] and better > worse:
         out.append(f"{rule}，本次微调有效。")
-    elif rows:
+    elif any(groups.values()):
         out.append(f"{rule}，本次微调的效果尚不能确认。")
     return out
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from reporting.facts import DROP_REASON_ZH, better_direction, direction, metric, metric_change, metrics
+from reporting.facts import DROP_REASON_ZH, metric, metric_change, metrics
 from reporting.runfiles import STAGE_NAMES_ZH, RunFiles, known
 from reporting.text import first_line, fmt_duration, fmt_float, fmt_general, fmt_int, fmt_loss, is_number
 from trainer.results import measured
@@ -165,10 +165,10 @@ def _eval_findings(run: RunFiles) -> list[Finding]:
     for m in metrics(run):
         if m.key == "hit_max_tokens_pct":
             continue  # its own rule below
-        if direction(m.before, m.after, better_direction(m)) == "变差":
+        if known(m.significance, None) == "worsened":  # 95 % interval below 0, not noise
             out.append(
                 Finding(
-                    f"微调后指标变差：{metric_change(m)}。",
+                    f"微调后指标显著下降（95% 置信区间整体低于 0）：{metric_change(m)}。",
                     "对照 evaluation_results.csv 中该指标下降的样本检查训练数据"
                     + (f"，并尝试降低学习率（当前 {fmt_general(lr)}）" if lr is not None else "")
                     + "。",

@@ -23,6 +23,7 @@ from trainer.results import Augmentation, EvalExample, EvalMetric, QualitativeMe
 METRIC_NAME_ZH: dict[str, str] = {
     "avg_answer_chars": "平均回答长度",
     "bleu4": "BLEU-4",
+    "corpus_bleu4": "BLEU-4（语料级）",
     "rouge1": "ROUGE-1",
     "rouge2": "ROUGE-2",
     "rougeL": "ROUGE-L",
@@ -31,6 +32,7 @@ METRIC_NAME_ZH: dict[str, str] = {
     "distinct2": "Distinct-2",
     "hit_max_tokens_pct": "触达长度上限比例",
     "identity_pct": "身份回答正确率",
+    "identity_probe_pct": "身份探针正确率",
 }
 
 # How trainer/metrics.py computes each averaged value (its module docstring has the conventions);
@@ -40,6 +42,10 @@ METRIC_DEFINITIONS: dict[str, str] = {
     "bleu4": (
         "字符级：每个非空白字符为一个词元，NLTK sentence_bleu（1-4 元等权、"
         "平滑方法 method3、含长度惩罚），逐条计算后取平均，×100（0-100）。"
+    ),
+    "corpus_bleu4": (
+        "字符级，分词与平滑同上，但先汇总全部回答的 n 元组匹配数和长度再计算（NLTK corpus_bleu），"
+        "×100（0-100）；通常报告的主指标，只有整体一个值，没有逐条配对，因此不做置信区间。"
     ),
     "rouge1": ("jieba 分词后用 rouge-chinese 计算单词（去重）重合的 F 值，逐条计算后取平均，×100（0-100）。"),
     "rouge2": (
@@ -53,6 +59,19 @@ METRIC_DEFINITIONS: dict[str, str] = {
     ),
     "hit_max_tokens_pct": "生成长度达到 max_new_tokens 上限、未自然结束的回答所占百分比；越低越好。",
     "identity_pct": "身份类问题中回答包含助手名称（拉丁字母不区分大小写）的百分比；越高越好。",
+    "identity_probe_pct": (
+        "身份探针（一组从未用于训练、与训练问题不重复的“你是谁”类问题）中回答正确的百分比："
+        "须含助手名称，问及开发者时还须含开发者名称，自称其他模型或公司的产品即判为错误；越高越好。"
+    ),
+}
+
+# evaluate.json `metrics[].significance` (trainer/significance.py): the verdict its 95 % interval allows.
+SIGNIFICANCE_ZH: dict[str, str] = {
+    "improved": "提升",
+    "worsened": "下降",
+    "increased": "上升（无优劣方向）",
+    "decreased": "下降（无优劣方向）",
+    "no_significant_change": "无显著变化",
 }
 
 # Keyed by evaluate.json `qualitative.<dimension>`: the stand-in trainer/evaluate.py `_qualitative`
@@ -80,6 +99,11 @@ def metric_name(m: EvalMetric) -> str:
     """The metric's Chinese name: the report's own, else the file's `name_zh`, else its key."""
     key = str(known(m.key, ""))
     return METRIC_NAME_ZH.get(key) or _text(m.name_zh) or key
+
+
+def significance(m: EvalMetric) -> str | None:
+    """提升 / 下降 / 无显著变化 of a metric from its interval's verdict; None when it has none."""
+    return SIGNIFICANCE_ZH.get(str(known(m.significance, "")))
 
 
 def metric_definition(m: EvalMetric) -> str:

@@ -94,3 +94,22 @@ def test_generation_stops_at_max_tokens_even_on_stray_byte_tokens(exported):
         out = gguf_generate.generate(Path(run_dir / path), prompt, max_tokens=24, stop=["</s>"], n_ctx=512)
         assert out["tokens"] <= 24 and out["finish_reason"] in ("stop", "length")
         assert "\ufffd" not in out["text"]
+
+
+def test_evaluate_records_intervals_and_the_identity_probe(evaluated):
+    _, run_dir = evaluated
+    res = json.loads((run_dir / "evaluate.json").read_text())["results"]
+    by_key = {m["key"]: m for m in res["metrics"]}
+    rouge = by_key["rougeL"]
+    assert rouge["paired_items"] == res["settings"]["samples"]
+    assert rouge["change_ci95_low"] <= rouge["improvement"] <= rouge["change_ci95_high"]
+    assert rouge["significance"] in ("improved", "worsened", "no_significant_change")
+    assert by_key["corpus_bleu4"]["change_ci95_low"] is None and by_key["corpus_bleu4"]["interval_reason"]
+    assert res["settings"]["bootstrap_resamples"] >= 1000
+    probe = res["identity_probe"]
+    assert probe["questions"] + probe["excluded_trained"] >= 30
+    assert probe["questions"] == by_key["identity_probe_pct"]["paired_items"]
+    with open(run_dir / "identity_probe_results.csv", encoding="utf-8-sig", newline="") as fh:
+        rows = list(csv.DictReader(fh))  # the tiny model's answers hold line breaks
+    assert len(rows) == probe["questions"]
+    assert sum(r["hit_after"] == "True" for r in rows) == probe["after_hits"]

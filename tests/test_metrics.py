@@ -218,7 +218,7 @@ def test_improvement_missing_values_and_bad_kind():
 
 def test_metric_tables_cover_every_key_consistently():
     keys = set(m.METRIC_KEYS)
-    assert len(m.METRIC_KEYS) == 10
+    assert len(m.METRIC_KEYS) == 12
     for table in (m.IMPROVEMENT_KIND, m.HIGHER_IS_BETTER):
         assert set(table) == keys
     # 0-100 scores change in points; lengths, loss and perplexity in percent of before.

@@ -89,6 +89,14 @@ class DataConfig:
     # 0 keeps the split proportional (a few identity questions in a 30-question test split); a
     # larger share makes the identity rate in the report rest on more questions.
     identity_test_size: float = 0.0
+    # Val and test each take at most this share of the kept records (but at least
+    # MIN_EVAL_ITEMS = 3), whatever val_size/test_size ask for, so small data still trains on most
+    # of its records: 36 records with test_size=30 give 3 test / 3 val / 30 train.
+    max_eval_share: float = 0.1
+    # Test/val questions that also occur in train, exactly or nearly (character 2-gram Jaccard
+    # >= 0.7, trainer/near_duplicates.py): "remove" drops them from the evaluation splits, "flag"
+    # keeps them marked (`leak`) and evaluate leaves them out of the metrics.
+    leakage: str = "remove"
     # Fail on the first bad record instead of counting it in rejected.jsonl.
     strict: bool = False
 
@@ -162,6 +170,13 @@ class EvaluateConfig:
     # Optional blind judge (trainer/judge.py): an Ollama model name (a larger local model) served at
     # deploy.host grades the answers before/after without knowing which is which. Empty: off.
     judge_model: str = ""
+    # Identity probe (trainer/identity_probe.py): "who are you" questions never trained on, asked of
+    # the base and the tuned model. Empty: off.
+    identity_probe: str = "data/eval/identity_probe.jsonl"
+    # Answer budget of the probe questions (identity answers are short; keeps evaluate quick).
+    identity_max_new_tokens: int = 48
+    # Paired bootstrap resamples of every before/after change (95 % interval; at least 1000).
+    bootstrap_resamples: int = 2000
 
 
 @dataclass
@@ -261,6 +276,7 @@ STAGE_SECTIONS: dict[str, list[str]] = {
 _CHOICES: dict[str, tuple[str, ...]] = {
     "model.prompt_format": ("auto", "llama2", "chatml"),
     "data.overlong": ("drop", "truncate"),
+    "data.leakage": ("remove", "flag"),
     "train.backend": ("auto", "unsloth", "peft"),
     "train.precision": ("auto", "fp32", "fp16", "bf16"),
     "export.quantization": ("Q4_K_M", "Q5_K_M", "Q8_0", "F16"),
@@ -430,6 +446,16 @@ def _validate(cfg: PipelineConfig) -> None:
         raise UserError(
             f"config: 'train.max_minutes' is {cfg.train.max_minutes:g}.",
             fix="use 0 (no limit) or minutes > 0",
+        )
+    if not 0 < cfg.data.max_eval_share < 0.5:
+        raise UserError(
+            f"config: 'data.max_eval_share' is {cfg.data.max_eval_share:g}.",
+            fix="use a share of the kept records between 0 and 0.5 (e.g. 0.1)",
+        )
+    if cfg.evaluate.bootstrap_resamples < 1000:
+        raise UserError(
+            f"config: 'evaluate.bootstrap_resamples' is {cfg.evaluate.bootstrap_resamples}.",
+            fix="use at least 1000 resamples (2000 is the default)",
         )
     if cfg.data.max_length < 16:
         raise UserError(f"config: 'data.max_length' is {cfg.data.max_length}.", fix="use at least 16 tokens")

@@ -186,6 +186,8 @@ _ROLES = {
     "system": "system",
 }
 _CONVERSATION_KEYS = {"conversations": ("from", "value"), "messages": ("role", "content")}
+# Turns of tool-call conversations (ShareGPT function_call / observation, OpenAI tool): not supported.
+_TOOL_ROLES = {"function_call", "observation", "function", "tool", "tool_call", "tool_calls"}
 
 
 @dataclass
@@ -234,6 +236,11 @@ def _validate_conversation(
         if not isinstance(msg, dict) or not isinstance(msg.get(text_key), str):
             return bad(f"{where} must be an object with a string '{text_key}'")
         role = _ROLES.get(str(msg.get(role_key, "")).lower())
+        if role is None and str(msg.get(role_key, "")).lower() in _TOOL_ROLES:
+            return bad(
+                f"{where}.{role_key} is {msg.get(role_key)!r}: tool-call conversations are not supported "
+                "(only plain question/answer turns); remove the record or keep only its text turns"
+            )
         if role is None:
             return bad(f"{where}.{role_key} is {msg.get(role_key)!r}; use one of {sorted(_ROLES)}")
         path = f"{where}.{text_key}"

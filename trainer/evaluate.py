@@ -9,31 +9,35 @@ metrics by key, example comparisons, measured proxies for the qualitative lines,
 blind judge's grades (trainer/judge.py; off unless `evaluate.judge_model` is set).
 
 `run` reads top to bottom: `_setup` (test records, prompt format), `_load_model`, `_answer_both`
-(generation and answer loss, adapter off then on), `_score` (per-record metrics), `_write_csv` (the
-save step), the judge, `_summarize` (the `evaluate.json` results).
+(generation and answer loss, adapter off then on), `_probe` (the identity probe,
+trainer/identity_probe.py, adapter off then on), `_score` (per-record metrics), `_write_csv` (the
+save step), the judge, `_summarize` (the `evaluate.json` results: trainer/eval_table.py builds the
+metrics table with each change's paired bootstrap 95 % interval).
 """
 
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
-import math
 import random
 import time
 from pathlib import Path
 from typing import Any
 
-from trainer import judge, metrics, prompt_format
-from trainer.config import PipelineConfig
+from trainer import eval_table, identity_probe, judge, leakage, metrics, prompt_format, significance
+from trainer.config import PipelineConfig, data_path
 from trainer.errors import UserError
+from trainer.eval_table import Triple, rounded
 from trainer.models import load_tokenizer
 from trainer.results import (
     EvalExample,
-    EvalMetric,
     EvalSettings,
     EvaluateResult,
     IdentityCheck,
+    IdentityProbe,
     NotMeasured,
+    ProbeOverlap,
     Qualitative,
     QualitativeMeasure,
     measured,
@@ -42,14 +46,16 @@ from trainer.results import (
 from trainer.runfolder import RunDir, read_jsonl, write_text
 
 CSV_NAME = "evaluation_results.csv"
+PROBE_CSV_NAME = "identity_probe_results.csv"
 
 
 def run(cfg: PipelineConfig, run_dir: RunDir) -> EvaluateResult:
     """Evaluate before/after on the test split; returns the results that go into `evaluate.json`."""
-    rows, fmt = _setup(cfg, run_dir)
+    rows, fmt, leaked = _setup(cfg, run_dir)
     model, tokenizer = _load_model(run_dir, cfg)
     answers = _answer_both(model, tokenizer, rows, cfg, fmt)
-    per = _score(run_dir, rows, answers, fmt)
+    probe = _probe(model, tokenizer, cfg, fmt, run_dir)
+    per = _score(run_dir, rows, answers, fmt, cfg.data.assistant_name)
     if all(not p["answer_before"] and not p["answer_after"] for p in per):
         raise UserError(
             "both models produced empty answers for every test record.",
@@ -57,22 +63,27 @@ def run(cfg: PipelineConfig, run_dir: RunDir) -> EvaluateResult:
         )
     _write_csv(run_dir / CSV_NAME, per)  # the save step: one row per test record
     judged = judge.grade(cfg, per)  # optional, off unless evaluate.judge_model names an Ollama model
-    return _summarize(cfg, rows, per, answers, judged)
+    return _summarize(cfg, rows, per, answers, judged, probe, leaked)
 
 
-def _setup(cfg: PipelineConfig, run_dir: RunDir) -> tuple[list[dict[str, Any]], prompt_format.PromptFormat]:
-    """The test records (at most `evaluate.max_samples`) and the prompt format of the run."""
+def _setup(
+    cfg: PipelineConfig, run_dir: RunDir
+) -> tuple[list[dict[str, Any]], prompt_format.PromptFormat, int]:
+    """The test records (at most `evaluate.max_samples`, none flagged as leaked by prepare), the
+    prompt format of the run and the number of leaked records left out."""
     test_path = run_dir / "data" / "test.jsonl"
     if not test_path.exists():
         raise UserError(f"{test_path} is missing.", fix="run `python run.py prepare` first")
-    rows = read_jsonl(test_path)
+    everything = read_jsonl(test_path)
+    rows = [r for r in everything if not r.get("leak")]  # data.leakage=flag: copies of train questions
     if cfg.evaluate.max_samples > 0:
         rows = rows[: cfg.evaluate.max_samples]
     if not rows:
         raise UserError(
-            f"{test_path} is empty: nothing to evaluate.", fix="raise data.test_size and rerun prepare"
+            f"{test_path} has no test record to evaluate ({len(everything)} flagged as leaked).",
+            fix="raise data.test_size and rerun prepare",
         )
-    return rows, prompt_format.load(run_dir)
+    return rows, prompt_format.load(run_dir), len(everything) - len(rows)
 
 
 def _answer_both(
@@ -87,27 +98,76 @@ def _answer_both(
     t0 = time.perf_counter()
     with model.disable_adapter():
         before = _answers(model, tokenizer, rows, cfg, fmt, "before")
-        loss_before = _answer_loss(model, tokenizer, rows, bs)
+        losses_before = _answer_losses(model, tokenizer, rows, bs)
     after = _answers(model, tokenizer, rows, cfg, fmt, "after")
-    loss_after = _answer_loss(model, tokenizer, rows, bs)
+    losses_after = _answer_losses(model, tokenizer, rows, bs)
     return {
         "before": before,
         "after": after,
-        "loss_before": loss_before,
-        "loss_after": loss_after,
+        "losses_before": losses_before,  # (nats summed over the answer, answer tokens) per record
+        "losses_after": losses_after,
+        "loss_before": _mean_loss(losses_before),
+        "loss_after": _mean_loss(losses_after),
         "generation_s": time.perf_counter() - t0,
     }
 
 
+def _mean_loss(losses: list[tuple[float, int]]) -> float | None:
+    """Token-weighted mean cross-entropy over all answers (nats/token)."""
+    count = sum(n for _, n in losses)
+    return sum(total for total, _ in losses) / count if count else None
+
+
+def _probe(
+    model: Any, tokenizer: Any, cfg: PipelineConfig, fmt: prompt_format.PromptFormat, run_dir: RunDir
+) -> dict[str, Any] | None:
+    """The identity probe's questions (those not copied in the train split) answered before and after;
+    None when `evaluate.identity_probe` is empty."""
+    ec, dc = cfg.evaluate, cfg.data
+    if not ec.identity_probe:
+        return None
+    path = data_path(ec.identity_probe)
+    questions = identity_probe.load(path, dc.assistant_name, dc.author)
+    train_path = run_dir / "data" / "train.jsonl"
+    train = read_jsonl(train_path) if train_path.exists() else []
+    train_questions = list(dict.fromkeys(leakage.question_text(r) for r in train))
+    asked, overlaps = identity_probe.split_trained(questions, train_questions)
+    rows = [{"prompt": fmt.prompt(q.question)} for q in asked]
+    short = dataclasses.replace(
+        cfg, evaluate=dataclasses.replace(ec, max_new_tokens=ec.identity_max_new_tokens)
+    )
+    with model.disable_adapter():
+        before = _answers(model, tokenizer, rows, short, fmt, "identity probe, before")
+    after = _answers(model, tokenizer, rows, short, fmt, "identity probe, after")
+    scored = [
+        {
+            "question": q.question,
+            "asks_author": q.asks_author,
+            "answer_before": b["text"],
+            "answer_after": a["text"],
+            "hit_before": identity_probe.is_hit(b["text"], q, dc.assistant_name, dc.author),
+            "hit_after": identity_probe.is_hit(a["text"], q, dc.assistant_name, dc.author),
+        }
+        for q, b, a in zip(asked, before, after, strict=True)
+    ]
+    write_text(run_dir / PROBE_CSV_NAME, _csv_text(scored) if scored else "")
+    return {"file": str(ec.identity_probe), "rows": scored, "overlaps": overlaps}
+
+
 def _score(
-    run_dir: RunDir, rows: list[dict[str, Any]], answers: dict[str, Any], fmt: prompt_format.PromptFormat
+    run_dir: RunDir,
+    rows: list[dict[str, Any]],
+    answers: dict[str, Any],
+    fmt: prompt_format.PromptFormat,
+    name: str,
 ) -> list[dict[str, Any]]:
     """One CSV row per test record: both answers and their per-record metrics."""
     train_path = run_dir / "data" / "train.jsonl"
     train_rows = read_jsonl(train_path) if train_path.exists() else []
     terms = metrics.domain_terms_from([r["output"] for r in train_rows])
     per: list[dict[str, Any]] = []
-    for r, b, a in zip(rows, answers["before"], answers["after"], strict=False):
+    losses = zip(answers["losses_before"], answers["losses_after"], strict=True)
+    for r, b, a, (lb, la) in zip(rows, answers["before"], answers["after"], losses, strict=False):
         question = fmt.user_text(r["instruction"], r.get("input", ""))
         rb, ra = metrics.rouge(b["text"], r["output"]), metrics.rouge(a["text"], r["output"])
         per.append(
@@ -128,6 +188,11 @@ def _score(
                 "hit_max_before": b["hit_max"],
                 "hit_max_after": a["hit_max"],
                 "identity_question": bool(r.get("identity")),
+                "identity_before": metrics.contains_name(b["text"], name),
+                "identity_after": metrics.contains_name(a["text"], name),
+                "answer_tokens": lb[1],
+                "loss_before": round(lb[0] / lb[1], 4) if lb[1] else None,
+                "loss_after": round(la[0] / la[1], 4) if la[1] else None,
                 "relevance_before": metrics.keyword_overlap(question, b["text"]),
                 "relevance_after": metrics.keyword_overlap(question, a["text"]),
                 "terms_before": metrics.term_coverage(b["text"], terms),
@@ -215,11 +280,14 @@ def _answers(model: Any, tokenizer: Any, rows: list[dict[str, Any]], cfg: Pipeli
     return answers
 
 
-def _answer_loss(model: Any, tokenizer: Any, rows: list[dict[str, Any]], batch_size: int) -> float | None:
-    """Mean cross-entropy (nats/token) of the reference answers given their prompts, teacher-forced."""
+def _answer_losses(
+    model: Any, tokenizer: Any, rows: list[dict[str, Any]], batch_size: int
+) -> list[tuple[float, int]]:
+    """(cross-entropy summed over the reference answer in nats, answer tokens) of each record given its
+    prompt, teacher-forced."""
     import torch
 
-    total, count = 0.0, 0
+    out: list[tuple[float, int]] = []
     tokenizer_side = tokenizer.padding_side
     tokenizer.padding_side = "right"
     try:
@@ -239,82 +307,14 @@ def _answer_loss(model: Any, tokenizer: Any, rows: list[dict[str, Any]], batch_s
             with torch.no_grad():
                 logits = model(input_ids=ids, attention_mask=att).logits.float()
             shift_logits, shift_labels = logits[:, :-1], lab[:, 1:]
-            loss = torch.nn.functional.cross_entropy(
-                shift_logits.reshape(-1, shift_logits.size(-1)),
-                shift_labels.reshape(-1),
-                ignore_index=-100,
-                reduction="sum",
+            token_loss = torch.nn.functional.cross_entropy(
+                shift_logits.transpose(1, 2), shift_labels, ignore_index=-100, reduction="none"
             )
-            total += loss.item()
-            count += int((shift_labels != -100).sum())
+            counts = (shift_labels != -100).sum(dim=1)
+            out += [(float(t), int(n)) for t, n in zip(token_loss.sum(dim=1), counts, strict=True)]
     finally:
         tokenizer.padding_side = tokenizer_side
-    return total / count if count else None
-
-
-def _round(v: float | None, nd: int = 2) -> float | NotMeasured:
-    """`v` rounded, or not measured (null) when there is no value or it is not finite."""
-    return NotMeasured() if v is None or (isinstance(v, float) and not math.isfinite(v)) else round(v, nd)
-
-
-Triple = tuple[float | None, float | None, float | None]  # (before, after, reference)
-
-
-def _metric_values(per: list[dict[str, Any]], answers: dict[str, Any], name: str) -> dict[str, Triple]:
-    """Every metric of metrics.METRIC_KEYS as (before, after, reference) over the test split."""
-
-    def avg(key: str) -> float | None:
-        return metrics.mean(p[key] for p in per)
-
-    identity_rows = [p for p in per if p["identity_question"]]
-    loss_before, loss_after = answers["loss_before"], answers["loss_after"]
-    return {
-        "avg_answer_chars": (avg("chars_before"), avg("chars_after"), avg("chars_reference")),
-        "bleu4": (avg("bleu4_before"), avg("bleu4_after"), None),
-        "rouge1": (avg("rouge1_before"), avg("rouge1_after"), None),
-        "rouge2": (avg("rouge2_before"), avg("rouge2_after"), None),
-        "rougeL": (avg("rougeL_before"), avg("rougeL_after"), None),
-        "loss": (loss_before, loss_after, None),
-        "perplexity": (metrics.perplexity(loss_before), metrics.perplexity(loss_after), None),
-        "distinct2": (
-            metrics.distinct_n([p["answer_before"] for p in per]),
-            metrics.distinct_n([p["answer_after"] for p in per]),
-            metrics.distinct_n([p["reference"] for p in per]),
-        ),
-        "hit_max_tokens_pct": (
-            metrics.percent_true(p["hit_max_before"] for p in per),
-            metrics.percent_true(p["hit_max_after"] for p in per),
-            None,
-        ),
-        "identity_pct": (
-            metrics.percent_true(metrics.contains_name(p["answer_before"], name) for p in identity_rows),
-            metrics.percent_true(metrics.contains_name(p["answer_after"], name) for p in identity_rows),
-            None,
-        ),
-    }
-
-
-def _metric_table(values: dict[str, Triple]) -> list[EvalMetric]:
-    """The metrics table of `evaluate.json`: values and improvement of each metric (the report names
-    and defines each key itself, reporting/labels.py)."""
-    table = []
-    for key in metrics.METRIC_KEYS:
-        b, a, ref = values[key]
-        table.append(
-            EvalMetric(
-                key=key,
-                before=_round(b, 4 if key == "loss" else 2),
-                after=_round(a, 4 if key == "loss" else 2),
-                reference=_round(ref),
-                improvement=_round(
-                    metrics.improvement(b, a, metrics.HIGHER_IS_BETTER[key], metrics.IMPROVEMENT_KIND[key])
-                ),
-                improvement_kind=metrics.IMPROVEMENT_KIND[key],
-                # null for answer length: neither direction is better
-                higher_is_better=or_not_measured(metrics.HIGHER_IS_BETTER[key]),
-            )
-        )
-    return table
+    return out
 
 
 def _qualitative(per: list[dict[str, Any]], values: dict[str, Triple]) -> Qualitative:
@@ -326,28 +326,28 @@ def _qualitative(per: list[dict[str, Any]], values: dict[str, Triple]) -> Qualit
 
     return Qualitative(
         accuracy=QualitativeMeasure(
-            before=_round(values["rougeL"][0]),
-            after=_round(values["rougeL"][1]),
+            before=rounded(values["rougeL"][0]),
+            after=rounded(values["rougeL"][1]),
             unit="",  # ROUGE-L F1 x100: points
             higher_is_better=True,
         ),
         relevance=QualitativeMeasure(
-            before=_round(avg("relevance_before")),
-            after=_round(avg("relevance_after")),
+            before=rounded(avg("relevance_before")),
+            after=rounded(avg("relevance_after")),
             unit="%",
             higher_is_better=True,
         ),
         fluency=QualitativeMeasure(
-            before=_round(values["perplexity"][0]),
-            after=_round(values["perplexity"][1]),
+            before=rounded(values["perplexity"][0]),
+            after=rounded(values["perplexity"][1]),
             unit="",  # perplexity
             higher_is_better=False,
-            distinct2_before=_round(values["distinct2"][0]),
-            distinct2_after=_round(values["distinct2"][1]),
+            distinct2_before=rounded(values["distinct2"][0]),
+            distinct2_after=rounded(values["distinct2"][1]),
         ),
         professionalism=QualitativeMeasure(
-            before=_round(avg("terms_before")),
-            after=_round(avg("terms_after")),
+            before=rounded(avg("terms_before")),
+            after=rounded(avg("terms_after")),
             unit="%",
             higher_is_better=True,
         ),
@@ -360,15 +360,19 @@ def _summarize(
     per: list[dict[str, Any]],
     answers: dict[str, Any],
     judged: dict[str, Any],
+    probe: dict[str, Any] | None,
+    leaked: int,
 ) -> EvaluateResult:
-    """The results for `evaluate.json`."""
+    """The results for `evaluate.json` (`leaked`: test records left out as copies of train ones)."""
     ec = cfg.evaluate
-    name = cfg.data.assistant_name
-    values = _metric_values(per, answers, name)
-    table = _metric_table(values)
+    probe_rows = probe["rows"] if probe else []
+    values = eval_table.metric_values(per, answers, probe_rows)
+    table = eval_table.metric_table(
+        values, eval_table.paired_values(per, probe_rows), ec.bootstrap_resamples, ec.seed
+    )
     identity_rows = [p for p in per if p["identity_question"]]
     rl = next(m for m in table if m.key == "rougeL")
-    idp = next(m for m in table if m.key == "identity_pct")
+    idp = next(m for m in table if m.key == ("identity_probe_pct" if probe_rows else "identity_pct"))
     failures = sum(1 for p in per if p["error"])
     return EvaluateResult(
         settings=EvalSettings(
@@ -380,22 +384,44 @@ def _summarize(
             samples=len(rows),
             batch_size=ec.batch_size,
             generation_s=round(answers["generation_s"], 1),
+            bootstrap_resamples=ec.bootstrap_resamples,
+            confidence=significance.CONFIDENCE,
+            leaked_excluded=leaked,
         ),
         metrics=table,
         examples=_examples(per, ec.num_examples, ec.seed),
         qualitative=_qualitative(per, values),
         identity=IdentityCheck(
             questions=len(identity_rows),
-            before_hits=sum(metrics.contains_name(p["answer_before"], name) for p in identity_rows),
-            after_hits=sum(metrics.contains_name(p["answer_after"], name) for p in identity_rows),
+            before_hits=sum(p["identity_before"] for p in identity_rows),
+            after_hits=sum(p["identity_after"] for p in identity_rows),
         ),
+        identity_probe=_probe_result(probe, ec.identity_max_new_tokens),
         failures=failures,
         judge=or_not_measured(judged["judge"]),  # null when no judge ran, with judge_reason beside it
         judge_reason=or_not_measured(judged["judge_reason"]),
         csv=CSV_NAME,
         headline=f"ROUGE-L {_shown(rl.before)} -> {_shown(rl.after)}; "
-        f"identity {_shown(idp.before)}% -> {_shown(idp.after)}% ({len(rows)} test records)",
+        f"identity{' probe' if probe_rows else ''} {_shown(idp.before)}% -> {_shown(idp.after)}% "
+        f"(change 95% CI [{_shown(idp.change_ci95_low)}, {_shown(idp.change_ci95_high)}]; "
+        f"{len(rows)} test records)",
         notes=[f"{failures} sample(s) failed to generate (see {CSV_NAME})"] if failures else [],
+    )
+
+
+def _probe_result(probe: dict[str, Any] | None, max_new_tokens: int) -> IdentityProbe | NotMeasured:
+    if probe is None:
+        return NotMeasured("evaluate.identity_probe is empty")
+    rows = probe["rows"]
+    return IdentityProbe(
+        file=probe["file"],
+        questions=len(rows),
+        asks_author=sum(p["asks_author"] for p in rows),
+        excluded_trained=len(probe["overlaps"]),
+        overlaps=[ProbeOverlap(**o) for o in probe["overlaps"]],
+        before_hits=sum(p["hit_before"] for p in rows),
+        after_hits=sum(p["hit_after"] for p in rows),
+        max_new_tokens=max_new_tokens,
     )
 
 
@@ -432,9 +458,14 @@ def _examples(per: list[dict[str, Any]], n: int, seed: int) -> list[EvalExample]
     ]
 
 
-def _write_csv(path: Path, per: list[dict[str, Any]]) -> None:
+def _csv_text(rows: list[dict[str, Any]]) -> str:
+    """UTF-8 CSV text with a BOM (spreadsheet programs then read the Chinese correctly)."""
     buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=list(per[0].keys()))
+    writer = csv.DictWriter(buf, fieldnames=list(rows[0].keys()))
     writer.writeheader()
-    writer.writerows(per)
-    write_text(path, "\ufeff" + buf.getvalue())
+    writer.writerows(rows)
+    return "\ufeff" + buf.getvalue()
+
+
+def _write_csv(path: Path, per: list[dict[str, Any]]) -> None:
+    write_text(path, _csv_text(per))

@@ -38,6 +38,7 @@ from types import ModuleType
 METRIC_KEYS: tuple[str, ...] = (
     "avg_answer_chars",
     "bleu4",
+    "corpus_bleu4",
     "rouge1",
     "rouge2",
     "rougeL",
@@ -46,6 +47,7 @@ METRIC_KEYS: tuple[str, ...] = (
     "distinct2",
     "hit_max_tokens_pct",
     "identity_pct",
+    "identity_probe_pct",
 )
 
 # "points": after - before, for scores already on a 0-100 scale.
@@ -53,6 +55,7 @@ METRIC_KEYS: tuple[str, ...] = (
 IMPROVEMENT_KIND: dict[str, str] = {
     "avg_answer_chars": "relative_pct",
     "bleu4": "points",
+    "corpus_bleu4": "points",
     "rouge1": "points",
     "rouge2": "points",
     "rougeL": "points",
@@ -61,12 +64,14 @@ IMPROVEMENT_KIND: dict[str, str] = {
     "distinct2": "points",
     "hit_max_tokens_pct": "points",
     "identity_pct": "points",
+    "identity_probe_pct": "points",
 }
 
 # None: neither direction is better (length); the improvement is still reported, unoriented.
 HIGHER_IS_BETTER: dict[str, bool | None] = {
     "avg_answer_chars": None,
     "bleu4": True,
+    "corpus_bleu4": True,
     "rouge1": True,
     "rouge2": True,
     "rougeL": True,
@@ -75,6 +80,7 @@ HIGHER_IS_BETTER: dict[str, bool | None] = {
     "distinct2": True,
     "hit_max_tokens_pct": False,
     "identity_pct": True,
+    "identity_probe_pct": True,
 }
 
 # Function words, pronouns and question/instruction words that say nothing about the topic.

@@ -12,8 +12,10 @@ naming the file, line and fix. A bad record among good ones is counted in reject
 unless `data.strict=true`.
 
 `run` reads top to bottom: `_setup` (tokenizer, chat format), `_clean` (validate, clean, dedupe,
-length limit), `_split`, `_save` (the split files; `data/rejected.jsonl` is written before the
-split so that a failed split still says why records were dropped), `_summarize`.
+length limit), `_split` (val/test sizes capped at `data.max_eval_share` of the kept records, then
+test/val questions copied in train found and moved or flagged by trainer/leakage.py), `_save` (the
+split files; `data/rejected.jsonl` is written before the split so that a failed split still says
+why records were dropped), `_summarize`.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from trainer import metrics, prompt_format
+from trainer import leakage, metrics, prompt_format
 from trainer.config import PipelineConfig
 from trainer.data_formats import (
     Loaded,
@@ -45,7 +47,9 @@ from trainer.models import load_tokenizer, resolve_base_model
 from trainer.results import (
     Augmentation,
     DropWarning,
+    EvalSplitCap,
     InputFile,
+    Leakage,
     LengthChars,
     LengthStats,
     LengthTokens,
@@ -56,6 +60,10 @@ from trainer.results import (
 from trainer.runfolder import ROOT, RunDir, write_jsonl
 
 MIN_TRAIN = 1
+# Val and test keep at least this many records when data.max_eval_share caps them.
+MIN_EVAL_ITEMS = 3
+# Fewer training records than this and prepare warns: a LoRA run learns little from so few.
+MIN_USEFUL_TRAIN = 100
 
 
 @dataclass
@@ -68,6 +76,17 @@ class _Cleaned:
     truncated: int = 0
 
 
+@dataclass
+class _Split:
+    """What `_split` made: the rows per split and what it did to get them."""
+
+    rows: dict[str, list[dict[str, Any]]]
+    augmented: list[dict[str, Any]]
+    cap: EvalSplitCap
+    leakage: Leakage
+    leaked_pairs: list[dict[str, Any]]
+
+
 def run(cfg: PipelineConfig, run_dir: RunDir) -> PrepareResult:
     """Prepare the splits; returns the counts that go into `prepare.json`."""
     dc = cfg.data
@@ -76,9 +95,9 @@ def run(cfg: PipelineConfig, run_dir: RunDir) -> PrepareResult:
     cleaned = _clean(loaded, tokenizer, fmt, dc)
     # Written before the split can fail for lack of records: it says why they were dropped.
     write_jsonl(run_dir / "data" / "rejected.jsonl", [r.as_row() for r in cleaned.rejections])
-    splits, augmented = _split(cleaned, len(loaded.records), dc)
-    _save(run_dir, splits, fmt)
-    return _summarize(cfg, loaded, cleaned, splits, augmented, fmt)
+    split = _split(cleaned, len(loaded.records), dc)
+    _save(run_dir, split, fmt)
+    return _summarize(cfg, loaded, cleaned, split, fmt)
 
 
 def _setup(cfg: PipelineConfig) -> tuple[Any, prompt_format.PromptFormat]:
@@ -166,12 +185,12 @@ def _fit_length(
     return kept, None, truncated
 
 
-def _split(
-    cleaned: _Cleaned, records_in: int, dc: Any
-) -> tuple[dict[str, list[dict[str, Any]]], list[dict[str, Any]]]:
-    """(test/val/train rows by a seeded identity-stratified order, the augmentations applied)."""
+def _split(cleaned: _Cleaned, records_in: int, dc: Any) -> _Split:
+    """Test/val/train rows by a seeded identity-stratified order, leaked questions moved or flagged,
+    then the augmentations."""
     kept, rejections = cleaned.kept, cleaned.rejections
-    n_val, n_test = _split_sizes(len(kept), dc.val_size, dc.test_size)
+    cap = _eval_split_cap(len(kept), dc)
+    n_val, n_test = _split_sizes(len(kept), dc.val_size, dc.test_size, dc.max_eval_share)
     if len(kept) < n_val + n_test + MIN_TRAIN:
         detail = _describe_rejections(rejections) if rejections else ""
         raise UserError(
@@ -188,6 +207,18 @@ def _split(
     if dc.identity_test_size > 0:  # the test split took identity rows from the front: interleave again
         rest = _stratified_order(rest, dc.seed)
     splits = {"test": test, "val": rest[:n_val], "train": rest[n_val:]}
+    sizes = {name: len(rows) for name, rows in splits.items()}
+    leaks, pairs = leakage.check(splits, dc.leakage)
+    emptied = [name for name in ("test", "val") if sizes[name] and not splits[name]]
+    if emptied:
+        raise UserError(
+            f"every {' and '.join(emptied)} question has an exact or near copy in the train split "
+            f"({len(pairs)} found) and no train record without a copy was left to take their place: "
+            "the data is mostly near-duplicates (e.g. questions from one template), such as:\n"
+            + "\n".join(f"  {p['question']!r} ~ train {p['train_question']!r}" for p in pairs[:2]),
+            fix="remove the near-duplicate questions from data.files, or set data.leakage=flag to keep them "
+            "marked (evaluate then leaves them out of the metrics)",
+        )
     augmented = []
     if dc.identity_oversample > 1:
         extra = [r for r in splits["train"] if r["identity"]] * (dc.identity_oversample - 1)
@@ -200,13 +231,14 @@ def _split(
                 "records_added": len(extra),
             }
         )
-    return splits, augmented
+    return _Split(splits, augmented, cap, leaks, pairs)
 
 
-def _save(run_dir: RunDir, splits: dict[str, list[dict[str, Any]]], fmt: prompt_format.PromptFormat) -> None:
-    """Save step: `data/<split>.jsonl` and `prompt_format.json` (each written atomically)."""
-    for split, rows in splits.items():
-        write_jsonl(run_dir / "data" / f"{split}.jsonl", [dict(r) for r in rows])
+def _save(run_dir: RunDir, split: _Split, fmt: prompt_format.PromptFormat) -> None:
+    """Save step: `data/<split>.jsonl`, `data/leakage.jsonl` and `prompt_format.json` (each atomic)."""
+    for name, rows in split.rows.items():
+        write_jsonl(run_dir / "data" / f"{name}.jsonl", [dict(r) for r in rows])
+    write_jsonl(run_dir / "data" / "leakage.jsonl", split.leaked_pairs)
     prompt_format.save(fmt, run_dir / prompt_format.FILE_NAME)
 
 
@@ -214,13 +246,13 @@ def _summarize(
     cfg: PipelineConfig,
     loaded: Loaded,
     cleaned: _Cleaned,
-    splits: dict[str, list[dict[str, Any]]],
-    augmented: list[dict[str, Any]],
+    split: _Split,
     fmt: prompt_format.PromptFormat,
 ) -> PrepareResult:
     """The results for `prepare.json`: counts, drops with the main cause, lengths, files."""
     dc = cfg.data
     kept, rejections = cleaned.kept, cleaned.rejections
+    splits, augmented = split.rows, split.augmented
     dropped: dict[str, int] = {}
     for r in rejections:
         dropped[r.reason] = dropped.get(r.reason, 0) + 1
@@ -229,10 +261,7 @@ def _summarize(
     if cleaned.truncated:
         notes.append(f"{cleaned.truncated} answer(s) truncated to data.max_length={dc.max_length} tokens")
     drop_warning = _drop_warning(dropped, len(loaded.records), dc.max_length)
-    warnings = []
-    if drop_warning:
-        warnings.append(drop_warning.message)
-        print(f"warning: {drop_warning.message}", file=sys.stderr, flush=True)
+    warnings = _warnings(drop_warning, split, counts["train"])
     return PrepareResult(
         dataset_name=" + ".join(Path(f).stem for f in dc.files),
         inputs=[InputFile(path=i["path"], format=i["format"], records=i["records"]) for i in loaded.inputs],
@@ -260,12 +289,51 @@ def _summarize(
             "val": "data/val.jsonl",
             "test": "data/test.jsonl",
             "rejected": "data/rejected.jsonl",
+            "leakage": "data/leakage.jsonl",
         },
+        eval_split_cap=split.cap,
+        min_useful_train=MIN_USEFUL_TRAIN,
+        leakage=split.leakage,
         headline=f"train {counts['train']} / val {counts['val']} / test {counts['test']}; "
-        f"{len(rejections)} rejected",
+        f"{len(rejections)} rejected; {len(split.leaked_pairs)} test/val question(s) copied in train",
         notes=notes,
         warnings=warnings,
     )
+
+
+def _warnings(drop_warning: DropWarning | None, split: _Split, n_train: int) -> list[str]:
+    """The English warnings of prepare.json, each also printed to stderr with its fix."""
+    warnings = [drop_warning.message] if drop_warning else []
+    cap = split.cap
+    if cap.capped:
+        warnings.append(
+            f"val/test capped at {cap.max_share:.0%} of the kept records each (asked for "
+            f"{cap.val_requested} val and {cap.test_requested} test): got {len(split.rows['val'])} val "
+            f"and {len(split.rows['test'])} test, so most records stay for training. To change it: "
+            "data.max_eval_share."
+        )
+    if n_train < MIN_USEFUL_TRAIN:
+        warnings.append(
+            f"only {n_train} training records: fewer than {MIN_USEFUL_TRAIN}, too few for the tuned "
+            "model to learn much and for its test metrics to mean much. To fix: add more distinct "
+            "question/answer records (a few hundred or more) to data.files."
+        )
+    found = len(split.leaked_pairs)
+    if found:
+        refilled = split.leakage.refilled
+        action = (
+            f"moved to train, and {refilled.test} test / {refilled.val} val record(s) without a copy in "
+            "train taken in their place"
+            if split.leakage.mode == "remove"
+            else "flagged and left out of the metrics"
+        )
+        warnings.append(
+            f"{found} test/val question(s) also occur in train (exactly or nearly): {action}; "
+            "pairs in data/leakage.jsonl. To fix: remove the copies from the data."
+        )
+    for message in warnings:
+        print(f"warning: {message}", file=sys.stderr, flush=True)
+    return warnings
 
 
 def _stats(values: list[int]) -> LengthStats:
@@ -298,13 +366,29 @@ def _test_split(
     return _stratified_order(identity[:k] + other[: n_test - k], seed)
 
 
-def _split_sizes(n: int, val_size: float, test_size: float) -> tuple[int, int]:
-    def size(v: float) -> int:
-        if v == 0:
-            return 0
-        return int(v) if v >= 1 else max(1, round(v * n))
+def _requested_size(n: int, size: float) -> int:
+    """Records a val_size/test_size asks for: a count (>= 1) or a ratio of the n kept records."""
+    if size == 0:
+        return 0
+    return int(size) if size >= 1 else max(1, round(size * n))
 
-    return size(val_size), size(test_size)
+
+def _split_sizes(n: int, val_size: float, test_size: float, max_share: float) -> tuple[int, int]:
+    """(val, test) records: as requested, but each at most max(MIN_EVAL_ITEMS, max_share x n)."""
+    cap = max(MIN_EVAL_ITEMS, int(max_share * n))
+    return min(_requested_size(n, val_size), cap), min(_requested_size(n, test_size), cap)
+
+
+def _eval_split_cap(n: int, dc: Any) -> EvalSplitCap:
+    val_requested, test_requested = _requested_size(n, dc.val_size), _requested_size(n, dc.test_size)
+    n_val, n_test = _split_sizes(n, dc.val_size, dc.test_size, dc.max_eval_share)
+    return EvalSplitCap(
+        max_share=dc.max_eval_share,
+        min_items=MIN_EVAL_ITEMS,
+        val_requested=val_requested,
+        test_requested=test_requested,
+        capped=(n_val, n_test) != (val_requested, test_requested),
+    )
 
 
 def _stratified_order(rows: list[dict[str, Any]], seed: int) -> list[dict[str, Any]]:

@@ -11,7 +11,7 @@ from typing import Any
 from reporting import facts, labels
 from reporting.runfiles import RunFiles, Stage, known
 from reporting.sections.common import nm
-from reporting.text import fmt_general, fmt_int, is_number
+from reporting.text import fmt_general, fmt_int, is_number, shorten
 from trainer.config import ReportConfig
 from trainer.results import LengthStats, PrepareResult, measured
 
@@ -44,6 +44,8 @@ def dataset(run: RunFiles, report_cfg: ReportConfig) -> dict[str, Any]:
         "sources": sources,
         "splits": splits,
         "identity": identity_text,
+        "split_rule": _split_rule(r) if pr.ok else nm(pr.why_missing),
+        "leakage": _leakage(r) if pr.ok else nm(pr.why_missing),
         "format_type": format_type,
         "prompt_format": pr.m(r.prompt_format).text(),
         "language": report_cfg.language,
@@ -77,6 +79,59 @@ def _sources_and_format(pr: Stage[PrepareResult]) -> tuple[str, str]:
     if formats:
         format_type += f"，源文件格式：{'、'.join(formats)}"
     return sources, format_type
+
+
+def _split_rule(r: PrepareResult) -> str:
+    """划分规则: the val/test cap and, below the useful size, the small-train warning with its fix."""
+    cap = r.eval_split_cap
+    if not measured(cap):
+        return nm("prepare.json 未记录划分规则（较早版本的运行）")
+    text = (
+        f"验证集、测试集各不超过保留记录的 {fmt_general(round(float(cap.max_share) * 100, 1))}%"
+        f"（至少 {fmt_int(cap.min_items)} 条）；配置要求验证集 {fmt_int(cap.val_requested)} 条、"
+        f"测试集 {fmt_int(cap.test_requested)} 条"
+    )
+    text += "，已按上限缩小，使大部分记录留作训练" if cap.capped is True else "，未触及上限"
+    train, useful = r.splits.train, r.min_useful_train
+    if is_number(train) and is_number(useful) and train < useful:
+        text += (
+            f"。⚠ 警告：训练集只有 {fmt_int(train)} 条（少于 {fmt_int(useful)} 条），模型难以学到多少，"
+            "测试指标也难有结论。处理办法：在 data.files 中补充更多不重复的问答数据（数百条以上）"
+        )
+    return text
+
+
+def _leakage(r: PrepareResult) -> str:
+    """训练/测试重复检查: the method, what was found and what was done, with up to three examples."""
+    lk = r.leakage
+    if not measured(lk):
+        return nm("prepare.json 未记录重复检查（较早版本的运行）")
+    checked, found = lk.checked, lk.found
+    n_found = sum(int(v) for v in (found.test, found.val) if is_number(v))
+    text = (
+        f"将测试集 {fmt_int(checked.test)} 条、验证集 {fmt_int(checked.val)} 条的问题与训练集逐一比较"
+        f"（字符二元组 Jaccard 相似度 ≥ {fmt_general(lk.threshold)} 或规范化后完全相同即判为重复）："
+    )
+    if not n_found:
+        return text + "未发现重复"
+    action = (
+        f"已移入训练集 {fmt_int(lk.moved_to_train)} 条，不参与评估"
+        if lk.mode == "remove"
+        else "保留在原划分中并标记，评估指标不计入这些样本"
+    )
+    refilled = lk.refilled
+    if lk.mode == "remove" and is_number(refilled.test) and is_number(refilled.val):
+        action += f"，并从训练集补入与训练集无重复的记录（测试集 {fmt_int(refilled.test)} 条、验证集 {fmt_int(refilled.val)} 条）"
+    text += (
+        f"测试集 {fmt_int(found.test)} 条、验证集 {fmt_int(found.val)} 条与训练集重复"
+        f"（完全相同 {fmt_int(lk.exact)} 条，近似 {fmt_int(lk.near)} 条），{action}（明细见 data/leakage.jsonl）"
+    )
+    examples = [
+        f"“{shorten(str(e.question), 40)}” ≈ 训练集“{shorten(str(e.train_question), 40)}”"
+        f"（相似度 {fmt_general(e.similarity)}）"
+        for e in list(lk.examples)[:3]
+    ]
+    return text + ("；例如：" + "；".join(examples) if examples else "")
 
 
 def _cleaning(r: PrepareResult) -> str:

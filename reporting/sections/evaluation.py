@@ -13,7 +13,7 @@ from typing import Any
 from reporting import facts, labels
 from reporting.runfiles import RunFiles, known
 from reporting.sections.common import list_note, nm
-from reporting.text import fenced, first_line, fmt_float, fmt_general, fmt_int, fmt_signed, is_number, shorten
+from reporting.text import fenced, first_line, fmt_float, fmt_general, fmt_int, is_number, shorten
 from trainer.results import EvalExample, EvalMetric, IdentityCheck, NotMeasured
 
 # Longest example text shown in full; the CSV holds every answer in full.
@@ -21,22 +21,23 @@ EXAMPLE_CHARS = 1500
 
 
 def _improvement_text(m: EvalMetric) -> str:
+    """The change, in the metric's units; its verdict is the interval's, in the next columns."""
     before, after, improvement = m.before, m.after, m.improvement
     if not is_number(improvement):
-        reason = improvement.why if isinstance(improvement, NotMeasured) else ""
-        if not reason:
-            reason = (
-                "微调前或微调后未测量"
-                if not (is_number(before) and is_number(after))
-                else "evaluate.json 未给出提升值"
-            )
-        return nm(str(reason))
-    kind = m.improvement_kind
-    text = f"{fmt_signed(improvement)}%" if kind == "relative_pct" else f"{fmt_signed(improvement)} 分"
-    if kind == "points" and str(known(m.key, "")).endswith("_pct"):
-        text = f"{fmt_signed(improvement)} 个百分点"
-    verdict = facts.direction(before, after, facts.better_direction(m))
-    return f"{text}（{verdict}）" if verdict else text
+        if not (is_number(before) and is_number(after)):
+            return "未测量：微调前或微调后无数值"
+        return nm("evaluate.json 未给出提升值")
+    return facts.change_text(m, improvement)
+
+
+def _significance_cells(m: EvalMetric) -> list[str]:
+    """[95 % interval of the change, 提升 / 下降 / 无显著变化] or why there is no verdict."""
+    interval, word = facts.interval_text(m), labels.significance(m)
+    if not (is_number(m.before) and is_number(m.after)):
+        return ["—", "未比较"]
+    if interval and word:
+        return [interval, word]
+    return ["—", f"未判断（{facts.no_interval_reason(m)}）"]
 
 
 def _side(m: EvalMetric, value: Any) -> str:
@@ -54,7 +55,9 @@ def _metric_rows(run: RunFiles) -> tuple[list[list[str]], list[str]]:
         name = labels.metric_name(m)
         if m.key == "avg_answer_chars" and "（字）" not in name:
             name += "（字）"  # the table's only metric with a unit that its name does not say
-        rows.append([name, _side(m, m.before), _side(m, m.after), _improvement_text(m)])
+        rows.append(
+            [name, _side(m, m.before), _side(m, m.after), _improvement_text(m), *_significance_cells(m)]
+        )
         definition = labels.metric_definition(m)
         extra = f"参考答案为 {fmt_float(m.reference)}" if is_number(m.reference) else ""
         direction_word = {True: "越高越好", False: "越低越好"}.get(facts.better_direction(m), "无优劣方向")
@@ -90,10 +93,30 @@ def _identity_text(run: RunFiles, assistant_name: str) -> str:
         return identity.text()
     i = identity.value
     return (
-        f"{fmt_general(known(i.questions, None))} 道身份问题中，回答含助手名称“{assistant_name}”的："
+        f"测试集的 {fmt_general(known(i.questions, None))} 道身份问题中，回答含助手名称“{assistant_name}”的："
         f"微调前 {fmt_general(known(i.before_hits, None))} 道，"
         f"微调后 {fmt_general(known(i.after_hits, None))} 道。"
     )
+
+
+def _probe_text(run: RunFiles, assistant_name: str, author: str) -> str:
+    """身份探针: what was asked, the scoring rule, the hits and the interval's verdict."""
+    p = run.evaluate.result.identity_probe
+    if isinstance(p, NotMeasured):
+        return nm(
+            "evaluate.json 未记录身份探针（较早版本的运行）"
+            if p.absent
+            else "evaluate.identity_probe 为空，未运行"
+        )
+    m = facts.metric(run, "identity_probe_pct")
+    text = (
+        f"{fmt_general(known(p.questions, None))} 道从未训练过的身份问题（{known(p.file, '未记录文件')}，"
+        f"其中 {fmt_general(known(p.asks_author, None))} 道问及开发者；与训练问题相同或近似而排除 "
+        f"{fmt_general(known(p.excluded_trained, None))} 道）。判定规则：回答须含助手名称“{assistant_name}”，"
+        f"问及开发者时还须含“{author}”，自称其他模型或公司的产品（如 ChatGPT、通义千问）即判为错误。"
+        f"答对：微调前 {fmt_general(known(p.before_hits, None))} 道，微调后 {fmt_general(known(p.after_hits, None))} 道"
+    )
+    return text + (f"；{facts.metric_change(m)}。" if m else "。")
 
 
 def _example(n: int, e: EvalExample) -> dict[str, Any]:
@@ -113,7 +136,7 @@ def _example(n: int, e: EvalExample) -> dict[str, Any]:
     }
 
 
-def evaluation(run: RunFiles, assistant_name: str) -> dict[str, Any]:
+def evaluation(run: RunFiles, assistant_name: str, author: str = "") -> dict[str, Any]:
     """The 模型评估 section's slots."""
     ev = run.evaluate
     rows, definitions = _metric_rows(run)
@@ -127,8 +150,9 @@ def evaluation(run: RunFiles, assistant_name: str) -> dict[str, Any]:
             else f"评审模型：{first_line(str(judge), 200)}"
         )
         identity_text = _identity_text(run, assistant_name)
+        probe_text = _probe_text(run, assistant_name, author)
     else:
-        settings = identity_text = nm(ev.why_missing)
+        settings = identity_text = probe_text = nm(ev.why_missing)
         judge_text = ""
     examples = [_example(n, e) for n, e in enumerate(ev.result.examples, start=1)] if ev.ok else []
     examples_note = list_note(ev, examples, "evaluate.json 未记录示例。")
@@ -139,6 +163,7 @@ def evaluation(run: RunFiles, assistant_name: str) -> dict[str, Any]:
         "table_note": table_note,
         "definitions": definitions,
         "identity": identity_text,
+        "identity_probe": probe_text,
         "examples": examples,
         "examples_note": examples_note,
         "qualitative": facts.qualitative(run),

@@ -10,6 +10,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from tests.reporting.evidence_run import IDENTITY_PROBE, PREPARE_CHECKS
+
 TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
 # ---- the complete GPU run -----------------------------------------------------------------------
@@ -85,7 +87,9 @@ PREPARE = {
         "val": "data/val.jsonl",
         "test": "data/test.jsonl",
         "rejected": "data/rejected.jsonl",
+        "leakage": "data/leakage.jsonl",
     },
+    **PREPARE_CHECKS,
     "headline": "1198/1240 records kept: 958 train / 120 val / 120 test",
     "notes": [],
 }
@@ -151,9 +155,14 @@ TRAIN = {
 TRAIN_EVALS = {50: 1.412, 100: 1.298, 150: 1.305, 180: 1.321}
 
 
-def _metric(key, before, after, improvement, kind, higher, reference=None):
-    """One metrics[] row as the evaluate stage writes it: key and numbers (the report names them)."""
-    return {
+CORPUS_LEVEL = "corpus-level metric: computed once over all answers, no per-item pairs to resample"
+
+
+def _metric(key, before, after, improvement, kind, higher, reference=None, ci=None):
+    """One metrics[] row as the evaluate stage writes it: key and numbers (the report names them);
+    `ci` = (low, high, significance) of the change over the 120 paired test items, None for a
+    corpus-level metric."""
+    row = {
         "key": key,
         "before": before,
         "after": after,
@@ -162,6 +171,12 @@ def _metric(key, before, after, improvement, kind, higher, reference=None):
         "improvement_kind": kind,
         "higher_is_better": higher,
     }
+    if ci is None:
+        empty = dict.fromkeys(("change_ci95_low", "change_ci95_high", "significance", "paired_items"))
+        row.update(empty, interval_reason=CORPUS_LEVEL)
+    else:
+        row.update(change_ci95_low=ci[0], change_ci95_high=ci[1], significance=ci[2], paired_items=120)
+    return row
 
 
 EVALUATE = {
@@ -173,18 +188,32 @@ EVALUATE = {
         "seed": 42,
         "samples": 120,
         "batch_size": 8,
+        "bootstrap_resamples": 2000,
+        "confidence": 0.95,
+        "leaked_excluded": 0,
     },
     "metrics": [
-        _metric("bleu4", 8.21, 21.37, 13.16, "points", True),
-        _metric("rouge1", 24.63, 43.18, 18.55, "points", True),
-        _metric("rouge2", 9.87, 22.41, 12.54, "points", True),
-        _metric("rougeL", 19.35, 38.92, 19.57, "points", True),
-        _metric("avg_answer_chars", 212.4, 126.8, -40.3, "relative_pct", None, reference=118.3),
-        _metric("loss", 1.8734, 1.3102, -30.06, "relative_pct", False),
-        _metric("perplexity", 6.51, 3.71, -43.01, "relative_pct", False),
+        _metric("bleu4", 8.21, 21.37, 13.16, "points", True, ci=(9.02, 17.35, "improved")),
+        _metric("corpus_bleu4", 9.05, 23.4, 14.35, "points", True),
+        _metric("rouge1", 24.63, 43.18, 18.55, "points", True, ci=(13.1, 24.02, "improved")),
+        _metric("rouge2", 9.87, 22.41, 12.54, "points", True, ci=(-0.85, 25.9, "no_significant_change")),
+        _metric("rougeL", 19.35, 38.92, 19.57, "points", True, ci=(12.4, 26.8, "improved")),
+        _metric(
+            "avg_answer_chars",
+            212.4,
+            126.8,
+            -40.3,
+            "relative_pct",
+            None,
+            reference=118.3,
+            ci=(-48.0, -32.1, "decreased"),
+        ),
+        _metric("loss", 1.8734, 1.3102, 30.06, "relative_pct", False, ci=(24.1, 35.9, "improved")),
+        _metric("perplexity", 6.51, 3.71, 43.01, "relative_pct", False, ci=(35.2, 50.3, "improved")),
         _metric("distinct2", 71.2, 78.5, 7.3, "points", True),
-        _metric("hit_max_tokens_pct", 34.17, 5.83, -28.34, "points", False),
-        _metric("identity_pct", 0.0, 83.33, 83.33, "points", True),
+        _metric("hit_max_tokens_pct", 34.17, 5.83, 28.34, "points", False, ci=(19.17, 37.5, "improved")),
+        _metric("identity_pct", 0.0, 83.33, 83.33, "points", True, ci=(50.0, 100.0, "improved")),
+        _metric("identity_probe_pct", 2.94, 88.24, 85.29, "points", True, ci=(73.53, 97.06, "improved")),
     ],
     "examples": [
         {
@@ -252,6 +281,7 @@ EVALUATE = {
         },
     },
     "identity": {"questions": 6, "before_hits": 0, "after_hits": 5},
+    "identity_probe": IDENTITY_PROBE,
     "failures": [],
     "judge": None,
     "csv": "evaluation_results.csv",

@@ -246,8 +246,11 @@ def test_complete_rule_based_texts_quote_their_numbers(rendered) -> None:
         f"以“{labels.QUALITATIVE_MEASURES['accuracy']}”衡量：微调前 19.35，微调后 38.92（+19.57）"
     )
     assert qualitative["语言流畅度"].startswith(
-        f"以“{labels.QUALITATIVE_MEASURES['fluency']}”衡量：微调前 6.51，微调后 3.71（-2.80），有所改善"
+        f"以“{labels.QUALITATIVE_MEASURES['fluency']}”衡量：微调前 6.51，微调后 3.71（-2.80），"
+        "按困惑度的提升 +43.01%（95% 置信区间 [+35.20, +50.30]）判断：显著提升"
     )
+    # Without an interval (relevance: no per-item pairs in the table) no verdict is claimed.
+    assert qualitative["回答相关性"].endswith("数值朝变好的方向移动，但未检验显著性，不作判断。")
     definitions = section(md, "测试集评估结果")
     for key, definition in labels.METRIC_DEFINITIONS.items():
         assert f"{_table_name(key)}：{definition}" in definitions, key
@@ -255,8 +258,6 @@ def test_complete_rule_based_texts_quote_their_numbers(rendered) -> None:
     assert "训练集仅 958 条" in problems
     assert "485.6 tokens/秒）的 26.4%" in problems
     conclusion = section(md, "结论")
-    assert "ROUGE-L 19.35 → 38.92（+19.57，变好）" in conclusion
-    assert "9/9 项有优劣方向的指标变好" in conclusion
     assert "本次微调有效" in conclusion
 
 
@@ -271,7 +272,9 @@ def test_an_older_evaluate_json_renders_in_the_reports_own_words(rendered) -> No
         _table_name(m["key"])
         for m in sorted(rf.EVALUATE["metrics"], key=lambda m: m["key"] != "avg_answer_chars")
     ] + [rf.FOREIGN_METRIC["name_zh"], "chrf"]
-    assert metrics["chrf"][1:] == ["30.00", "31.00", "+1.00 分（上升）"]
+    # No interval in the file: the change is shown, no verdict is claimed.
+    assert metrics["chrf"][1:4] == ["30.00", "31.00", "+1.00 分"]
+    assert metrics["chrf"][5] == "未判断（evaluate.json 未给出置信区间）"  # no interval: no verdict
     definitions = section(md, "测试集评估结果")
     assert f"{rf.FOREIGN_METRIC['name_zh']}：{rf.FOREIGN_METRIC['definition']}（越高越好）" in definitions
     assert "chrf：evaluate.json 未给出定义（无优劣方向）" in definitions

@@ -72,6 +72,44 @@ class LengthTokens(Record):
 
 
 @dataclass(kw_only=True)
+class EvalSplitCap(Record):
+    """How big val and test were asked to be and the cap that applies (data.max_eval_share)."""
+
+    max_share: OptNum = ABSENT  # each of val and test at most this share of the kept records
+    min_items: OptNum = ABSENT  # ... but at least this many
+    val_requested: OptNum = ABSENT  # records data.val_size asked for
+    test_requested: OptNum = ABSENT
+    capped: bool | NotMeasured = ABSENT  # true: val or test got fewer than requested
+
+
+@dataclass(kw_only=True)
+class LeakExample(Record):
+    split: OptStr = ABSENT  # test | val
+    id: OptStr = ABSENT
+    question: OptStr = ABSENT
+    train_id: OptStr = ABSENT
+    train_question: OptStr = ABSENT
+    similarity: OptNum = ABSENT  # Jaccard of the character n-gram sets, 0-1
+    exact: bool | NotMeasured = ABSENT  # the same question after normalisation
+
+
+@dataclass(kw_only=True)
+class Leakage(Record):
+    """Test/val questions that also occur in train, exactly or nearly (trainer/near_duplicates.py)."""
+
+    mode: OptStr = ABSENT  # remove (moved to train) | flag (kept, marked `leak`, left out of metrics)
+    method: OptStr = ABSENT  # e.g. "character 2-gram Jaccard"
+    threshold: OptNum = ABSENT
+    checked: Splits | NotMeasured = ABSENT  # questions compared, per evaluation split
+    found: Splits | NotMeasured = ABSENT  # of them, copies of a training question
+    exact: OptNum = ABSENT
+    near: OptNum = ABSENT
+    moved_to_train: OptNum = ABSENT  # mode remove
+    refilled: Splits | NotMeasured = ABSENT  # mode remove: train records without a copy moved in instead
+    examples: list[LeakExample] | NotMeasured = ABSENT  # the first few pairs (all: data/leakage.jsonl)
+
+
+@dataclass(kw_only=True)
 class PrepareResult(StageResult):
     dataset_name: OptStr = ABSENT
     inputs: list[InputFile] | NotMeasured = ABSENT
@@ -93,6 +131,9 @@ class PrepareResult(StageResult):
     overlong: OptStr = ABSENT
     prompt_format: OptStr = ABSENT
     files: dict[str, str] | NotMeasured = ABSENT
+    eval_split_cap: EvalSplitCap | NotMeasured = ABSENT
+    min_useful_train: OptNum = ABSENT  # fewer train records than this: a warning with the fix
+    leakage: Leakage | NotMeasured = ABSENT
     trailing_keys: ClassVar[tuple[str, ...]] = ("headline", "notes", "warnings")
 
 
@@ -205,6 +246,9 @@ class EvalSettings(Record):
     samples: OptNum = ABSENT
     batch_size: OptNum = ABSENT
     generation_s: OptNum = ABSENT  # both models' answers to the test split
+    bootstrap_resamples: OptNum = ABSENT  # paired bootstrap of every change (trainer/significance.py)
+    confidence: OptNum = ABSENT  # of the change intervals, e.g. 0.95
+    leaked_excluded: OptNum = ABSENT  # test records flagged as leaked (data.leakage=flag), not scored
 
 
 @dataclass(kw_only=True)
@@ -214,14 +258,24 @@ class EvalMetric(Record):
     key: OptStr = ABSENT  # avg_answer_chars, bleu4, rouge1, rouge2, rougeL, loss, perplexity, ...
     # written by older versions; not written now; the report uses its own wording
     name_zh: OptStr = ABSENT
-    before: OptNum = ABSENT
-    after: OptNum = ABSENT
+    # null with `reason` when there was nothing to score (e.g. no identity question, probe off)
+    before: OptNum = field(default=ABSENT, metadata={"reason_key": "reason"})
+    after: OptNum = field(default=ABSENT, metadata={"reason_key": "reason"})
     reference: OptNum = ABSENT
-    improvement: OptNum = ABSENT
+    improvement: OptNum = field(default=ABSENT, metadata={"reason_key": "reason"})
+    reason: OptStr = ABSENT
     improvement_kind: OptStr = ABSENT  # "relative_pct" | "points"
     higher_is_better: bool | NotMeasured = ABSENT  # null: neither direction is better
     # written by older versions; not written now; the report uses its own wording
     definition: OptStr = ABSENT
+    # The 95 % paired bootstrap interval of `improvement` (same units and orientation), the verdict
+    # it allows (improved | worsened | increased | decreased | no_significant_change) and the
+    # number of paired items; null with `interval_reason` for a corpus-level metric.
+    change_ci95_low: OptNum = field(default=ABSENT, metadata={"reason_key": "interval_reason"})
+    change_ci95_high: OptNum = field(default=ABSENT, metadata={"reason_key": "interval_reason"})
+    significance: OptStr = field(default=ABSENT, metadata={"reason_key": "interval_reason"})
+    paired_items: OptNum = field(default=ABSENT, metadata={"reason_key": "interval_reason"})
+    interval_reason: OptStr = ABSENT
 
 
 @dataclass(kw_only=True)
@@ -270,12 +324,34 @@ class IdentityCheck(Record):
 
 
 @dataclass(kw_only=True)
+class ProbeOverlap(Record):
+    question: OptStr = ABSENT
+    train_question: OptStr = ABSENT
+    similarity: OptNum = ABSENT
+
+
+@dataclass(kw_only=True)
+class IdentityProbe(Record):
+    """The identity probe (trainer/identity_probe.py): questions asked, hits before and after."""
+
+    file: OptStr = ABSENT
+    questions: OptNum = ABSENT  # asked and scored
+    asks_author: OptNum = ABSENT  # of them, questions whose answer must also name the author
+    excluded_trained: OptNum = ABSENT  # probe questions dropped: (near-)copies of a training question
+    overlaps: list[ProbeOverlap] | NotMeasured = ABSENT
+    before_hits: OptNum = ABSENT
+    after_hits: OptNum = ABSENT
+    max_new_tokens: OptNum = ABSENT
+
+
+@dataclass(kw_only=True)
 class EvaluateResult(StageResult):
     settings: EvalSettings | NotMeasured = ABSENT
     metrics: list[EvalMetric] | NotMeasured = ABSENT
     examples: list[EvalExample] | NotMeasured = ABSENT
     qualitative: Qualitative | NotMeasured = ABSENT
     identity: IdentityCheck | NotMeasured = ABSENT
+    identity_probe: IdentityProbe | NotMeasured = ABSENT  # null: evaluate.identity_probe is empty
     failures: Any = ABSENT  # a count, or a list of failed samples
     judge: Any = ABSENT  # null when no judge ran (see judge_reason)
     judge_reason: OptStr = ABSENT
