@@ -4,7 +4,8 @@ Reads from the run folder: `export.json` (results.gguf.path: the exported GGUF, 
 folder; results.merged.path for the transformers baseline), `deploy.json` (the Ollama model name
 and host when deployed) and `prompt_format.json` (the prompt text is rendered exactly as in
 training). Engine: `benchmark.engine`; "auto" is Ollama when the model was deployed and the server
-answers, else the llama.cpp server on the GGUF.
+answers, else the llama.cpp server on the GGUF; an Ollama chosen by "auto" that fails the benchmark
+(its sanity request) is recorded in `settings.engine_reason` and llama.cpp measures instead.
 
 Writes `benchmark_requests.csv` (one row per request), `report_assets/benchmark_latency.png`,
 `report_assets/benchmark_tokens_per_s.png` and `logs/benchmark_server.log` (llama.cpp); returns
@@ -96,14 +97,13 @@ def choose_engine(cfg: PipelineConfig, run_dir: RunDir) -> tuple[str, str, str, 
     return "llamacpp", reason, gguf, gguf
 
 
-def run(cfg: PipelineConfig, run_dir: RunDir) -> BenchmarkResult:
-    """Benchmark the exported model on the chosen engine; the results of benchmark.json."""
-    run_dir = run_dir if isinstance(run_dir, RunDir) else RunDir(run_dir)
+def _settings(
+    cfg: PipelineConfig, run_dir: RunDir, engine: str, reason: str, model: str, gguf: str | None
+) -> BenchSettings:
     bench = cfg.benchmark
-    engine, reason, model, gguf = choose_engine(cfg, run_dir)
     threads, threads_reason = resolve_threads(bench.threads, "benchmark.threads")
     deploy = _stage_results(run_dir, "deploy") or {}
-    settings = BenchSettings(
+    return BenchSettings(
         engine=engine, engine_reason=reason, model=model, prompts=load_prompts(),
         prompt_format=prompt_format.load(run_dir.path), prompt_format_source="run folder prompt_format.json",
         concurrency=list(bench.concurrency), num_requests=bench.num_requests, max_tokens=bench.max_tokens,
@@ -113,7 +113,31 @@ def run(cfg: PipelineConfig, run_dir: RunDir) -> BenchmarkResult:
         server_log=run_dir / "logs" / "benchmark_server.log" if engine == "llamacpp" else None,
         llamacpp_server=bench.llamacpp_server,
     )  # fmt: skip
-    result = measure(settings, progress=lambda msg: print(f"    {msg}", flush=True))
+
+
+def _measure(cfg: PipelineConfig, run_dir: RunDir) -> tuple[BenchSettings, BenchmarkResult]:
+    """Measure on the chosen engine. An Ollama that `auto` chose but that fails the benchmark (its
+    sanity request ends badly: HTTP 500, a stream cut short) is recorded as the reason, and the same
+    GGUF is measured with llama.cpp instead: a misbehaving server never ends the pipeline here."""
+    engine, reason, model, gguf = choose_engine(cfg, run_dir)
+    settings = _settings(cfg, run_dir, engine, reason, model, gguf)
+    say = lambda msg: print(f"    {msg}", flush=True)  # noqa: E731
+    try:
+        return settings, measure(settings, progress=say)
+    except UserError as exc:
+        if not (cfg.benchmark.engine == "auto" and engine == "ollama" and gguf):
+            raise
+        error = str(exc).split("\n")[0]
+        say(f"Ollama failed the benchmark ({error}); measuring the same GGUF with llama.cpp")
+    reason = f"auto: Ollama at {settings.host} failed the benchmark ({error}); llama.cpp on the same GGUF"
+    settings = _settings(cfg, run_dir, "llamacpp", reason, gguf, gguf)
+    return settings, measure(settings, progress=say)
+
+
+def run(cfg: PipelineConfig, run_dir: RunDir) -> BenchmarkResult:
+    """Benchmark the exported model on the chosen engine; the results of benchmark.json."""
+    run_dir = run_dir if isinstance(run_dir, RunDir) else RunDir(run_dir)
+    settings, result = _measure(cfg, run_dir)
 
     samples = list(result.samples)
     outputs.write_csv(run_dir / CSV_NAME, samples)

@@ -180,10 +180,11 @@ def example_verdict(example: EvalExample) -> str:
     return "；".join(parts) + "。"
 
 
+# A move without an interval is described, never judged: no 改善 / 变差 without evidence.
 MOVE_WORDS_ZH = {
-    "变好": "有所改善",
-    "变差": "有所变差",
-    "持平": "基本不变",
+    "变好": "数值朝变好的方向移动",
+    "变差": "数值朝变差的方向移动",
+    "持平": "数值基本不变",
     "上升": "数值上升",
     "下降": "数值下降",
 }
@@ -202,7 +203,7 @@ def _qualitative_word(run: RunFiles, dimension: str, moved: str | None) -> str:
         change = change_text(m, m.improvement) if is_number(m.improvement) else ""
         verdict = word if word == "无显著变化" else f"显著{word}"
         return f"按{labels.metric_name(m)}的提升 {change}（95% 置信区间 {interval}）判断：{verdict}"
-    return f"{MOVE_WORDS_ZH[moved or '持平']}（未检验显著性）"
+    return f"{MOVE_WORDS_ZH[moved or '持平']}，但未检验显著性，不作判断"
 
 
 def qualitative(run: RunFiles) -> list[tuple[str, str]]:

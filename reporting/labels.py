@@ -69,8 +69,8 @@ METRIC_DEFINITIONS: dict[str, str] = {
 SIGNIFICANCE_ZH: dict[str, str] = {
     "improved": "提升",
     "worsened": "下降",
-    "increased": "上升",
-    "decreased": "下降",
+    "increased": "上升（无优劣方向）",
+    "decreased": "下降（无优劣方向）",
     "no_significant_change": "无显著变化",
 }
 

@@ -12,6 +12,7 @@ import pytest
 from tests.test_prepare_data import files_override, prepare, read_split, sample_records, write_jsonl
 from trainer import evaluate, leakage, near_duplicates
 from trainer.config import load_config
+from trainer.errors import UserError
 from trainer.runfolder import RunDir
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -105,9 +106,45 @@ def test_planted_near_duplicates_are_found_counted_and_moved_out_of_test(tmp_pat
     assert all(p["similarity"] >= near_duplicates.THRESHOLD for p in pairs)
     # Nothing in test or val is a copy of a training question any more; nothing was lost.
     assert _leaked_in(run_dir, "test") == [] and _leaked_in(run_dir, "val") == []
-    assert results["splits"]["test"] == 18 - lk["found"]["test"]
+    # The splits were refilled from train records without a copy: sizes kept, nothing lost.
+    assert lk["refilled"] == {"test": lk["found"]["test"], "val": lk["found"]["val"]}
+    assert (results["splits"]["test"], results["splits"]["val"]) == (18, 6)
     assert sum(results["splits"].values()) == results["records_kept"] == 60
     assert any("also occur in train" in w for w in results["warnings"])
+
+
+def test_templated_questions_moved_out_never_empty_an_evaluation_split(tmp_path: Path) -> None:
+    """Questions from one template ("请计算第12组练习题：把数字12和数字0相加…") are near copies: the
+    evaluation splits keep only those without a copy in train, or say why they cannot."""
+    templated = [
+        {
+            "instruction": f"请计算第{i}组练习题：把数字{i}和数字0相加，结果等于几？",
+            "input": "",
+            "output": f"{i}。",
+        }
+        for i in range(10, 50)
+    ]
+    data = write_jsonl(tmp_path / "templated.jsonl", templated + sample_records(40))
+    run_dir = tmp_path / "run"
+    results = prepare(run_dir, [data], "data.test_size=8", "data.val_size=8", "data.max_eval_share=0.2")
+    assert results["leakage"]["found"]["test"] + results["leakage"]["found"]["val"] > 0
+    assert results["splits"]["test"] == 8 and results["splits"]["val"] == 8
+    assert _leaked_in(run_dir, "test") == [] and _leaked_in(run_dir, "val") == []
+
+
+def test_data_of_near_copies_only_is_a_clear_error(tmp_path: Path) -> None:
+    templated = [
+        {
+            "instruction": f"请计算第{i}组练习题：把数字{i}和数字0相加，结果等于几？",
+            "input": "",
+            "output": f"{i}。",
+        }
+        for i in range(10, 50)
+    ]
+    data = write_jsonl(tmp_path / "templated.jsonl", templated)
+    with pytest.raises(UserError, match="near copy in the train split") as err:
+        prepare(tmp_path / "run", [data], "data.test_size=4", "data.val_size=4")
+    assert "data.leakage=flag" in err.value.fix and "请计算第" in str(err.value)
 
 
 def test_flagged_leaks_stay_in_test_but_out_of_the_metrics(tmp_path: Path) -> None:
@@ -128,7 +165,5 @@ def test_flagged_leaks_stay_in_test_but_out_of_the_metrics(tmp_path: Path) -> No
 
 @pytest.mark.parametrize("value", ["0", "0.6"])
 def test_max_eval_share_is_checked(value: str) -> None:
-    from trainer.errors import UserError
-
     with pytest.raises(UserError, match="max_eval_share"):
         load_config(TINY, [f"data.max_eval_share={value}"])

@@ -7,8 +7,9 @@ first examples into `prepare.json` (`leakage`).
 A question is the user side of a record: the earlier turns' questions, the instruction and the
 input, joined. Similarity is `trainer.near_duplicates` (character 2-gram Jaccard >= 0.7, or the
 same normalised text). With `data.leakage=remove` a leaked val/test record moves to the train split
-(it is a copy of a training question, so it measures memory, not generalisation); with `flag` it
-stays, marked with `leak`, and the evaluation stage leaves it out of the metrics.
+(it is a copy of a training question, so it measures memory, not generalisation) and the split is
+refilled to its size from train records whose question has no copy in train; with `flag` it stays,
+marked with `leak`, and the evaluation stage leaves it out of the metrics.
 """
 
 from __future__ import annotations
@@ -41,10 +42,8 @@ def check(splits: dict[str, list[dict[str, Any]]], mode: str) -> tuple[Leakage, 
         rows = splits[split]
         matches = near_duplicates.find_matches([question_text(r) for r in rows], train_questions)
         checked[split], found[split] = len(rows), len(matches)
-        leaked_ids = set()
         for m in matches:
             row, twin = rows[m.query_index], train[m.corpus_index]
-            leaked_ids.add(row["id"])
             pair = {
                 "split": split,
                 "id": row["id"],
@@ -56,10 +55,7 @@ def check(splits: dict[str, list[dict[str, Any]]], mode: str) -> tuple[Leakage, 
             }
             pairs.append(pair)
             row["leak"] = {k: pair[k] for k in ("train_id", "similarity", "exact")}
-        if mode == "remove" and leaked_ids:
-            moved = [r for r in rows if r["id"] in leaked_ids]
-            splits[split] = [r for r in rows if r["id"] not in leaked_ids]
-            splits["train"] = splits["train"] + [{k: v for k, v in r.items() if k != "leak"} for r in moved]
+    refilled = _move_to_train(splits) if mode == "remove" else dict.fromkeys(EVAL_SPLITS, 0)
     summary = Leakage(
         mode=mode,
         method=near_duplicates.METHOD,
@@ -69,6 +65,29 @@ def check(splits: dict[str, list[dict[str, Any]]], mode: str) -> tuple[Leakage, 
         exact=sum(p["exact"] for p in pairs),
         near=sum(not p["exact"] for p in pairs),
         moved_to_train=len(pairs) if mode == "remove" else 0,
+        refilled=Splits(**refilled),
         examples=[LeakExample(**p) for p in pairs[:EXAMPLES]],
     )
     return summary, pairs
+
+
+def _move_to_train(splits: dict[str, list[dict[str, Any]]]) -> dict[str, int]:
+    """Move the leaked val/test rows to train, then refill each split to its size from train rows
+    whose question has no copy in train (so a refilled row is not a leak either). Returns the rows
+    refilled per split (fewer than moved when train has too few such rows)."""
+    sizes = {split: len(splits[split]) for split in EVAL_SPLITS}
+    for split in EVAL_SPLITS:
+        moved = [r for r in splits[split] if r.get("leak")]
+        splits[split] = [r for r in splits[split] if not r.get("leak")]
+        splits["train"] = splits["train"] + [{k: v for k, v in r.items() if k != "leak"} for r in moved]
+    train = splits["train"]
+    twinned = near_duplicates.has_twin([question_text(r) for r in train])
+    spare = [r for r, twin in zip(train, twinned, strict=True) if not twin]
+    refilled = {}
+    for split in EVAL_SPLITS:
+        take, spare = spare[: sizes[split] - len(splits[split])], spare[sizes[split] - len(splits[split]) :]
+        splits[split] = splits[split] + take
+        refilled[split] = len(take)
+    taken = {id(r) for split in EVAL_SPLITS for r in splits[split]}
+    splits["train"] = [r for r in train if id(r) not in taken]
+    return refilled

@@ -21,7 +21,7 @@ pattern (什么是光合作用 / 什么是区块链: 0.22) do not match.
 from __future__ import annotations
 
 import unicodedata
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -91,3 +91,22 @@ def find_matches(queries: Sequence[str], corpus: Sequence[str], threshold: float
         if similarity >= threshold:
             matches.append(Match(qi, best, round(similarity, 3), False))
     return matches
+
+
+def has_twin(texts: Sequence[str], threshold: float = THRESHOLD) -> list[bool]:
+    """For each text, whether another text of the list is an exact or near copy of it."""
+    norms = [normalize(t) for t in texts]
+    grams = [ngrams(t) for t in texts]
+    counts = Counter(norms)
+    index: dict[str, list[int]] = defaultdict(list)
+    for i, g in enumerate(grams):
+        for gram in g:
+            index[gram].append(i)
+    out = []
+    for i, g in enumerate(grams):
+        if not norms[i] or counts[norms[i]] > 1:
+            out.append(bool(norms[i]))
+            continue
+        candidates = {j for gram in g for j in index[gram]} - {i}
+        out.append(any(jaccard(g, grams[j]) >= threshold for j in candidates))
+    return out

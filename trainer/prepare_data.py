@@ -207,7 +207,18 @@ def _split(cleaned: _Cleaned, records_in: int, dc: Any) -> _Split:
     if dc.identity_test_size > 0:  # the test split took identity rows from the front: interleave again
         rest = _stratified_order(rest, dc.seed)
     splits = {"test": test, "val": rest[:n_val], "train": rest[n_val:]}
+    sizes = {name: len(rows) for name, rows in splits.items()}
     leaks, pairs = leakage.check(splits, dc.leakage)
+    emptied = [name for name in ("test", "val") if sizes[name] and not splits[name]]
+    if emptied:
+        raise UserError(
+            f"every {' and '.join(emptied)} question has an exact or near copy in the train split "
+            f"({len(pairs)} found) and no train record without a copy was left to take their place: "
+            "the data is mostly near-duplicates (e.g. questions from one template), such as:\n"
+            + "\n".join(f"  {p['question']!r} ~ train {p['train_question']!r}" for p in pairs[:2]),
+            fix="remove the near-duplicate questions from data.files, or set data.leakage=flag to keep them "
+            "marked (evaluate then leaves them out of the metrics)",
+        )
     augmented = []
     if dc.identity_oversample > 1:
         extra = [r for r in splits["train"] if r["identity"]] * (dc.identity_oversample - 1)
@@ -309,7 +320,13 @@ def _warnings(drop_warning: DropWarning | None, split: _Split, n_train: int) -> 
         )
     found = len(split.leaked_pairs)
     if found:
-        action = "moved to train" if split.leakage.mode == "remove" else "flagged and left out of the metrics"
+        refilled = split.leakage.refilled
+        action = (
+            f"moved to train, and {refilled.test} test / {refilled.val} val record(s) without a copy in "
+            "train taken in their place"
+            if split.leakage.mode == "remove"
+            else "flagged and left out of the metrics"
+        )
         warnings.append(
             f"{found} test/val question(s) also occur in train (exactly or nearly): {action}; "
             "pairs in data/leakage.jsonl. To fix: remove the copies from the data."

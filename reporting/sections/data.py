@@ -119,6 +119,9 @@ def _leakage(r: PrepareResult) -> str:
         if lk.mode == "remove"
         else "保留在原划分中并标记，评估指标不计入这些样本"
     )
+    refilled = lk.refilled
+    if lk.mode == "remove" and is_number(refilled.test) and is_number(refilled.val):
+        action += f"，并从训练集补入与训练集无重复的记录（测试集 {fmt_int(refilled.test)} 条、验证集 {fmt_int(refilled.val)} 条）"
     text += (
         f"测试集 {fmt_int(found.test)} 条、验证集 {fmt_int(found.val)} 条与训练集重复"
         f"（完全相同 {fmt_int(lk.exact)} 条，近似 {fmt_int(lk.near)} 条），{action}（明细见 data/leakage.jsonl）"

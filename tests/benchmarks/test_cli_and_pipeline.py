@@ -172,3 +172,24 @@ def test_pipeline_ollama_engine_needs_a_deployment(tiny_gguf: Path, tmp_path: Pa
     engine, reason, model, gguf = pipeline.choose_engine(load_config(None, []), run_dir)
     assert engine == "llamacpp" and model == gguf and model.endswith("models/model-Q4_K_M.gguf")
     assert "not deployed" in reason
+
+
+def test_an_ollama_that_fails_the_benchmark_falls_back_to_llamacpp(
+    smollm2_gguf: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`auto` chose the deployed model, but Ollama answers every generate with its HTTP 500: the
+    reason is recorded and llama.cpp measures the same GGUF; the pipeline goes on."""
+    fake_machine = {"bandwidth_bytes_per_s": 20e9, "peak_flops_per_s": 50e9, "bandwidth_method": "fake"}
+    monkeypatch.setattr(roofline, "measure", lambda threads, device="cpu": fake_machine)
+    with ReplayServer({**SERVING_ROUTES, "POST /api/generate": "create_unknown_blob"}) as server:
+        run_dir = _run_folder(
+            tmp_path, smollm2_gguf, {"status": "deployed", "model_name": MODEL, "host": server.url}
+        )
+        cfg = load_config(None, ["benchmark.concurrency=[1]", "benchmark.num_requests=2", "benchmark.max_tokens=8",
+                                 "benchmark.threads=1", "benchmark.warmup_requests=0"])  # fmt: skip
+        results = pipeline.run(cfg, run_dir).to_dict()
+    assert results["engine"] == "llamacpp"
+    reason = results["settings"]["engine_reason"]
+    assert reason.startswith(f"auto: Ollama at {server.url} failed the benchmark")
+    assert "HTTP 500" in reason and reason.endswith("llama.cpp on the same GGUF")
+    assert results["summary"][0]["requests"] == 2

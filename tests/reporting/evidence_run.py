@@ -33,6 +33,7 @@ PREPARE_CHECKS: dict[str, Any] = {
         "exact": 1,
         "near": 2,
         "moved_to_train": 3,
+        "refilled": {"test": 2, "val": 1},
         "examples": [LEAK_EXAMPLE],
     },
 }

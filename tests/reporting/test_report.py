@@ -250,7 +250,7 @@ def test_complete_rule_based_texts_quote_their_numbers(rendered) -> None:
         "按困惑度的提升 +43.01%（95% 置信区间 [+35.20, +50.30]）判断：显著提升"
     )
     # Without an interval (relevance: no per-item pairs in the table) no verdict is claimed.
-    assert qualitative["回答相关性"].endswith("（未检验显著性）。")
+    assert qualitative["回答相关性"].endswith("数值朝变好的方向移动，但未检验显著性，不作判断。")
     definitions = section(md, "测试集评估结果")
     for key, definition in labels.METRIC_DEFINITIONS.items():
         assert f"{_table_name(key)}：{definition}" in definitions, key

@@ -105,6 +105,7 @@ class Leakage(Record):
     exact: OptNum = ABSENT
     near: OptNum = ABSENT
     moved_to_train: OptNum = ABSENT  # mode remove
+    refilled: Splits | NotMeasured = ABSENT  # mode remove: train records without a copy moved in instead
     examples: list[LeakExample] | NotMeasured = ABSENT  # the first few pairs (all: data/leakage.jsonl)
 
 
