@@ -158,8 +158,13 @@ def plan(config_path: Path, grid: list[str], sweep_dir: Path | None) -> tuple[Pi
         overrides = [*fixed, *(f"{k}={v}" for k, v in pairs)]
         cfg = load_config(config_path, [*overrides, f"run_name={base.run_name}-{name}"])
         points.append(Point(name, overrides, cfg, RunDir(root / name)))
-    base = load_config(config_path, fixed)
-    return base, points
+    names = [p.name for p in points]
+    if len(set(names)) != len(names):
+        raise UserError(
+            f"sweep: two grid points would share a folder name ({', '.join(sorted(names))}).",
+            fix="write the values so that they differ in letters, digits, '.', '_' or '-'",
+        )
+    return load_config(config_path, fixed), points
 
 
 def _share_prepared(shared: RunDir, point: Point, fingerprint: str) -> None:
