@@ -105,6 +105,12 @@ def _compare(args) -> int:
     return 0
 
 
+def _shown(path: Path) -> str:
+    """A path as the user would type it: relative to the working directory when it is below it."""
+    relative = os.path.relpath(path)
+    return path.as_posix() if relative.startswith("..") else relative
+
+
 def _print_compare(result) -> None:
     from rich.console import Console
 
@@ -122,7 +128,7 @@ def _print_compare(result) -> None:
             verdict = f"95% paired bootstrap [{pair['low']:+.2f}, {pair['high']:+.2f}] over {pair['items']} items: {verdict}"
         console.print(f"  vs {pair['other']}: {pair['difference']:+.2f} points, {verdict}", highlight=False)
     console.print(f"lowest validation loss: {result.best_by_val_loss}", highlight=False)
-    names = " and ".join(str(Path(result.out_dir) / f) for f in result.files.values())
+    names = " and ".join(_shown(Path(result.out_dir) / f) for f in result.files.values())
     pages = f" ({result.pages} pages)" if result.pages else ""
     console.print(f"Comparison report: {names}{pages}", highlight=False)
 

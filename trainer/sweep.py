@@ -22,6 +22,7 @@ stage; the same command continues. `--max-minutes` starts no new stage once the 
 from __future__ import annotations
 
 import itertools
+import os
 import re
 import shutil
 import time
@@ -185,6 +186,11 @@ def _share_prepared(shared: RunDir, point: Point, fingerprint: str) -> None:
             shutil.copyfile(shared / name, tmp)
 
 
+def _shown(path: Path) -> str:
+    relative = os.path.relpath(path)
+    return str(path) if relative.startswith("..") else relative
+
+
 class _OutOfTime(Exception):
     """The sweep's --max-minutes are spent: no new stage starts."""
 
@@ -193,7 +199,7 @@ def _prepare_shared(base: PipelineConfig, sweep_dir: Path, force: bool) -> tuple
     shared = RunDir(sweep_dir / SHARED_PREPARE)
     prepare_run_dir(base, shared, "prepare")
     if force or not is_current(base, shared, "prepare"):
-        print(f"==> prepare (shared by every point): {shared.path}", flush=True)
+        print(f"==> prepare (shared by every point): {_shown(shared.path)}", flush=True)
         run_stage("prepare", base, shared, force=force)
     done = shared.completed("prepare") or {}
     return shared, str(done.get("config_fingerprint"))
