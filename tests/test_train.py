@@ -184,3 +184,14 @@ def test_time_budget_stops_training_and_says_where(tiny_trained, tmp_path):
     assert any("train.max_minutes=0.001" in n and "step 1 of 500" in n for n in res["notes"])
     assert (run_dir / "adapter" / "adapter_model.safetensors").is_file()
     assert [c["step"] for c in res["checkpoints"]] == [1]  # the stopping step is a resume point
+
+
+def test_an_empty_val_split_is_a_clear_error_not_a_traceback(tiny_trained, tmp_path):
+    _, trained = tiny_trained
+    run_dir, cmd = _train_on_prepared_copy(trained, tmp_path)
+    (run_dir / "data" / "val.jsonl").write_text("", encoding="utf-8")
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2, done.stderr[-2000:]
+    out = done.stdout + done.stderr
+    assert "val.jsonl has no records: nothing to validate on" in out and "data.val_size" in out
+    assert "Traceback" not in out

@@ -438,4 +438,12 @@ def _load_split(run_dir: RunDir, split: str, fmt: prompt_format.PromptFormat, to
     if not path.exists():
         raise UserError(f"{path} is missing.", fix="run `python run.py prepare` first")
     rows = read_jsonl(path)
+    if not rows:
+        # An empty val split would end in a traceback inside the first evaluation (TRL).
+        what = "to train on" if split == "train" else "to validate on (training evaluates every eval_steps)"
+        raise UserError(
+            f"{path} has no records: nothing {what}.",
+            fix="use more data, or set data.val_size to at least 1 (a count) or a larger share, "
+            "then rerun `python run.py prepare --force`",
+        )
     return Dataset.from_list([tokenize_conversation(tokenizer, fmt.record_segments(r)) for r in rows])
