@@ -280,11 +280,13 @@ def validate(rec: RawRecord) -> tuple[Sample | None, Rejection | None]:
 _UNFILLED = re.compile(r"\{\{[^{}]*\}\}")
 
 
-def _fill(text: str, dc: Any) -> str:
+def fill_placeholders(text: str, assistant_name: str, author: str) -> str:
+    """`text` with {{assistant_name}} / {{name}} and {{author}} filled (data.assistant_name, data.author):
+    the training data's rule, also used for the identity probe's questions."""
     for placeholder, value in (
-        ("{{assistant_name}}", dc.assistant_name),
-        ("{{name}}", dc.assistant_name),
-        ("{{author}}", dc.author),
+        ("{{assistant_name}}", assistant_name),
+        ("{{name}}", assistant_name),
+        ("{{author}}", author),
     ):
         text = text.replace(placeholder, value)
     return text
@@ -294,7 +296,7 @@ def clean_sample(rec: RawRecord, sample: Sample, dc: Any) -> tuple[bool, Rejecti
     """Fill placeholders and clean every text in place; (normalized?, why rejected)."""
     normalized = False
     for path, raw in sample.texts.items():
-        filled = _fill(raw, dc)
+        filled = fill_placeholders(raw, dc.assistant_name, dc.author)
         left = _UNFILLED.search(filled)
         if left:
             return normalized, Rejection(

@@ -4,8 +4,9 @@ Not a stage: `trainer/evaluate.py` loads the probe file (`evaluate.identity_prob
 data/eval/identity_probe.jsonl), drops any question that the train split also holds (exactly or
 nearly, `trainer.near_duplicates`) and scores the answers with `is_hit`. Reads only the probe file.
 
-A probe record is `{"question": ..., "asks_author": true|false}`; `{{assistant_name}}` and
-`{{author}}` in a question are filled from the data section, as in the training data.
+A probe record is `{"question": ..., "asks_author": true|false}`; `{{assistant_name}}` (or `{{name}}`)
+and `{{author}}` in a question are filled from the data section by the training data's own rule
+(`trainer.data_formats.fill_placeholders`).
 
 Scoring rule of one answer (`is_hit`):
 1. it names the assistant (`trainer.metrics.contains_name`: NFKC, case-insensitive);
@@ -23,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from trainer import metrics, near_duplicates
+from trainer.data_formats import fill_placeholders
 from trainer.errors import UserError
 
 OTHER_MODELS: tuple[str, ...] = (
@@ -62,7 +64,7 @@ def load(path: Path, assistant_name: str, author: str) -> list[ProbeQuestion]:
         if not isinstance(question, str) or not question.strip():
             problems.append(f"line {n}: field 'question' must be a non-empty string")
             continue
-        filled = question.replace("{{assistant_name}}", assistant_name).replace("{{author}}", author)
+        filled = fill_placeholders(question, assistant_name, author)
         if "{{" in filled:
             problems.append(f"line {n}: unknown placeholder in {question!r}")
             continue
