@@ -188,8 +188,8 @@ def _prompt_tokens(tokenizer: Any, prompt_text: str, gen: ollama_client.Generati
 
 
 def _template_check(cases: list[ApiCase]) -> TemplateCheck:
-    checked = [(n, c.prompt_tokens) for n, c in enumerate(cases, start=1)]
-    checked = [(n, p) for n, p in checked if p.status in ("verified", "failed")]
+    tokens = enumerate((c.prompt_tokens for c in cases), start=1)
+    checked = [(n, p) for n, p in tokens if p.status in ("verified", "failed")]
     if not checked:
         reasons = [str(c.prompt_tokens.reason) for c in cases if c.prompt_tokens.reason]
         return TemplateCheck(

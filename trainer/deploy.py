@@ -46,7 +46,7 @@ log = logging.getLogger(__name__)
 def run(cfg: PipelineConfig, run_dir: RunDir | Path) -> DeployResult:
     """Create `deploy.model_name` on Ollama and test it; the results of deploy.json."""
     run_dir = run_dir if isinstance(run_dir, RunDir) else RunDir(run_dir)
-    gguf_path, modelfile_path = _export_files(run_dir)
+    gguf_path, modelfile_path, merged = _export_files(run_dir)
     fmt = prompt_format.load(run_dir.path)
     host = ollama_client.resolve_host(cfg.deploy.host)
     name = cfg.deploy.model_name
@@ -97,7 +97,7 @@ def run(cfg: PipelineConfig, run_dir: RunDir | Path) -> DeployResult:
         notes.append(f"API test not run: {why_not}")
         api_test = _not_run(why_not)
     else:
-        tokenizer = _tokenizer(run_dir)
+        tokenizer = _tokenizer(run_dir, merged)
         api_test = api_check.run(cfg, fmt, host, name, gguf_path, num_ctx, records, tokenizer, notes)
     loaded = _loaded_model(host, name)
 
@@ -179,7 +179,9 @@ def _relative(path: Path, run_dir: RunDir) -> str:
         return str(path)
 
 
-def _export_files(run_dir: RunDir) -> tuple[Path, Path]:
+def _export_files(run_dir: RunDir) -> tuple[Path, Path, str | None]:
+    """The exported GGUF and Modelfile (checked to exist) and the merged model folder export.json
+    names (relative; None when it names none)."""
     export = run_dir.completed("export")
     if export is None:
         raise UserError(
@@ -200,7 +202,7 @@ def _export_files(run_dir: RunDir) -> tuple[Path, Path]:
             raise UserError(
                 f"{path} (listed in export.json) does not exist.", fix="rerun `python run.py export --force`"
             )
-    return gguf_path, modelfile_path
+    return gguf_path, modelfile_path, (results.get("merged") or {}).get("path")
 
 
 def _checked_modelfile(modelfile_path: Path, gguf_path: Path, fmt: PromptFormat) -> ModelfileSpec:
@@ -239,11 +241,9 @@ def _test_records(run_dir: RunDir, count: int) -> tuple[list[dict[str, Any]], st
     return records, None
 
 
-def _tokenizer(run_dir: RunDir) -> Any:
+def _tokenizer(run_dir: RunDir, merged: str | None) -> Any:
     """The exported model's tokenizer (models/finetuned/, export.json merged.path), or the reason
     (a str) it cannot be loaded."""
-    export = run_dir.completed("export") or {}
-    merged = (export.get("results", {}).get("merged") or {}).get("path")
     if not merged or not (run_dir / merged).is_dir():
         return "export.json names no merged model folder with a tokenizer"
     from trainer.models import load_tokenizer

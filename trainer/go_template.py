@@ -338,8 +338,12 @@ def _execute(nodes: list[_Node], scope: _Scope, out: list[str]) -> None:
 
 def execute(template: str, data: dict[str, Any]) -> str:
     """Execute `template` with `data` as dot (Go's text/template semantics for the subset)."""
+    return _run(_parse(template), data)
+
+
+def _run(tree: list[_Node], data: dict[str, Any]) -> str:
     out: list[str] = []
-    _execute(_parse(template), _Scope(data, data, {"$": data}), out)
+    _execute(tree, _Scope(data, data, {"$": data}), out)
     return "".join(out)
 
 
@@ -393,10 +397,12 @@ def _as_go(message: Message) -> dict[str, str]:
 def render(template: str, messages: list[Message]) -> str:
     """The prompt text Ollama renders from `template` for `messages` (Template.Execute)."""
     system, merged = collate(messages)
-    if uses_messages(template):
+    tree = _parse(template)
+    fields = _fields(tree)
+    if "messages" in fields:
         data = {"System": system, "Messages": [_as_go(m) for m in merged], "Response": ""}
-        return execute(template, data)
-    if "response" in _fields(_parse(template)):
+        return _run(tree, data)
+    if "response" in fields:
         raise TemplateError("templates with .Response are not supported here")
     # Once per user turn, the answer appended (Ollama appends {{ .Response }} to such templates).
     out: list[str] = []
@@ -406,12 +412,12 @@ def render(template: str, messages: list[Message]) -> str:
         if (role == "system" and (turn["Prompt"] or turn["Response"])) or (
             role == "user" and turn["Response"]
         ):
-            out.append(execute(template, turn) + turn["Response"])
+            out.append(_run(tree, turn) + turn["Response"])
             turn = {"System": "", "Prompt": "", "Response": ""}
         key = {"system": "System", "user": "Prompt", "assistant": "Response"}.get(role)
         if key:
             turn[key] = m["content"]
-    out.append(execute(template, turn) + turn["Response"])
+    out.append(_run(tree, turn) + turn["Response"])
     return "".join(out)
 
 

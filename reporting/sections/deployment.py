@@ -13,6 +13,7 @@ from reporting import facts
 from reporting.runfiles import RunFiles, known
 from reporting.sections.common import nm
 from reporting.text import code, fmt_bytes, fmt_float, fmt_general, is_number, shorten
+from trainer.metrics import percentile
 from trainer.results import ApiCase, ApiTest, GgufVerification, ModelFile, measured
 
 API_ANSWER_CHARS = 80
@@ -237,13 +238,11 @@ def _speed_note(run: RunFiles) -> str | None:
     dp, bm = run.deploy, run.benchmark
     if not (dp.ok and bm.ok) or not measured(dp.result.api_test) or bm.result.engine != "llamacpp":
         return None
-    speeds = sorted(
-        c.decode_tokens_per_s for c in dp.result.api_test.cases if is_number(c.decode_tokens_per_s)
-    )
+    speeds = [c.decode_tokens_per_s for c in dp.result.api_test.cases if is_number(c.decode_tokens_per_s)]
     rows = [r for r in bm.result.summary if is_number(r.decode_tokens_per_s)]
     if not speeds or not rows:
         return None
-    ollama = speeds[len(speeds) // 2]
+    ollama = percentile(speeds, 50)
     first = min(rows, key=lambda r: known(r.concurrency, 0) or 0)
     server = "llama-server" if bm.result.engine_details.server == "native" else "llama.cpp 服务"
     return (
