@@ -37,7 +37,10 @@ def _reexec_in_venv() -> None:
     os.execv(str(python), [str(python), str(Path(__file__).resolve()), *sys.argv[1:]])
 
 
-def _parser(stages: dict[str, tuple[str, str]]) -> argparse.ArgumentParser:
+def _parser(stages) -> argparse.ArgumentParser:
+    """The commands: `all`, one per stage of `stages` (stages.py), `compare`, `sweep` and `test`."""
+    from trainer.config import ReportConfig, choices
+
     parser = argparse.ArgumentParser(
         prog="python run.py",
         description="Local LoRA fine-tuning of a Chinese QA assistant: prepare -> train -> evaluate -> "
@@ -47,7 +50,7 @@ def _parser(stages: dict[str, tuple[str, str]]) -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     commands = {"all": "run every stage in order, skipping stages already completed for this config"}
-    commands.update({name: desc for name, (_, desc) in stages.items()})
+    commands.update({stage.name: stage.help for stage in stages})
     for name, desc in commands.items():
         p = sub.add_parser(name, help=desc, description=desc)
         p.add_argument(
@@ -60,7 +63,9 @@ def _parser(stages: dict[str, tuple[str, str]]) -> argparse.ArgumentParser:
             "--force", action="store_true", help="rerun stages even if already completed for this config"
         )
         if name in ("report", "all"):
-            p.add_argument("--format", choices=["md", "pdf", "both"], help="report format (report.format)")
+            p.add_argument(
+                "--format", choices=choices(ReportConfig, "format"), help="report format (report.format)"
+            )
         p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides")
     _compare_and_sweep_parsers(sub)
     t = sub.add_parser("test", help="run the test suite (pytest); extra arguments go to pytest")
@@ -69,13 +74,15 @@ def _parser(stages: dict[str, tuple[str, str]]) -> argparse.ArgumentParser:
 
 
 def _compare_and_sweep_parsers(sub) -> None:
+    from trainer.config import ReportConfig, choices
+
     desc = "compare finished runs: one Chinese report (Markdown and PDF) of their differences and a verdict"
     c = sub.add_parser("compare", help=desc, description=desc)
     c.add_argument(
         "run_dirs", nargs="+", metavar="RUN_DIR", help="run folders whose evaluate stage completed"
     )
     c.add_argument("--out", help="report folder (default: outputs/compare-<run folder names>)")
-    c.add_argument("--format", choices=["md", "pdf", "both"], default="both", help="report format")
+    c.add_argument("--format", choices=choices(ReportConfig, "format"), default="both", help="report format")
     desc = (
         "train and evaluate every point of a grid on one shared prepared split, then compare them "
         "(resumes like `all`; Ctrl-C stops cleanly)"
@@ -93,6 +100,7 @@ def _compare_and_sweep_parsers(sub) -> None:
 
 def _compare(args) -> int:
     from reporting import compare
+    from stages import reported
 
     paths = [Path(p) for p in args.run_dirs]
     out = (
@@ -100,7 +108,7 @@ def _compare(args) -> int:
         if args.out
         else ROOT / "outputs" / ("compare-" + "+".join(p.resolve().name for p in paths))
     )
-    result = compare.run(paths, out, args.format)
+    result = compare.run(paths, out, reported(), args.format)
     _print_compare(result)
     return 0
 
@@ -134,11 +142,13 @@ def _print_compare(result) -> None:
 
 
 def _sweep(args) -> int:
+    from stages import STAGES
     from trainer import sweep
 
     result = sweep.run(
         Path(args.config),
         args.grid,
+        STAGES,
         Path(args.sweep_dir) if args.sweep_dir else None,
         full=args.full,
         max_minutes=args.max_minutes,
@@ -156,8 +166,9 @@ def _sweep(args) -> int:
         print(f"no comparison report: {len(result.evaluated)} point(s) evaluated, at least two are needed")
         return 1 if failed or result.stopped else 0
     from reporting import compare
+    from stages import reported
 
-    _print_compare(compare.run(result.evaluated, result.sweep_dir / "comparison"))
+    _print_compare(compare.run(result.evaluated, result.sweep_dir / "comparison", reported()))
     return 1 if failed else 0
 
 
@@ -190,10 +201,11 @@ def _summary(outcomes, run_dir, total_s: float) -> None:
 
 def _preload_unsloth(cfg, run_dir, args) -> None:
     """Unsloth patches trl/transformers/peft at import, so it must load before `prepare` imports them."""
+    from stages import by_name
     from trainer.pipeline import is_current
 
     will_train = args.command == "train" or (
-        args.command == "all" and (args.force or not is_current(cfg, run_dir, "train"))
+        args.command == "all" and (args.force or not is_current(cfg, run_dir, by_name("train")))
     )
     if will_train and cfg.train.backend != "peft":
         from trainer.backends import unsloth_available
@@ -209,16 +221,17 @@ def main(argv: list[str] | None = None) -> int:
         os.chdir(ROOT)
         return int(pytest.main(argv[1:]))
 
+    from stages import STAGES, by_name
     from trainer.config import load_config
     from trainer.errors import UserError
-    from trainer.pipeline import STAGES, run_all, run_stage
+    from trainer.pipeline import run_all, run_stage
     from trainer.runfolder import RunDir
 
     args = _parser(STAGES).parse_args(argv)
     try:
         if args.command in ("compare", "sweep"):
             return _compare(args) if args.command == "compare" else _sweep(args)
-        from trainer.pipeline import is_main_process, world_size
+        from trainer.processes import is_main_process, world_size
 
         if world_size() > 1 and args.command != "train":
             if args.command != "prepare":
@@ -242,13 +255,14 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "all":
             print(f"Running all stages into {run_dir.path}", flush=True)
             outcomes = run_all(
+                STAGES,
                 cfg,
                 run_dir,
                 force=args.force,
-                on_start=lambda s: print(f"==> {s}: {STAGES[s][1]}", flush=True),
+                on_start=lambda s: print(f"==> {s.name}: {s.help}", flush=True),
             )
         else:
-            outcomes = [run_stage(args.command, cfg, run_dir, force=args.force)]
+            outcomes = [run_stage(by_name(args.command), cfg, run_dir, force=args.force)]
         if is_main_process():
             _summary(outcomes, run_dir, time.perf_counter() - t0)
         return 0

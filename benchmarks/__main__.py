@@ -21,12 +21,10 @@ import sys
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from trainer.config import BenchmarkConfig, choices
 from trainer.errors import UserError
-
-if TYPE_CHECKING:
-    from trainer.config import BenchmarkConfig
 
 EXIT_FAILURES = 1
 EXIT_INTERRUPTED = 130
@@ -53,8 +51,6 @@ def _positive(kind: type) -> Any:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from trainer.config import BenchmarkConfig
-
     p = argparse.ArgumentParser(
         prog="python -m benchmarks",
         description="Serving benchmark (TTFT, TPOT, ITL, latency percentiles, tokens/s, memory, roofline) "
@@ -74,8 +70,8 @@ def _add_model_options(p: argparse.ArgumentParser) -> None:
     """What to benchmark, where, and how its prompts are written."""
     p.add_argument(
         "--engine",
-        choices=["auto", "ollama", "llamacpp", "transformers"],
-        default="auto",
+        choices=choices(BenchmarkConfig, "engine"),
+        default=BenchmarkConfig.engine,
         help="serving engine; auto: a folder -> transformers, a file -> llamacpp, else Ollama "
         "(default: auto)",
     )
@@ -133,7 +129,7 @@ def _add_server_and_output_options(p: argparse.ArgumentParser, d: BenchmarkConfi
     """Which llama.cpp server, and what is written besides the results JSON."""
     p.add_argument(
         "--server",
-        choices=["auto", "native", "python"],
+        choices=choices(BenchmarkConfig, "llamacpp_server"),
         default=d.llamacpp_server,
         help="llama.cpp server: native (llama.cpp's llama-server, built into .venv/bin by the "
         "bootstrap; $LLAMA_SERVER overrides; batches concurrent requests and reports its own "

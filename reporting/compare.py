@@ -17,6 +17,7 @@ is written. Writes into its own folder, atomically:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,7 @@ from reporting.sections import comparison as sections
 from reporting.text import image
 from trainer.config import ReportConfig
 from trainer.errors import UserError, problem_list
+from trainer.pipeline import Stage
 from trainer.runfolder import RunDir, now_iso, write_json, write_text
 
 TITLE = "微调运行对比报告"
@@ -46,8 +48,9 @@ class CompareResult:
     warnings: list[str] = field(default_factory=list)
 
 
-def check_run_dirs(paths: list[Path]) -> list[runfiles.RunFiles]:
-    """Load every run folder, or raise one UserError that lists every problem (nothing is written)."""
+def check_run_dirs(paths: list[Path], stages: Sequence[Stage]) -> list[runfiles.RunFiles]:
+    """Load every run folder (the files of `stages`), or raise one UserError that lists every
+    problem (nothing is written)."""
     problems: list[str] = []
     loaded: list[runfiles.RunFiles] = []
     seen: set[Path] = set()
@@ -62,7 +65,7 @@ def check_run_dirs(paths: list[Path]) -> list[runfiles.RunFiles]:
         if not (path / "config.resolved.yaml").exists() and not list(path.glob("*.json")):
             problems.append(f"{path}: not a run folder (no config.resolved.yaml and no <stage>.json)")
             continue
-        files = runfiles.load(RunDir(path))
+        files = runfiles.load(RunDir(path), stages)
         ev = files.evaluate
         if not ev.ok:
             state = "evaluate.json does not exist" if ev.status == "missing" else f"evaluate is {ev.status}"
@@ -82,11 +85,11 @@ def check_run_dirs(paths: list[Path]) -> list[runfiles.RunFiles]:
 
 def _report_config(runs: list[comparison.Run]) -> ReportConfig:
     """The first run's report settings (project name and author in the PDF's header and metadata)."""
-    section = runs[0].files.config.get("report")
     cfg = ReportConfig()
     for key in ("project_name", "author"):
-        if isinstance(section, dict) and isinstance(section.get(key), str):
-            setattr(cfg, key, section[key])
+        value = runs[0].files.config_value("report", key)
+        if value.ok:
+            setattr(cfg, key, value.value)
     return cfg
 
 
@@ -123,9 +126,10 @@ def _context(runs: list[comparison.Run], pairs: list[comparison.PairedDifference
     }
 
 
-def run(paths: list[Path], out_dir: Path, fmt: str = "both") -> CompareResult:
-    """Check the run folders, then write the comparison report into `out_dir`."""
-    runs = comparison.load_runs(check_run_dirs([Path(p) for p in paths]))
+def run(paths: list[Path], out_dir: Path, stages: Sequence[Stage], fmt: str = "both") -> CompareResult:
+    """Check the run folders, then write the comparison report into `out_dir`; `stages` are the
+    stages whose files are read (those before the report, as `stages.py` lists them)."""
+    runs = comparison.load_runs(check_run_dirs([Path(p) for p in paths], stages))
     best = comparison.best_by_primary(runs)
     pairs = [comparison.paired_difference(best, r) for r in runs if best is not None and r is not best]
     out_dir.mkdir(parents=True, exist_ok=True)

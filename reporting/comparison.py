@@ -174,8 +174,8 @@ def best_by_val_loss(runs: list[Run]) -> Run | None:
 
 def config_differences(runs: list[Run]) -> list[tuple[str, list[Any]]]:
     """(dotted key, each run's value) for every config key whose value differs between the runs
-    (run_name aside: it names the folder). A key a run's config lacks is `None` there."""
-    flat = [_flatten(r.files.config) for r in runs]
+    (run_name aside: it names the folder). A key a run's config.resolved.yaml lacks is `None` there."""
+    flat = [_recorded(r.files) for r in runs]
     keys = list(dict.fromkeys(k for f in flat for k in f))
     rows = []
     for key in keys:
@@ -185,6 +185,12 @@ def config_differences(runs: list[Run]) -> list[tuple[str, list[Any]]]:
         if any(v != values[0] for v in values[1:]):
             rows.append((key, values))
     return rows
+
+
+def _recorded(files: RunFiles) -> dict[str, Any]:
+    """The run's typed config as dotted keys, only those its config.resolved.yaml recorded."""
+    flat = _flatten(files.config.to_dict())
+    return {k: v for k, v in flat.items() if ".".join(k.split(".")[:2]) in files.config_recorded}
 
 
 def _flatten(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:

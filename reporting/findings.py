@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from reporting.facts import DROP_REASON_ZH, metric, metric_change, metrics
-from reporting.runfiles import STAGE_NAMES_ZH, RunFiles, known
+from reporting.runfiles import RunFiles, known
 from reporting.text import first_line, fmt_duration, fmt_float, fmt_general, fmt_int, fmt_loss, is_number
 from trainer.results import measured
 
@@ -37,8 +37,8 @@ class Finding:
 
 def _stage_findings(run: RunFiles) -> list[Finding]:
     out = []
-    for name, zh in STAGE_NAMES_ZH.items():
-        st = run.stage(name)
+    for st in run.stages.values():
+        name, zh = st.name, st.name_zh
         if st.ok:
             continue
         if st.status == "missing" and not st.file_error:
@@ -64,9 +64,7 @@ def _train_findings(run: RunFiles) -> list[Finding]:
     if not tr.ok:
         return []
     out = []
-    requested_backend = (
-        run.config.get("train", {}).get("backend") if isinstance(run.config.get("train"), dict) else None
-    )
+    requested_backend = run.config_value("train", "backend").value
     backend = known(r.backend, None)
     if requested_backend in ("unsloth", "auto") and backend and backend != "unsloth":
         out.append(
@@ -76,7 +74,7 @@ def _train_findings(run: RunFiles) -> list[Finding]:
                 "安装可用的 Unsloth（或在 GPU 机器上运行）以使用其优化内核。",
             )
         )
-    wants_4bit = (run.config.get("model") or {}).get("load_in_4bit") is True
+    wants_4bit = run.config_value("model", "load_in_4bit").value is True
     quant = known(r.quantization, None)
     if wants_4bit and quant != "4-bit NF4":
         out.append(
@@ -304,7 +302,8 @@ def findings(run: RunFiles) -> list[Finding]:
         + _deploy_findings(run)
         + _benchmark_findings(run)
     )
-    for name, zh in STAGE_NAMES_ZH.items():
-        for note in run.stage(name).notes:
+    for st in run.stages.values():
+        zh = st.name_zh
+        for note in st.notes:
             out.append(Finding(f"{zh}阶段记录：{first_line(note, 300)}", None))
     return out

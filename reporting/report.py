@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +28,7 @@ import jinja2
 from reporting import charts, context, runfiles
 from reporting.text import escape_md
 from trainer.config import PipelineConfig, ReportConfig
+from trainer.pipeline import Stage
 from trainer.results import BenchmarkResult, ReportResult, measured
 from trainer.runfolder import ROOT, RunDir, atomic_path, now_iso, write_text
 
@@ -47,10 +48,11 @@ class MissingGlyphs(RuntimeError):
         super().__init__(f"no font has a glyph for {len(chars)} character(s): {shown}")
 
 
-def run(cfg: PipelineConfig, run_dir: RunDir) -> ReportResult:
-    """Render report.md and/or report.pdf (cfg.report.format) from the run folder's files."""
+def run(cfg: PipelineConfig, run_dir: RunDir, stages: Sequence[Stage]) -> ReportResult:
+    """Render report.md and/or report.pdf (cfg.report.format) from the run folder's files: those of
+    `stages` (every stage before the report, as `stages.py` lists them) and the files around them."""
     t0 = time.perf_counter()
-    files = runfiles.load(run_dir)
+    files = runfiles.load(run_dir, stages)
     want_md = cfg.report.format in ("md", "both")
     want_pdf = cfg.report.format in ("pdf", "both")
 

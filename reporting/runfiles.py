@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import csv
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Generic, TypeVar, cast
@@ -19,8 +19,9 @@ from typing import Any, Generic, TypeVar, cast
 import yaml
 
 from reporting.text import NOT_MEASURED, first_line, is_number, shorten
+from trainer.config import PipelineConfig, read_config
+from trainer.pipeline import Stage as StageEntry
 from trainer.results import (
-    RESULT_TYPES,
     BenchmarkResult,
     DeployResult,
     EnvInfo,
@@ -40,16 +41,6 @@ from trainer.runfolder import RunDir
 
 R = TypeVar("R", bound=StageResult)
 T = TypeVar("T")
-
-# Pipeline order and the Chinese name of each stage (the report's own stage is not listed).
-STAGE_NAMES_ZH: dict[str, str] = {
-    "prepare": "数据准备",
-    "train": "训练",
-    "evaluate": "评估",
-    "export": "导出",
-    "deploy": "部署",
-    "benchmark": "基准测试",
-}
 
 STATUS_ZH = {
     "completed": "完成",
@@ -89,15 +80,20 @@ def known(value: Any, default: Any) -> Any:
 
 @dataclass
 class Stage(Generic[R]):
-    """One `<stage>.json` (typed by trainer.results), possibly absent, unreadable or not completed."""
+    """One `<stage>.json` (typed by its stage's result type), possibly absent, unreadable or not
+    completed."""
 
-    name: str
+    entry: StageEntry  # the stage as `stages.py` lists it
     record: StageRecord | None
     file_error: str = ""
 
     @property
+    def name(self) -> str:
+        return self.entry.name
+
+    @property
     def name_zh(self) -> str:
-        return STAGE_NAMES_ZH.get(self.name, self.name)
+        return self.entry.name_zh
 
     @property
     def status(self) -> str:
@@ -117,7 +113,7 @@ class Stage(Generic[R]):
         results = self.record.results
         if isinstance(results, StageResult):
             return cast(R, results)
-        return cast(R, RESULT_TYPES[self.name]())  # `results` missing or not an object: nothing recorded
+        return cast(R, self.entry.result())  # `results` missing or not an object: nothing recorded
 
     @property
     def error(self) -> str:
@@ -176,7 +172,8 @@ class RunFiles:
     """Everything the report reads, loaded once."""
 
     path: Path
-    config: dict[str, Any]
+    config: PipelineConfig  # config.resolved.yaml read back through the dataclasses
+    config_recorded: frozenset[str]  # which of its fields the file holds ("section.key")
     config_error: str
     env: EnvInfo
     env_error: str
@@ -215,12 +212,16 @@ class RunFiles:
         return self.stages[name]
 
     def config_value(self, section: str, key: str) -> Measured:
+        """A field of the run's typed config (`run.config`) as a `Measured`: its value, or why the
+        run's config.resolved.yaml does not say it."""
         if self.config_error:
             return missing(self.config_error)
-        sec = self.config.get(section)
-        if not isinstance(sec, dict) or key not in sec or sec[key] is None:
+        if f"{section}.{key}" not in self.config_recorded:
             return missing(f"config.resolved.yaml 未记录 {section}.{key}")
-        return Measured(sec[key])
+        value = getattr(getattr(self.config, section), key)
+        return (
+            Measured(value) if value is not None else missing(f"config.resolved.yaml 中 {section}.{key} 为空")
+        )
 
     def env_m(self, value: Any) -> Measured:
         """A field of env.json as a `Measured` (e.g. `run.env_m(run.env.python)`)."""
@@ -300,24 +301,26 @@ def inside(base: Path, relative: Any) -> Path:
     return path if path.is_relative_to(base.resolve()) else base / "__outside_run_folder__"
 
 
-def load(run_dir: RunDir) -> RunFiles:
-    """Read the run folder. Never raises for a missing or broken file: it records why instead."""
+def load(run_dir: RunDir, stages: Sequence[StageEntry]) -> RunFiles:
+    """Read the run folder: the `<stage>.json` of each of `stages` (those before the report, as
+    `stages.py` lists them) and the files around them. Never raises for a missing or broken file:
+    it records why instead."""
     base = run_dir.path
     warnings: list[str] = []
 
-    config: dict[str, Any] = {}
+    config = read_config({})
     config_error = ""
     config_path = base / "config.resolved.yaml"
     if not config_path.exists():
         config_error = "config.resolved.yaml 不存在"
     else:
         try:
-            loaded = yaml.safe_load(config_path.read_text(encoding="utf-8"))
-            config = loaded if isinstance(loaded, dict) else {}
+            config = read_config(yaml.safe_load(config_path.read_text(encoding="utf-8")))
         except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
             config_error = f"config.resolved.yaml 无法读取（{type(exc).__name__}）"
     if config_error:
         warnings.append(config_error)
+    warnings += [f"config.resolved.yaml 中的值不符合配置类型：{p}" for p in config.problems]
 
     env, env_error = _read_typed(lambda: load_env(base))
     if env_error:
@@ -327,24 +330,25 @@ def load(run_dir: RunDir) -> RunFiles:
     if env_error:
         warnings.append(env_error)
 
-    stages: dict[str, Stage[Any]] = {}
-    for name in STAGE_NAMES_ZH:
-        record, error = _read_typed(lambda name=name: load_result(base, name))
+    read: dict[str, Stage[Any]] = {}
+    for entry in stages:
+        record, error = _read_typed(lambda e=entry: load_result(base, e.name, e.result))
         if error:
-            warnings.append(f"{name}.json 无法读取：{error}")
-        stages[name] = Stage(name, record, error)
+            warnings.append(f"{entry.name}.json 无法读取：{error}")
+        read[entry.name] = Stage(entry, record, error)
 
-    metrics_file = known(stages["train"].result.files.metrics, "logs/metrics.jsonl")
+    metrics_file = known(read["train"].result.files.metrics, "logs/metrics.jsonl")
     metrics, metrics_error = _read_metrics(inside(base, metrics_file))
-    csv_file = known(stages["evaluate"].result.csv, "evaluation_results.csv")
+    csv_file = known(read["evaluate"].result.csv, "evaluation_results.csv")
     eval_rows, eval_csv_error = _count_csv_rows(inside(base, csv_file))
     return RunFiles(
         path=base,
-        config=config,
+        config=config.config,
+        config_recorded=config.recorded,
         config_error=config_error,
         env=env or EnvInfo(),
         env_error=env_error,
-        stages=stages,
+        stages=read,
         metrics=metrics,
         metrics_error=metrics_error,
         eval_rows=eval_rows,

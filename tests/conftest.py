@@ -22,13 +22,14 @@ def tiny_cfg():
 @pytest.fixture(scope="session")
 def tiny_trained(tiny_cfg, tmp_path_factory):
     """(cfg, run_dir) after real `prepare` and `train` stages on the tiny model."""
+    from stages import by_name
     from trainer.pipeline import prepare_run_dir, run_stage
     from trainer.runfolder import RunDir
 
     run_dir = RunDir(tmp_path_factory.mktemp("tiny-run"))
     prepare_run_dir(tiny_cfg, run_dir, "all")
     for stage in ("prepare", "train"):
-        run_stage(stage, tiny_cfg, run_dir)
+        run_stage(by_name(stage), tiny_cfg, run_dir)
     return tiny_cfg, run_dir
 
 

@@ -7,6 +7,7 @@ import dataclasses
 import json
 from typing import Any
 
+from stages import by_name
 from trainer import results
 from trainer.runfolder import RunDir
 
@@ -31,7 +32,7 @@ def unnamed_keys(value: Any, path: str = "") -> list[str]:
 def assert_every_key_named(stage: str, data: dict[str, Any]) -> results.StageResult:
     """`data` (a stage's results) decodes with no key left in `extra` and encodes back to itself,
     keys in the same order at every level; the decoded result."""
-    typed = results.RESULT_TYPES[stage].from_dict(data)
+    typed = by_name(stage).result.from_dict(data)
     assert unnamed_keys(typed) == [], stage  # every key the stage writes has a field
     assert typed.to_dict() == data, stage
     # The file keeps the order the stage wrote its keys in, nested objects included.

@@ -7,8 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from trainer.config import STAGE_SECTIONS, PipelineConfig, load_config, stage_fingerprint, to_yaml
+from stages import STAGES, by_name
+from trainer.config import PipelineConfig, load_config, to_yaml
 from trainer.errors import UserError
+from trainer.pipeline import fingerprint
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIGS = sorted((ROOT / "configs").glob("*.yaml"))
@@ -279,29 +281,31 @@ def test_empty_yaml_file_means_defaults(tmp_path):
 def test_train_fingerprint_follows_train_keys_but_prepare_does_not():
     base = load_config(TINY)
     changed = load_config(TINY, ["train.learning_rate=0.01"])
-    assert stage_fingerprint(changed, "train") != stage_fingerprint(base, "train")
-    assert stage_fingerprint(changed, "prepare") == stage_fingerprint(base, "prepare")
+    assert fingerprint(changed, by_name("train")) != fingerprint(base, by_name("train"))
+    assert fingerprint(changed, by_name("prepare")) == fingerprint(base, by_name("prepare"))
 
 
 def test_data_change_redoes_prepare_and_everything_after():
     base = load_config(TINY)
     changed = load_config(TINY, ["data.seed=7"])
     for stage in ("prepare", "train", "evaluate", "export", "report"):
-        assert stage_fingerprint(changed, stage) != stage_fingerprint(base, stage), stage
+        assert fingerprint(changed, by_name(stage)) != fingerprint(base, by_name(stage)), stage
 
 
 def test_fingerprint_is_stable_for_the_same_config():
-    assert stage_fingerprint(load_config(TINY), "train") == stage_fingerprint(load_config(TINY), "train")
+    assert fingerprint(load_config(TINY), by_name("train")) == fingerprint(
+        load_config(TINY), by_name("train")
+    )
 
 
 def test_edited_data_file_content_redoes_prepare_and_everything_after(tmp_path):
     data = tmp_path / "mine.jsonl"
     data.write_text('{"instruction": "问", "output": "答"}\n', encoding="utf-8")
     base = load_config(TINY, [f"data.files=[{data}]"])
-    before = {stage: stage_fingerprint(base, stage) for stage in STAGE_SECTIONS}
+    before = {stage.name: fingerprint(base, stage) for stage in STAGES}
     data.write_text('{"instruction": "问", "output": "另一个答案"}\n', encoding="utf-8")
-    after = {stage: stage_fingerprint(base, stage) for stage in STAGE_SECTIONS}
-    assert all(after[s] != before[s] for s in STAGE_SECTIONS), (before, after)
+    after = {stage.name: fingerprint(base, stage) for stage in STAGES}
+    assert all(after[s] != before[s] for s in before), (before, after)
     # The same content again (a rewrite with a new mtime) is the same fingerprint.
     data.write_text('{"instruction": "问", "output": "答"}\n', encoding="utf-8")
-    assert {stage: stage_fingerprint(base, stage) for stage in STAGE_SECTIONS} == before
+    assert {stage.name: fingerprint(base, stage) for stage in STAGES} == before

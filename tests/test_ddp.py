@@ -28,12 +28,13 @@ def _accelerate() -> str:
 
 @pytest.mark.slow
 def test_two_processes_train_together_and_only_rank0_writes(tiny_cfg, tmp_path):
+    from stages import by_name
     from trainer.pipeline import prepare_run_dir, run_stage
     from trainer.runfolder import RunDir
 
     run_dir = RunDir(tmp_path / "run")
     prepare_run_dir(tiny_cfg, run_dir, "prepare")
-    run_stage("prepare", tiny_cfg, run_dir)
+    run_stage(by_name("prepare"), tiny_cfg, run_dir)
     cmd = [
         _accelerate(),
         "launch",
@@ -104,18 +105,17 @@ def test_prepare_runs_only_on_the_main_process(monkeypatch, tmp_path):
 
 
 def test_a_non_main_process_writes_no_stage_record(monkeypatch, tmp_path):
-    from trainer import pipeline
+    from trainer import pipeline, results
     from trainer.config import load_config
     from trainer.runfolder import RunDir
 
     monkeypatch.setenv("WORLD_SIZE", "2")
     monkeypatch.setenv("RANK", "1")
-    monkeypatch.setitem(pipeline.STAGES, "noop", ("tests.test_ddp", "a stage that does nothing"))
     run_dir = RunDir(tmp_path / "c")
     cfg = load_config(ROOT / "configs" / "tiny.yaml")
     pipeline.prepare_run_dir(cfg, run_dir, "train")
-    monkeypatch.setattr(pipeline, "stage_fingerprint", lambda cfg, stage: "x")
-    outcome = pipeline.run_stage("noop", cfg, run_dir)
+    noop = pipeline.Stage("noop", run, results.StageResult, (), "a stage that does nothing", "空")
+    outcome = pipeline.run_stage(noop, cfg, run_dir)
     assert outcome.status == "completed"
     assert not run_dir.path.exists()
 

@@ -10,19 +10,21 @@ import pytest
 
 @pytest.fixture(scope="module")
 def evaluated(tiny_trained):
+    from stages import by_name
     from trainer.pipeline import run_stage
 
     cfg, run_dir = tiny_trained
-    run_stage("evaluate", cfg, run_dir)
+    run_stage(by_name("evaluate"), cfg, run_dir)
     return cfg, run_dir
 
 
 @pytest.fixture(scope="module")
 def exported(tiny_trained):
+    from stages import by_name
     from trainer.pipeline import run_stage
 
     cfg, run_dir = tiny_trained
-    run_stage("export", cfg, run_dir)
+    run_stage(by_name("export"), cfg, run_dir)
     return cfg, run_dir
 
 

@@ -21,6 +21,7 @@ from typing import Any
 
 import pytest
 
+from stages import by_name
 from trainer.config import load_config
 from trainer.data_formats import clean_text
 from trainer.errors import UserError
@@ -64,7 +65,7 @@ def prepare(run_dir: Path, files: list[Path | str] | None = None, *overrides: st
     """Run the prepare stage in-process on the tiny config; return its results."""
     extra = [files_override(files)] if files else []
     cfg = load_config(TINY, [*extra, *overrides])
-    return run_stage("prepare", cfg, RunDir(run_dir)).results
+    return run_stage(by_name("prepare"), cfg, RunDir(run_dir)).results
 
 
 def read_split(run_dir: Path, name: str) -> list[dict[str, Any]]:

@@ -7,6 +7,7 @@ and the runner's check of what a stage returns.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import subprocess
@@ -16,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from stages import by_name
 from tests.reporting import runfolders as rf
 from tests.result_checks import assert_typed_round_trip
 from trainer import pipeline, results
@@ -35,11 +37,11 @@ def test_every_fixture_stage_file_round_trips(tmp_path: Path, name: str) -> None
     run = rf.BUILDERS[name](tmp_path / "run")
     for path in _stage_files(run):
         raw = json.loads(path.read_text(encoding="utf-8"))
-        record = results.load_result(run, path.stem)
+        record = results.load_result(run, path.stem, by_name(path.stem).result)
         assert record is not None
         assert record.to_dict() == raw, path.name
         if record.status == "completed":
-            assert isinstance(record.results, results.RESULT_TYPES[path.stem])
+            assert isinstance(record.results, by_name(path.stem).result)
     env = results.load_env(run)
     assert env is not None
     assert env.to_dict() == json.loads((run / "env.json").read_text(encoding="utf-8"))
@@ -48,14 +50,14 @@ def test_every_fixture_stage_file_round_trips(tmp_path: Path, name: str) -> None
 @pytest.mark.parametrize("results_of", [rf.complete_results, rf.gpu_less_results])
 def test_every_fixture_result_dict_round_trips(results_of: Any) -> None:
     for stage, data in results_of().items():
-        assert results.RESULT_TYPES[stage].from_dict(data).to_dict() == data, stage
+        assert by_name(stage).result.from_dict(data).to_dict() == data, stage
 
 
 def test_a_real_prepare_json_round_trips(tmp_path: Path) -> None:
     cfg = load_config(ROOT / "configs" / "tiny.yaml", ["data.identity_oversample=3"])
-    run_stage("prepare", cfg, RunDir(tmp_path))
+    run_stage(by_name("prepare"), cfg, RunDir(tmp_path))
     raw = json.loads((tmp_path / "prepare.json").read_text(encoding="utf-8"))
-    record = results.load_result(tmp_path, "prepare")
+    record = results.load_result(tmp_path, "prepare", results.PrepareResult)
     assert record is not None and record.to_dict() == raw
     prepared = record.results
     assert isinstance(prepared, results.PrepareResult)
@@ -121,7 +123,7 @@ def test_a_wrong_shape_names_the_key() -> None:
 
 
 def test_a_missing_stage_file_is_none(tmp_path: Path) -> None:
-    assert results.load_result(tmp_path, "train") is None
+    assert results.load_result(tmp_path, "train", results.TrainResult) is None
     assert results.load_env(tmp_path) is None
 
 
@@ -168,7 +170,7 @@ def test_a_real_benchmark_result_round_trips() -> None:
 @pytest.fixture(scope="module")
 def evaluated_run(tiny_trained: Any) -> RunDir:
     cfg, run_dir = tiny_trained
-    run_stage("evaluate", cfg, run_dir)
+    run_stage(by_name("evaluate"), cfg, run_dir)
     return run_dir
 
 
@@ -181,7 +183,7 @@ def test_a_real_stage_result_round_trips_with_every_key_named(evaluated_run: Run
 @pytest.fixture(scope="module")
 def exported_run(tiny_trained: Any) -> RunDir:
     cfg, run_dir = tiny_trained
-    run_stage("export", cfg, run_dir)
+    run_stage(by_name("export"), cfg, run_dir)
     return run_dir
 
 
@@ -196,7 +198,7 @@ def served_run(exported_run: RunDir) -> RunDir:
     the exported GGUF) and report."""
     cfg = load_config(ROOT / "configs" / "tiny.yaml", ["deploy.host=http://127.0.0.1:9"])
     for stage in ("deploy", "benchmark", "report"):
-        run_stage(stage, cfg, exported_run)
+        run_stage(by_name(stage), cfg, exported_run)
     return exported_run
 
 
@@ -215,8 +217,9 @@ def test_a_real_serving_result_round_trips_with_every_key_named(served_run: RunD
 # ---- what the runner accepts from a stage ---------------------------------------------------------
 
 
-def _stage_returning(monkeypatch: pytest.MonkeyPatch, returned: Any) -> None:
-    monkeypatch.setattr(pipeline, "_entry", lambda stage: lambda cfg, run_dir: returned)
+def _stage_returning(returned: Any) -> pipeline.Stage:
+    """The train stage as registered, with an entry point that returns `returned`."""
+    return dataclasses.replace(by_name("train"), run=lambda cfg, run_dir: returned)
 
 
 @pytest.mark.parametrize(
@@ -232,9 +235,8 @@ def test_a_wrongly_shaped_result_fails_the_stage_naming_the_key(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path, returned: Any, message: str
 ) -> None:
     cfg = load_config(ROOT / "configs" / "tiny.yaml", [])
-    _stage_returning(monkeypatch, returned)
     with pytest.raises(results.ResultError, match=message):
-        run_stage("train", cfg, RunDir(tmp_path))
+        run_stage(_stage_returning(returned), cfg, RunDir(tmp_path))
     record = json.loads((tmp_path / "train.json").read_text(encoding="utf-8"))
     assert record["status"] == "failed" and "results" not in record
     assert re.search(message, record["error"])
@@ -245,8 +247,7 @@ def test_the_runner_writes_a_typed_result_as_its_dict(
 ) -> None:
     cfg = load_config(ROOT / "configs" / "tiny.yaml", [])
     built = results.TrainResult(global_step=3, best_checkpoint=results.NotMeasured("no evaluation ran"))
-    _stage_returning(monkeypatch, built)
-    outcome = run_stage("train", cfg, RunDir(tmp_path))
+    outcome = run_stage(_stage_returning(built), cfg, RunDir(tmp_path))
     written = json.loads((tmp_path / "train.json").read_text(encoding="utf-8"))["results"]
     assert written == outcome.results == built.to_dict()
     assert written == {

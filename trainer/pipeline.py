@@ -1,45 +1,47 @@
-"""Stage table and runner: `python run.py STAGE` and `python run.py all`.
+"""The runner of `python run.py STAGE` and `python run.py all`: it runs `Stage`s and records them.
 
-Each stage is one module with one entry point `run(cfg, run_dir) -> <Stage>Result` (its typed key
-results, trainer/results/). The runner writes `<stage>.json` around it: status, times, the config
-fingerprint and `result.to_dict()`. A result that does not match its stage's type fails the stage
-when it is written (`ResultError`, naming the key), never later in a reader.
+The stages themselves are listed once, in pipeline order, in `stages.py` at the project root (above
+the packages it names); this module only knows what a stage is. Each stage is one module with one
+entry point `run(cfg, run_dir) -> <Stage>Result` (its typed key results, trainer/results/). The
+runner writes `<stage>.json` around it: status, times, the config fingerprint and
+`result.to_dict()`. A result that does not match its stage's type fails the stage when it is
+written (`ResultError`, naming the key), never later in a reader.
 A completed stage whose fingerprint matches the current config is skipped by `all` (so an
 interrupted `all` continues where it stopped); `--force` reruns it.
 
 Under a multi-process launch (`accelerate launch --config_file configs/accelerate/ddp_cpu.yaml run.py
-train ...`, torchrun), every process runs the stage but only the main one (global rank 0) writes the
-run folder's records: `config.resolved.yaml`, `env.json`, `<stage>.json`.
+train ...`, torchrun), every process runs the stage but only the main one (global rank 0, see
+trainer/processes.py) writes the run folder's records: `config.resolved.yaml`, `env.json`,
+`<stage>.json`.
 """
 
 from __future__ import annotations
 
-import importlib
-import os
 import time
 import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from trainer.config import PipelineConfig, stage_fingerprint, to_yaml
+from trainer.config import PipelineConfig, config_fingerprint, to_yaml
 from trainer.errors import UserError
-from trainer.results import RESULT_TYPES, ResultError, StageResult
+from trainer.processes import is_main_process
+from trainer.results import ResultError, StageResult
 from trainer.runfolder import COMPLETED, RunDir, environment, now_iso, write_json, write_text
 
-# name -> (module, one-line description for --help). Order is the pipeline order.
-STAGES: dict[str, tuple[str, str]] = {
-    "prepare": (
-        "trainer.prepare_data",
-        "validate, clean, dedupe and split Alpaca data; apply the chat format",
-    ),
-    "train": ("trainer.train", "LoRA/QLoRA fine-tuning with TRL SFTTrainer (Unsloth or PEFT backend)"),
-    "evaluate": ("trainer.evaluate", "before/after answers on the test split with Chinese metrics"),
-    "export": ("trainer.export", "merge the adapter, convert to GGUF, quantize (Q4_K_M) with llama.cpp"),
-    "deploy": ("trainer.deploy", "create the Ollama model from the GGUF and test its API"),
-    "benchmark": ("benchmarks.pipeline", "VRAM, tokens/s and latency through Ollama or llama.cpp"),
-    "report": ("reporting.report", "the Chinese training report, Markdown and PDF, from the run's files"),
-}
+
+@dataclass(frozen=True)
+class Stage:
+    """One stage of the pipeline, as `stages.py` lists it."""
+
+    name: str  # `python run.py NAME`, and the run folder's `NAME.json`
+    run: Callable[[PipelineConfig, RunDir], StageResult]  # the entry point
+    result: type[StageResult]  # what `run` returns, as written under `results` in `NAME.json`
+    sections: tuple[str, ...]  # the config sections that decide its result (the fingerprint)
+    help: str  # one line for `python run.py --help`
+    name_zh: str  # its name in the Chinese report
+    # `--force`: drop the stage's resumable state (e.g. checkpoints) before it runs again.
+    reset: Callable[[RunDir], None] | None = None
 
 
 @dataclass
@@ -51,48 +53,18 @@ class StageOutcome:
     results: dict[str, Any] = field(default_factory=dict)  # as written to `<stage>.json`
 
 
-def _env_int(names: tuple[str, ...], default: int) -> int:
-    for name in names:
-        if os.environ.get(name, "").strip():
-            return int(os.environ[name])
-    return default
-
-
-def process_rank() -> int:
-    """Global rank of this process in a multi-process launch (set by torchrun/`accelerate launch`,
-    or by MPI); 0 when the process runs alone."""
-    return _env_int(("RANK", "PMI_RANK", "OMPI_COMM_WORLD_RANK", "MV2_COMM_WORLD_RANK"), 0)
-
-
-def world_size() -> int:
-    """Number of processes of a multi-process launch; 1 when the process runs alone."""
-    return _env_int(("WORLD_SIZE", "PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE"), 1)
-
-
-def is_main_process() -> bool:
-    """The process that writes the run folder's records (the only one outside a launch)."""
-    return process_rank() == 0
-
-
-def _entry(stage: str) -> Callable[[PipelineConfig, RunDir], StageResult | dict[str, Any]]:
-    module = importlib.import_module(STAGES[stage][0])
-    return module.run
-
-
-def _results_to_write(stage: str, returned: Any) -> dict[str, Any]:
+def _results_to_write(stage: Stage, returned: Any) -> dict[str, Any]:
     """What goes under `results` in `<stage>.json`: the stage's typed result as a dict, checked
     against the stage's type so that a wrong shape fails now and not in a reader.
 
     Every stage returns its typed result; a plain dict (a test's stand-in stage) is decoded through
     the type and must encode back to itself, and is then written as returned (so its key order is
-    kept). A stage without a type writes what it returned.
+    kept).
     """
-    result_type = RESULT_TYPES.get(stage)
-    if result_type is None:
-        return returned.to_dict() if isinstance(returned, StageResult) else returned
+    result_type = stage.result
     if not isinstance(returned, (result_type, dict)):
         raise ResultError(
-            f"the {stage} stage returned a {type(returned).__name__}, expected a {result_type.__name__}"
+            f"the {stage.name} stage returned a {type(returned).__name__}, expected a {result_type.__name__}"
         )
     data = returned.to_dict() if isinstance(returned, StageResult) else returned
     try:
@@ -100,11 +72,13 @@ def _results_to_write(stage: str, returned: Any) -> dict[str, Any]:
         # a wrongly shaped value, e.g. a number where a list of checkpoints belongs).
         again = result_type.from_dict(data).to_dict()
     except ResultError as exc:
-        raise ResultError(f"the {stage} stage's results do not match {result_type.__name__}: {exc}") from None
+        raise ResultError(
+            f"the {stage.name} stage's results do not match {result_type.__name__}: {exc}"
+        ) from None
     if again != data:
         changed = sorted(k for k in {*data, *again} if data.get(k) != again.get(k))
         raise ResultError(
-            f"the {stage} stage's results do not round-trip through {result_type.__name__}: {changed}"
+            f"the {stage.name} stage's results do not round-trip through {result_type.__name__}: {changed}"
         )
     return data
 
@@ -121,26 +95,28 @@ def prepare_run_dir(cfg: PipelineConfig, run_dir: RunDir, command: str) -> None:
     write_json(run_dir / "env.json", environment())
 
 
-def run_stage(stage: str, cfg: PipelineConfig, run_dir: RunDir, force: bool = False) -> StageOutcome:
+def fingerprint(cfg: PipelineConfig, stage: Stage) -> str:
+    """The hash of what decides `stage`'s result: its config sections (and the data files' content)."""
+    return config_fingerprint(cfg, stage.sections)
+
+
+def run_stage(stage: Stage, cfg: PipelineConfig, run_dir: RunDir, force: bool = False) -> StageOutcome:
     """Run one stage and record `<stage>.json`. A user error is recorded and re-raised.
 
-    With `force`, a stage module's optional `reset(run_dir)` drops its resumable state first.
+    With `force`, the stage's `reset(run_dir)` (if it has one) drops its resumable state first.
     In a multi-process launch only the main process resets and records; the stage itself makes the
     other processes wait until the main one has settled its state (see trainer/train.py).
     """
     main = is_main_process()
-    if force and main:
-        reset = getattr(importlib.import_module(STAGES[stage][0]), "reset", None)
-        if reset:
-            reset(run_dir)
-    fingerprint = stage_fingerprint(cfg, stage)
+    if force and main and stage.reset is not None:
+        stage.reset(run_dir)
     started = now_iso()
     t0 = time.perf_counter()
-    base = {"stage": stage, "config_fingerprint": fingerprint, "started_at": started}
+    base = {"stage": stage.name, "config_fingerprint": fingerprint(cfg, stage), "started_at": started}
     if main:
-        write_json(run_dir.stage_file(stage), {**base, "status": "running"})
+        write_json(run_dir.stage_file(stage.name), {**base, "status": "running"})
     try:
-        results = _results_to_write(stage, _entry(stage)(cfg, run_dir))
+        results = _results_to_write(stage, stage.run(cfg, run_dir))
     except BaseException as exc:
         duration = time.perf_counter() - t0
         interrupted = isinstance(exc, KeyboardInterrupt)
@@ -154,7 +130,7 @@ def run_stage(stage: str, cfg: PipelineConfig, run_dir: RunDir, force: bool = Fa
         if not isinstance(exc, (UserError, KeyboardInterrupt)):
             record["traceback"] = traceback.format_exc()
         if main:
-            write_json(run_dir.stage_file(stage), record)
+            write_json(run_dir.stage_file(stage.name), record)
         raise
     duration = time.perf_counter() - t0
     record = {
@@ -165,31 +141,32 @@ def run_stage(stage: str, cfg: PipelineConfig, run_dir: RunDir, force: bool = Fa
         "results": results,
     }
     if main:
-        write_json(run_dir.stage_file(stage), record)
-    return StageOutcome(stage, COMPLETED, duration, results=results)
+        write_json(run_dir.stage_file(stage.name), record)
+    return StageOutcome(stage.name, COMPLETED, duration, results=results)
 
 
-def is_current(cfg: PipelineConfig, run_dir: RunDir, stage: str) -> bool:
-    done = run_dir.completed(stage)
-    return bool(done and done.get("config_fingerprint") == stage_fingerprint(cfg, stage))
+def is_current(cfg: PipelineConfig, run_dir: RunDir, stage: Stage) -> bool:
+    """Whether `stage` has completed in `run_dir` for the config as it is now."""
+    done = run_dir.completed(stage.name)
+    return bool(done and done.get("config_fingerprint") == fingerprint(cfg, stage))
 
 
 def run_all(
+    stages: Sequence[Stage],
     cfg: PipelineConfig,
     run_dir: RunDir,
     force: bool = False,
-    on_start: Callable[[str], None] | None = None,
+    on_start: Callable[[Stage], None] | None = None,
     on_done: Callable[[StageOutcome], None] | None = None,
-    stages: Sequence[str] | None = None,
 ) -> list[StageOutcome]:
-    """Run `stages` (default: every stage) in pipeline order, skipping those already completed for
-    this config unless `force`."""
+    """Run `stages` in the order given, skipping those already completed for this config unless
+    `force`."""
     outcomes = []
-    for stage in [s for s in STAGES if stages is None or s in stages]:
+    for stage in stages:
         if not force and is_current(cfg, run_dir, stage):
-            done = run_dir.completed(stage) or {}
+            done = run_dir.completed(stage.name) or {}
             outcome = StageOutcome(
-                stage,
+                stage.name,
                 "skipped",
                 done.get("duration_s", 0.0),
                 "already completed for this config",

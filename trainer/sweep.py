@@ -26,20 +26,18 @@ import os
 import re
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from trainer.config import PipelineConfig, load_config, parse_override, stage_fingerprint
+from trainer.config import PipelineConfig, load_config, parse_override
 from trainer.errors import UserError, problem_list
-from trainer.pipeline import is_current, prepare_run_dir, run_all, run_stage
-from trainer.results import load_result
+from trainer.pipeline import Stage, fingerprint, is_current, prepare_run_dir, run_all, run_stage
+from trainer.results import EvaluateResult, TrainResult, load_result
 from trainer.runfolder import ROOT, RunDir, atomic_dir, atomic_path, write_json
 
 SHARED_PREPARE = "prepared"
-# Sections that decide what prepare produces (trainer.config.STAGE_SECTIONS["prepare"]).
-PREPARE_SECTIONS = ("model", "data")
 POINT_STAGES = ("train", "evaluate")
 FULL_STAGES = ("train", "evaluate", "export", "deploy", "benchmark")
 PRIMARY_METRIC = "rougeL"
@@ -59,8 +57,8 @@ class Point:
 
     def summary(self) -> dict[str, Any]:
         """Steps, validation loss and the primary metric, read from the point's own stage files."""
-        train = load_result(self.run_dir, "train")
-        evaluate = load_result(self.run_dir, "evaluate")
+        train = load_result(self.run_dir, "train", TrainResult)
+        evaluate = load_result(self.run_dir, "evaluate", EvaluateResult)
         out: dict[str, Any] = {"steps": None, "val_loss": None, "primary": None}
         if train is not None and train.status == "completed":
             r = train.results
@@ -102,9 +100,12 @@ def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_") or "x"
 
 
-def parse_grid(args: list[str], config_path: Path) -> list[tuple[str, list[str]]]:
+def parse_grid(
+    args: list[str], config_path: Path, prepare_sections: Sequence[str]
+) -> list[tuple[str, list[str]]]:
     """(key, values) per grid argument, every key and value checked against the config types; one
-    UserError lists every problem."""
+    UserError lists every problem. Keys of `prepare_sections` (those that decide what prepare
+    produces) cannot vary: the points share one prepared split."""
     problems: list[str] = []
     axes: list[tuple[str, list[str]]] = []
     for text in args:
@@ -114,7 +115,7 @@ def parse_grid(args: list[str], config_path: Path) -> list[tuple[str, list[str]]
             problems.append(str(exc).splitlines()[0])
             continue
         key, values = ".".join(keys), split_values(raw)
-        if keys[0] in PREPARE_SECTIONS or keys == ["run_name"]:
+        if keys[0] in prepare_sections or keys == ["run_name"]:
             problems.append(
                 f"'{key}' cannot be swept: the {keys[0]} section decides what prepare produces and the "
                 "points share one prepared split (run one sweep per data/model setting)"
@@ -145,10 +146,12 @@ def parse_grid(args: list[str], config_path: Path) -> list[tuple[str, list[str]]
     return axes
 
 
-def plan(config_path: Path, grid: list[str], sweep_dir: Path | None) -> tuple[PipelineConfig, list[Point]]:
+def plan(
+    config_path: Path, grid: list[str], sweep_dir: Path | None, prepare: Stage
+) -> tuple[PipelineConfig, list[Point]]:
     """The base config and every point, all validated, before anything runs or is written."""
     base = load_config(config_path)
-    axes = parse_grid(grid, config_path)
+    axes = parse_grid(grid, config_path, prepare.sections)
     fixed = [f"{k}={v[0]}" for k, v in axes if len(v) == 1]
     varied = [(k, v) for k, v in axes if len(v) > 1]
     root = sweep_dir or ROOT / "outputs" / f"sweep-{base.run_name}"
@@ -168,16 +171,16 @@ def plan(config_path: Path, grid: list[str], sweep_dir: Path | None) -> tuple[Pi
     return load_config(config_path, fixed), points
 
 
-def _share_prepared(shared: RunDir, point: Point, fingerprint: str) -> None:
+def _share_prepared(shared: RunDir, point: Point, prepare: Stage, shared_fingerprint: str) -> None:
     """Copy the shared split into the point's folder, after checking that the point's data settings
     give the same prepare fingerprint. prepare.json is written last, so a half copy is never taken
     for a prepared folder."""
-    if stage_fingerprint(point.cfg, "prepare") != fingerprint:
+    if fingerprint(point.cfg, prepare) != shared_fingerprint:
         raise UserError(
             f"sweep: point {point.name} would prepare different data than {shared.path}.",
             fix="sweep only keys outside the model and data sections",
         )
-    if is_current(point.cfg, point.run_dir, "prepare") and (point.run_dir / "data").is_dir():
+    if is_current(point.cfg, point.run_dir, prepare) and (point.run_dir / "data").is_dir():
         return
     with atomic_dir(point.run_dir / "data") as tmp:
         shutil.copytree(shared / "data", tmp, dirs_exist_ok=True)
@@ -195,12 +198,12 @@ class _OutOfTime(Exception):
     """The sweep's --max-minutes are spent: no new stage starts."""
 
 
-def _prepare_shared(base: PipelineConfig, sweep_dir: Path, force: bool) -> tuple[RunDir, str]:
+def _prepare_shared(base: PipelineConfig, prepare: Stage, sweep_dir: Path, force: bool) -> tuple[RunDir, str]:
     shared = RunDir(sweep_dir / SHARED_PREPARE)
     prepare_run_dir(base, shared, "prepare")
-    if force or not is_current(base, shared, "prepare"):
+    if force or not is_current(base, shared, prepare):
         print(f"==> prepare (shared by every point): {_shown(shared.path)}", flush=True)
-        run_stage("prepare", base, shared, force=force)
+        run_stage(prepare, base, shared, force=force)
     done = shared.completed("prepare") or {}
     return shared, str(done.get("config_fingerprint"))
 
@@ -208,6 +211,7 @@ def _prepare_shared(base: PipelineConfig, sweep_dir: Path, force: bool) -> tuple
 def run(
     config_path: Path,
     grid: list[str],
+    stages: Sequence[Stage],
     sweep_dir: Path | None = None,
     *,
     full: bool = False,
@@ -215,8 +219,10 @@ def run(
     force: bool = False,
     on_point: Callable[[list[Point]], None] | None = None,
 ) -> SweepResult:
-    """Run the grid; `on_point` gets every point after each one finishes (the live table)."""
-    base, points = plan(config_path, grid, sweep_dir)
+    """Run the grid with `stages` (the pipeline's, `stages.py`); `on_point` gets every point after
+    each one finishes (the live table)."""
+    by_name = {s.name: s for s in stages}
+    base, points = plan(config_path, grid, sweep_dir, by_name["prepare"])
     root = points[0].run_dir.path.parent
     if any(p.cfg.train.backend != "peft" for p in points):
         from trainer.backends import unsloth_available
@@ -225,19 +231,19 @@ def run(
     deadline = time.monotonic() + max_minutes * 60 if max_minutes > 0 else None
     result = SweepResult(root, points)
     _write_sweep(result, grid)
-    shared, fingerprint = _prepare_shared(base, root, force)
-    stages = FULL_STAGES if full else POINT_STAGES
+    shared, shared_fingerprint = _prepare_shared(base, by_name["prepare"], root, force)
+    point_stages = [by_name[name] for name in (FULL_STAGES if full else POINT_STAGES)]
 
-    def check_time(stage: str) -> None:
+    def check_time(stage: Stage) -> None:
         if deadline is not None and time.monotonic() > deadline:
-            raise _OutOfTime(stage)
+            raise _OutOfTime(stage.name)
 
     for point in points:
         t0 = time.perf_counter()
         try:
             prepare_run_dir(point.cfg, point.run_dir, "all")
-            _share_prepared(shared, point, fingerprint)
-            outcomes = run_all(point.cfg, point.run_dir, force=force, on_start=check_time, stages=stages)
+            _share_prepared(shared, point, by_name["prepare"], shared_fingerprint)
+            outcomes = run_all(point_stages, point.cfg, point.run_dir, force=force, on_start=check_time)
             point.status = "skipped" if all(o.status == "skipped" for o in outcomes) else "completed"
         except _OutOfTime as exc:
             point.status, point.note = "not started", f"--max-minutes={max_minutes:g} spent before {exc}"

@@ -33,10 +33,10 @@ from typing import Any
 
 from trainer import callbacks, prompt_format
 from trainer.backends import LOADERS, choose_backend, choose_precision, quantization
-from trainer.config import PipelineConfig, stage_fingerprint
+from trainer.config import PipelineConfig, config_fingerprint
 from trainer.errors import UserError
 from trainer.models import resolve_base_model
-from trainer.pipeline import is_main_process
+from trainer.processes import is_main_process
 from trainer.recipe import optimizer_args, sft_trainer_class, tokenize_conversation
 from trainer.results import (
     Checkpoint,
@@ -197,7 +197,7 @@ def _fit(cfg: PipelineConfig, run_dir: RunDir, setup: _Setup) -> _Fit:
 
     args = _sft_config(cfg, run_dir, setup.precision)
     # SFTConfig has set up the process group of a multi-process launch: now ranks can agree.
-    fingerprint = stage_fingerprint(cfg, "train")
+    fingerprint = _config_fingerprint(cfg, run_dir)
     resume = _resume_point(run_dir / CHECKPOINTS, fingerprint, setup.main, args.world_size)
     resume_step = int(resume.name.split("-")[-1]) if resume else 0
     if resume:
@@ -393,6 +393,15 @@ def _complete_checkpoints(ckpt_dir: Path) -> list[Path]:
 def reset(run_dir: RunDir) -> None:
     """--force: forget checkpoints so training starts over."""
     shutil.rmtree(run_dir / CHECKPOINTS, ignore_errors=True)
+
+
+def _config_fingerprint(cfg: PipelineConfig, run_dir: RunDir) -> str:
+    """What checkpoints are kept by: the fingerprint the runner recorded in train.json when it
+    started this stage (the config sections that decide training, `stages.py`). Called on its own,
+    without the runner, the whole config decides."""
+    record = run_dir.stage_result("train") or {}
+    recorded = record.get("config_fingerprint") if record.get("status") == "running" else None
+    return str(recorded) if recorded else config_fingerprint(cfg, list(cfg.to_dict()))
 
 
 def _resume_point(ckpt_dir: Path, fingerprint: str, main: bool, world_size: int) -> Path | None:

@@ -43,6 +43,7 @@ from benchmarks import metrics
 from benchmarks.engines.streaming import StreamFormat, stream_request
 from benchmarks.memory import PeakSampler
 from benchmarks.spec import BenchSettings, RawResult, RequestSpec
+from trainer.config import BenchmarkConfig, choices
 from trainer.errors import UserError
 from trainer.gguf_info import GGUFInfo, check_gguf, read_gguf
 
@@ -50,7 +51,7 @@ HOST = "127.0.0.1"
 EOG_BIAS = -1000.0
 
 
-SERVERS = ("auto", "native", "python")
+SERVERS = choices(BenchmarkConfig, "llamacpp_server")
 
 # llama-cpp-python's /v1/completions: OpenAI chunks, the one with a finish_reason last, then [DONE].
 OPENAI_STREAM = StreamFormat(
@@ -101,7 +102,7 @@ def _version(binary: Path) -> str | None:
 def choose_server(choice: str) -> tuple[str, Path | None, str]:
     """('native' | 'python', binary, reason) for --server auto / native / python."""
     if choice not in SERVERS:
-        raise UserError(f"llama.cpp server {choice!r} is not known.", fix="use auto, native or python")
+        raise UserError(f"llama.cpp server {choice!r} is not known.", fix=f"use one of: {', '.join(SERVERS)}")
     if choice == "python":
         return "python", None, "--server python: llama-cpp-python's server"
     binary, where = find_native_server()

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from reporting.runfiles import STAGE_NAMES_ZH, STATUS_ZH, Measured, RunFiles, Stage, inside, known, missing
+from reporting.runfiles import STATUS_ZH, Measured, RunFiles, Stage, inside, known, missing
 from reporting.sections.common import nm
 from reporting.text import code, first_line, fmt_bytes, fmt_date, fmt_duration, fmt_int, fmt_time, is_number
 from trainer.config import ReportConfig
@@ -91,8 +91,8 @@ def stage_rows(run: RunFiles) -> tuple[list[list[str]], str]:
     """各阶段运行情况: status, start, duration and the stage's own headline, plus the total time."""
     rows = []
     total = 0.0
-    for name, zh in STAGE_NAMES_ZH.items():
-        st = run.stage(name)
+    for st in run.stages.values():
+        name, zh = st.name, st.name_zh
         status = STATUS_ZH.get(st.status, st.status)
         if st.status in ("failed", "interrupted") and st.error:
             status += f"：{first_line(st.error, 80)}"

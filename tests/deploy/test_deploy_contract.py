@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from stages import by_name
 from tests.deploy.conftest import make_run_folder
 from tests.result_checks import assert_typed_round_trip
 from trainer import deploy, pipeline
@@ -141,7 +142,7 @@ def test_a_deployed_result_round_trips_with_every_key_named(
 ) -> None:
     server = replay(DEPLOY_ROUTES)
     cfg, run_dir = make_run_folder(tmp_path, smollm2_gguf, server.url)
-    pipeline.run_stage("deploy", cfg, run_dir)
+    pipeline.run_stage(by_name("deploy"), cfg, run_dir)
     typed = assert_typed_round_trip(run_dir, "deploy")
     assert isinstance(typed, DeployResult) and typed.status == "deployed"
     assert isinstance(typed.loaded, LoadedModel) and typed.loaded.context_length == 2048

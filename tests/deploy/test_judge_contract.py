@@ -54,6 +54,7 @@ def test_evaluate_stage_records_the_judge_when_on(tiny_trained, replay, tmp_path
     import json
     import shutil
 
+    from stages import by_name
     from trainer.pipeline import run_stage
     from trainer.runfolder import RunDir
 
@@ -69,7 +70,7 @@ def test_evaluate_stage_records_the_judge_when_on(tiny_trained, replay, tmp_path
         ROOT / "configs" / "tiny.yaml",
         ["evaluate.judge_model=judge-model", f"deploy.host={server.url}", "evaluate.max_samples=2"],
     )
-    run_stage("evaluate", cfg, run_dir)
+    run_stage(by_name("evaluate"), cfg, run_dir)
     res = json.loads((run_dir / "evaluate.json").read_text())["results"]
     assert res["judge_reason"] is None and res["judge"]["model"] == "judge-model"
     test_ids = [json.loads(line)["id"] for line in (run_dir / "data" / "test.jsonl").read_text().splitlines()]

@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from stages import by_name
 from tests.deploy.conftest import DETERMINISM_RECORD, DETERMINISM_SYSTEM, make_run_folder, read_json
 from tests.ollama_replay import load_exchanges
 from trainer import deploy, go_template, pipeline, prompt_format
@@ -225,7 +226,7 @@ def test_a_failed_request_is_recorded_and_the_stage_completes(
         },
     )
     cfg, run_dir = _default_run(tmp_path, smollm2_gguf, smollm2_tokenizer_dir, server.url, cases=3)
-    pipeline.run_stage("deploy", cfg, run_dir)
+    pipeline.run_stage(by_name("deploy"), cfg, run_dir)
     record = read_json(run_dir.stage_file("deploy"))
     assert record["status"] == "completed"
     api = record["results"]["api_test"]
@@ -256,7 +257,7 @@ def test_a_refused_create_is_a_failed_deployment_unless_required(
 ) -> None:
     server = replay({**DEPLOY, "POST /api/create": "create_unknown_blob"})
     cfg, run_dir = _default_run(tmp_path, smollm2_gguf, smollm2_tokenizer_dir, server.url)
-    pipeline.run_stage("deploy", cfg, run_dir)
+    pipeline.run_stage(by_name("deploy"), cfg, run_dir)
     record = read_json(run_dir.stage_file("deploy"))
     assert record["status"] == "completed"
     results = record["results"]

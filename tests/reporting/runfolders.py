@@ -17,6 +17,7 @@ import math
 from pathlib import Path
 from typing import Any
 
+from stages import by_name
 from tests.reporting.complete_run import (
     BENCHMARK,
     COMPLETE_OVERRIDES,
@@ -31,7 +32,6 @@ from tests.reporting.complete_run import (
     TRAIN_EVALS,
 )
 from trainer.config import load_config, to_yaml
-from trainer.results import RESULT_TYPES
 
 STAGES = ("prepare", "train", "evaluate", "export", "deploy", "benchmark")
 
@@ -115,7 +115,7 @@ def write_run(
         res = results.get(stage)
         if res is not None:
             # Through the stage's type, as a stage writes it: a fixture that does not fit fails here.
-            typed = RESULT_TYPES[stage].from_dict(res).to_dict()
+            typed = by_name(stage).result.from_dict(res).to_dict()
             _write_json(path / f"{stage}.json", stage_record(stage, typed, STARTS[stage], DURATIONS[stage]))
     if metrics is not None:
         (path / "logs").mkdir(parents=True, exist_ok=True)

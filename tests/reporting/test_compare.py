@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from reporting import compare
+from stages import reported
 from tests.reporting import runfolders
 from tests.reporting.helpers import PLACEHOLDER, pdf_text, rows_by_first_cell, section
 
@@ -47,7 +48,7 @@ def two_runs(tmp_path):
 
 def test_report_shows_config_differences_metrics_side_by_side_and_verdict(two_runs, tmp_path):
     a, b = two_runs
-    result = compare.run([a, b], tmp_path / "cmp")
+    result = compare.run([a, b], tmp_path / "cmp", reported())
     md = (tmp_path / "cmp" / "comparison.md").read_text(encoding="utf-8")
     config = rows_by_first_cell(section(md, "配置差异"), "配置项")
     assert config["train.max_steps"][1:] == ["-1", "60"]
@@ -76,7 +77,7 @@ def test_best_run_is_called_better_only_when_the_paired_interval_excludes_zero(t
     _scores(b, [20.0 + (i % 5) for i in range(40)])
     _set_rouge_after(a, 33.0)
     _set_rouge_after(b, 22.0)
-    result = compare.run([b, a], tmp_path / "cmp", fmt="md")
+    result = compare.run([b, a], tmp_path / "cmp", reported(), fmt="md")
     pair = result.pairs[0]
     assert result.best_by_primary == "r16" and pair["other"] == "r8"
     assert pair["significant"] and pair["low"] > 0 and pair["items"] == 40
@@ -88,7 +89,7 @@ def test_runs_on_different_test_items_are_compared_with_a_warning_and_no_signifi
     _scores(a, [30.0 + (i % 7) for i in range(40)])
     _scores(b, [20.0 + (i % 5) for i in range(40)], prefix="other")
     _set_rouge_after(b, 22.0)
-    result = compare.run([a, b], tmp_path / "cmp", fmt="md")
+    result = compare.run([a, b], tmp_path / "cmp", reported(), fmt="md")
     md = (tmp_path / "cmp" / "comparison.md").read_text(encoding="utf-8")
     assert "不在相同的测试项上" in section(md, "注意") and "测试项不同" in section(md, "注意")
     assert "不判断显著性" in section(md, "结论")
@@ -111,7 +112,7 @@ def test_older_run_without_intervals_and_a_run_without_benchmark_say_not_measure
 
     _edit_evaluate(b, drop_intervals)
     (b / "benchmark.json").unlink()
-    compare.run([a, b], tmp_path / "cmp", fmt="md")
+    compare.run([a, b], tmp_path / "cmp", reported(), fmt="md")
     md = (tmp_path / "cmp" / "comparison.md").read_text(encoding="utf-8")
     note = next(line for line in md.splitlines() if line.startswith("- r8：") and "变化区间" in line)
     assert "ROUGE-L" in note and note.endswith("的变化区间未测量：evaluate.json 未给出置信区间")

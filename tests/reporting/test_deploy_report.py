@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from reporting import report
+from stages import reported
 from tests.reporting import runfolders as rf
 from tests.reporting.helpers import kv, section
 from trainer.config import load_config
@@ -24,7 +25,7 @@ def _edit(path: Path, stage: str, fn: Callable[[dict[str, Any]], None]) -> None:
 
 
 def _markdown(path: Path) -> str:
-    report.run(load_config(None, ["report.format=md"]), RunDir(path))
+    report.run(load_config(None, ["report.format=md"]), RunDir(path), reported())
     return (path / "report.md").read_text(encoding="utf-8")
 
 

@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 
 from reporting import labels, report
+from stages import reported
 from tests.reporting import runfolders as rf
 from tests.reporting.helpers import (
     PLACEHOLDER,
@@ -50,7 +51,7 @@ class Rendered:
 
 
 def _render(path: Path, fmt: str = "both") -> Rendered:
-    result = report.run(load_config(None, [f"report.format={fmt}"]), RunDir(path)).to_dict()
+    result = report.run(load_config(None, [f"report.format={fmt}"]), RunDir(path), reported()).to_dict()
     md_path, pdf_path = path / "report.md", path / "report.pdf"
     md = md_path.read_text(encoding="utf-8") if md_path.exists() else ""
     return Rendered(path, result, md, pdf_text(pdf_path) if pdf_path.exists() else "")

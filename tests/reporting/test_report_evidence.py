@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from reporting import labels, report
+from stages import reported
 from tests.reporting import runfolders as rf
 from tests.reporting.helpers import kv, rows_by_first_cell, section
 from trainer.config import load_config
@@ -17,7 +18,7 @@ from trainer.runfolder import RunDir
 @pytest.fixture(scope="module")
 def complete_md(tmp_path_factory: pytest.TempPathFactory) -> str:
     path = rf.BUILDERS["complete"](tmp_path_factory.mktemp("complete") / "run")
-    report.run(load_config(None, ["report.format=md"]), RunDir(path))
+    report.run(load_config(None, ["report.format=md"]), RunDir(path), reported())
     return (Path(path) / "report.md").read_text(encoding="utf-8")
 
 
@@ -79,7 +80,7 @@ def test_an_older_run_folder_says_the_checks_are_not_recorded(tmp_path: Path) ->
         metrics=None,
         eval_rows=None,
     )
-    report.run(load_config(None, ["report.format=md"]), RunDir(path))
+    report.run(load_config(None, ["report.format=md"]), RunDir(path), reported())
     md = (path / "report.md").read_text(encoding="utf-8")
     facts = kv(section(md, "数据来源"))
     assert facts["划分规则"] == "未测量：prepare.json 未记录划分规则（较早版本的运行）"

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from reporting import report, runfiles
+from stages import reported
 from tests.reporting import runfolders as rf
 from trainer.config import load_config
 from trainer.runfolder import RunDir
@@ -24,7 +25,7 @@ def _edit(path: Path, stage: str, fn: Callable[[dict[str, Any]], None]) -> None:
 
 
 def _markdown(path: Path) -> str:
-    files = runfiles.load(RunDir(path))
+    files = runfiles.load(RunDir(path), reported())
     cfg = load_config(None, ["report.format=md"])
     drawn, reasons = report._draw_charts(files, RunDir(path))
     return report.render_markdown(files, cfg.report, drawn, reasons, generated_at="2025-11-28 10:00:00")
@@ -35,7 +36,7 @@ def test_a_stage_file_of_the_wrong_shape_is_unreadable_not_a_crash(tmp_path: Pat
     _edit(path, "train", lambda r: r.update(checkpoints=[5]))
     md = _markdown(path)
     assert "train.json 无法读取（ResultError: checkpoints\\[0\\]: expected an object, got int）" in md
-    assert runfiles.load(RunDir(path)).warnings == [
+    assert runfiles.load(RunDir(path), reported()).warnings == [
         "train.json 无法读取：ResultError: checkpoints[0]: expected an object, got int"
     ]
 

@@ -11,7 +11,8 @@ file at all becomes `NotMeasured(absent=True)` (and is left out again by `to_dic
 reason for a reader (in Chinese) is the report's job; this module carries the stage's words only.
 
 A stage builds and writes its result as `write_json(run_dir / "train.json", record)` where the
-runner wraps `TrainResult(...).to_dict()`; a reader calls `load_result(run_dir, "train")`.
+runner wraps `TrainResult(...).to_dict()`; a reader calls
+`load_result(run_dir, "train", TrainResult)`.
 """
 
 from __future__ import annotations
@@ -135,30 +136,18 @@ class StageRecord(Record):
     results: Any = ABSENT
 
     @classmethod
-    def read(cls, data: Any, stage: str | None = None) -> StageRecord:
-        """Decode the envelope, then `results` as the type of `stage` (default: the record's own
-        `stage`; a plain dict for a stage this module does not know)."""
+    def read(cls, data: Any, result: type[StageResult] | None = None) -> StageRecord:
+        """Decode the envelope, then `results` as `result` (the stage's type, `stages.py`); left a
+        plain dict without one."""
         record = cls.from_dict(data)
-        name = stage or (record.stage if isinstance(record.stage, str) else "")
-        result_type = RESULT_TYPES.get(name)
-        if result_type is not None and isinstance(record.results, dict):
-            record.results = result_type.from_dict(record.results)
+        if result is not None and isinstance(record.results, dict):
+            record.results = result.from_dict(record.results)
         return record
 
 
-RESULT_TYPES: dict[str, type[StageResult]] = {
-    "prepare": PrepareResult,
-    "train": TrainResult,
-    "evaluate": EvaluateResult,
-    "export": ExportResult,
-    "deploy": DeployResult,
-    "benchmark": BenchmarkResult,
-    "report": ReportResult,
-}
-
-
-def load_result(run_dir: Path | Any, stage: str) -> StageRecord | None:
-    """`<stage>.json` of a run folder as a typed record; None when the file does not exist.
+def load_result(run_dir: Path | Any, stage: str, result: type[StageResult]) -> StageRecord | None:
+    """`<stage>.json` of a run folder as a typed record (`results` decoded as `result`, e.g.
+    `load_result(run_dir, "train", TrainResult)`); None when the file does not exist.
 
     Raises OSError / json.JSONDecodeError for an unreadable file and ResultError for one whose
     shape does not match the contract.
@@ -166,7 +155,7 @@ def load_result(run_dir: Path | Any, stage: str) -> StageRecord | None:
     path = Path(getattr(run_dir, "path", run_dir)) / f"{stage}.json"
     if not path.exists():
         return None
-    return StageRecord.read(json.loads(path.read_text(encoding="utf-8")), stage)
+    return StageRecord.read(json.loads(path.read_text(encoding="utf-8")), result)
 
 
 def load_env(run_dir: Path | Any) -> EnvInfo | None:
@@ -178,7 +167,6 @@ def load_env(run_dir: Path | Any) -> EnvInfo | None:
 
 
 __all__ = [
-    "RESULT_TYPES",
     "ApiCase",
     "ApiTest",
     "Augmentation",
