@@ -208,9 +208,13 @@ def _preload_unsloth(cfg, run_dir, args) -> None:
         args.command == "all" and (args.force or not is_current(cfg, run_dir, by_name("train")))
     )
     if will_train and cfg.train.backend != "peft":
+        from trainer import console
         from trainer.backends import unsloth_available
+        from trainer.processes import is_main_process
 
-        unsloth_available()
+        # Its banner and import-time warnings go to logs/training.log with the train stage's details.
+        with console.details_to_log(run_dir, write=is_main_process()), console.printed_to_log(run_dir):
+            unsloth_available()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -254,13 +258,7 @@ def main(argv: list[str] | None = None) -> int:
         t0 = time.perf_counter()
         if args.command == "all":
             print(f"Running all stages into {run_dir.path}", flush=True)
-            outcomes = run_all(
-                STAGES,
-                cfg,
-                run_dir,
-                force=args.force,
-                on_start=lambda s: print(f"==> {s.name}: {s.help}", flush=True),
-            )
+            outcomes = run_all(STAGES, cfg, run_dir, force=args.force)
         else:
             outcomes = [run_stage(by_name(args.command), cfg, run_dir, force=args.force)]
         if is_main_process():

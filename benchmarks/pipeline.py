@@ -16,18 +16,21 @@ counted, not raised; if every request failed the stage fails. Ctrl-C keeps what 
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from benchmarks import outputs
 from benchmarks.prompts import load_prompts
 from benchmarks.runner import INTERRUPTED, measure, resolve_threads
 from benchmarks.spec import BenchSettings
-from trainer import prompt_format
+from trainer import console, prompt_format
 from trainer.config import PipelineConfig
 from trainer.errors import UserError
 from trainer.ollama_client import answers, resolve_host
 from trainer.results import BenchFiles, BenchmarkResult, NotMeasured
 from trainer.runfolder import RunDir, write_json
+
+log = logging.getLogger("benchmarks.pipeline")
 
 CSV_NAME = "benchmark_requests.csv"
 ASSETS = "report_assets"
@@ -115,13 +118,19 @@ def _settings(
     )  # fmt: skip
 
 
+def _say(message: str) -> None:
+    """The benchmark's progress: on the stage's line, and in full in logs/training.log."""
+    log.info(message)
+    console.line().status(message)
+
+
 def _measure(cfg: PipelineConfig, run_dir: RunDir) -> tuple[BenchSettings, BenchmarkResult]:
     """Measure on the chosen engine. An Ollama that `auto` chose but that fails the benchmark (its
     sanity request ends badly: HTTP 500, a stream cut short) is recorded as the reason, and the same
     GGUF is measured with llama.cpp instead: a misbehaving server never ends the pipeline here."""
     engine, reason, model, gguf = choose_engine(cfg, run_dir)
     settings = _settings(cfg, run_dir, engine, reason, model, gguf)
-    say = lambda msg: print(f"    {msg}", flush=True)  # noqa: E731
+    say = _say
     try:
         return settings, measure(settings, progress=say)
     except UserError as exc:

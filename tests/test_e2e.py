@@ -208,3 +208,23 @@ def test_a_misbehaving_ollama_is_recorded_and_all_reaches_the_report(tiny_all, t
     _results(copy, "report")
     report = (copy / "report.md").read_text()
     assert "API 测试中 2/2 个请求失败" in report and "失败：请求失败" in report
+
+
+@pytest.mark.slow
+def test_the_terminal_shows_one_line_per_stage_and_the_log_has_the_details(tiny_all):
+    """A quiet terminal: one progress line per stage, the summary, nothing from the libraries (no
+    tqdm bars, no logged dicts, no import-time warnings); those details are in logs/training.log."""
+    run_dir, first = tiny_all
+    lines = first.stdout.splitlines()
+    for stage in STAGES:
+        own = [line for line in lines if line.startswith(f"{stage} ") and "━" in line]
+        assert len(own) == 1, (stage, own)
+    train_line = next(line for line in lines if line.startswith("train "))
+    assert re.search(r"\d+/\d+ .*loss \d+\.\d+ · val \d+\.\d+ · [\d,]+ tokens/s", train_line), train_line
+    assert first.stderr == "", first.stderr[-2000:]
+    noise = ("it/s]", "{'loss'", "Loading weights", "llama_model_loader", "Failed to load", "Warning")
+    assert not [line for line in lines if any(n in line for n in noise)]
+    log = (run_dir / "logs" / "training.log").read_text(encoding="utf-8")
+    for stage in STAGES:
+        assert f"stage {stage} started" in log, stage
+    assert "INFO trainer.train: step 1 " in log and "llama_model_loader" in log

@@ -1,4 +1,5 @@
-"""Callbacks of the train stage (trainer/train.py): the metrics log and the time budget.
+"""Callbacks of the train stage (trainer/train.py): the metrics log, the time budget and the
+stage's progress line (trainer/console.py).
 
 `logs/metrics.jsonl` gets one line per logged step (loss, learning rate, grad norm, tokens seen) and
 per evaluation; on resume the lines after the checkpoint are dropped so none is duplicated or lost.
@@ -12,6 +13,7 @@ import logging
 import time
 from typing import Any
 
+from trainer import console
 from trainer.results import NotMeasured, TrainTimeBudget
 from trainer.runfolder import RunDir, read_jsonl, write_text
 
@@ -102,4 +104,54 @@ def make(run_dir: RunDir, resume_step: int, main: bool, budget: TimeBudget) -> l
         def on_step_end(self, args, state, control, **kwargs):
             budget.step_end(state, control)
 
-    return [MetricsLog(), StopOnBudget()]
+    return [MetricsLog(), StopOnBudget(), *([_progress_callback()] if main else [])]
+
+
+class _Speed:
+    """Trained (non-padding) tokens per second since training (re)started."""
+
+    def __init__(self) -> None:
+        self.start: tuple[float, int] | None = None
+
+    def update(self, tokens_seen: int) -> float | None:
+        now = time.perf_counter()
+        if self.start is None:
+            self.start = (now, tokens_seen)
+            return None
+        t0, seen0 = self.start
+        return (tokens_seen - seen0) / (now - t0) if now > t0 and tokens_seen > seen0 else None
+
+
+def _progress_callback() -> Any:
+    from transformers import TrainerCallback
+
+    class ProgressLine(TrainerCallback):
+        """The train stage's progress line: steps of the run, last loss, validation loss, tokens/s."""
+
+        def __init__(self) -> None:
+            self.speed = _Speed()
+            self.parts: dict[str, str] = {}
+
+        def on_train_begin(self, args, state, control, **kwargs):
+            console.line().total(state.max_steps, state.global_step)
+            self.speed.update(state.num_input_tokens_seen)
+
+        def on_step_end(self, args, state, control, **kwargs):
+            console.line().advance()
+            rate = self.speed.update(state.num_input_tokens_seen)
+            if rate is not None:
+                self.parts["speed"] = f"{rate:,.0f} tokens/s"
+                self._show()
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if logs and "loss" in logs:
+                self.parts["loss"] = f"loss {float(logs['loss']):.3f}"
+            if logs and "eval_loss" in logs:
+                self.parts["val"] = f"val {float(logs['eval_loss']):.3f}"
+            self._show()
+
+        def _show(self) -> None:
+            order = ("loss", "val", "speed")
+            console.line().status(" · ".join(self.parts[k] for k in order if k in self.parts))
+
+    return ProgressLine()

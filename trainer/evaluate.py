@@ -22,10 +22,11 @@ import dataclasses
 import io
 import random
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from trainer import eval_table, identity_probe, judge, leakage, metrics, prompt_format, significance
+from trainer import console, eval_table, identity_probe, judge, leakage, metrics, prompt_format, significance
 from trainer.config import PipelineConfig, data_path
 from trainer.errors import UserError
 from trainer.eval_table import Triple, rounded
@@ -256,13 +257,21 @@ def _generate(model: Any, tokenizer: Any, prompts: list[str], cfg: PipelineConfi
     return results
 
 
+def _counted(batches: range, what: str) -> Iterator[int]:
+    """The batches, counted on the stage's progress line."""
+    line = console.line()
+    line.total(len(batches))
+    line.status(what)
+    for start in batches:
+        yield start
+        line.advance()
+
+
 def _answers(model: Any, tokenizer: Any, rows: list[dict[str, Any]], cfg: PipelineConfig, fmt, label: str):
     """Batched generation; a failing batch is retried one by one so one bad sample loses nothing else."""
-    from tqdm.auto import tqdm
-
     answers: list[dict[str, Any]] = []
     bs = max(1, cfg.evaluate.batch_size)
-    for start in tqdm(range(0, len(rows), bs), desc=f"generate ({label})", unit="batch"):
+    for start in _counted(range(0, len(rows), bs), f"generate ({label})"):
         batch = rows[start : start + bs]
         prompts = [r["prompt"] for r in batch]
         try:

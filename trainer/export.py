@@ -21,7 +21,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from trainer import gguf_generate, gguf_info, prompt_format
+from trainer import console, gguf_generate, gguf_info, prompt_format
 from trainer.config import PipelineConfig
 from trainer.errors import UserError
 from trainer.paths import LLAMA_CPP_CONVERTER
@@ -120,10 +120,20 @@ def run(cfg: PipelineConfig, run_dir: RunDir) -> ExportResult:
     """Merge, convert and quantize the model, check it generates, write the Modelfile; returns the
     results that go into `export.json`. Each file is saved by its own step, atomically."""
     fmt = prompt_format.load(run_dir)
+    line = console.line()
+    line.total(4)
+    line.status("merge the adapter")
     merged = merge(run_dir, cfg)  # models/finetuned/
+    line.advance()
+    line.status(f"convert to GGUF and quantize ({cfg.export.quantization})")
     f16, final, header = _to_gguf(run_dir, merged, cfg.export.quantization)  # models/gguf/*.gguf
+    line.advance()
+    line.status("generate with llama.cpp")
     prompt, text = _verify(run_dir, final, header, fmt, cfg)
+    line.advance()
     modelfile = _write_modelfile(run_dir, fmt, final, cfg)  # models/gguf/Modelfile
+    line.advance()
+    line.status(f"{cfg.export.quantization} GGUF {final.stat().st_size / 1e6:.1f} MB")
     rel = lambda p: str(Path(p).relative_to(run_dir.path))  # noqa: E731
     quant = cfg.export.quantization
     return ExportResult(
@@ -162,7 +172,8 @@ def _to_gguf(run_dir: RunDir, merged: Path, quant: str) -> tuple[Path, Path, dic
     final = f16
     if quant != "F16":
         final = gguf_dir / f"model-{quant}.gguf"
-        quantize(f16, final, quant)
+        with console.printed_to_log(run_dir):  # llama.cpp's loader and per-tensor lines
+            quantize(f16, final, quant)
     header = read_header(final)
     if header["file_type"] != FILE_TYPES[quant]:
         raise UserError(

@@ -15,13 +15,17 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 from pathlib import Path
 from typing import Any
 
+from trainer import console
 from trainer.config import EMBEDDED_SMOLLM2, TINY_MODEL, PipelineConfig
 from trainer.errors import UserError
 from trainer.runfolder import ROOT, atomic_dir
+
+log = logging.getLogger("trainer.models")
 
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
@@ -94,7 +98,8 @@ def _embedded_smollm2() -> Path:
     from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM
 
     src = embedded_gguf().parent
-    print(f"[model] converting the embedded {SMOLLM2_GGUF} to a Hugging Face folder (once)", flush=True)
+    log.info("converting the embedded %s to a Hugging Face folder (once)", SMOLLM2_GGUF)
+    console.line().status("converting the embedded model (once)")
     tokenizer = _smollm2_tokenizer()
     gguf_model = AutoModelForCausalLM.from_pretrained(src, gguf_file=SMOLLM2_GGUF, dtype=torch.float32)
     config_dict = gguf_model.config.to_dict()

@@ -17,17 +17,21 @@ trainer/processes.py) writes the run folder's records: `config.resolved.yaml`, `
 
 from __future__ import annotations
 
+import logging
 import time
 import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from trainer import console
 from trainer.config import PipelineConfig, config_fingerprint, to_yaml
 from trainer.errors import UserError
 from trainer.processes import is_main_process
 from trainer.results import ResultError, StageResult
 from trainer.runfolder import COMPLETED, RunDir, environment, now_iso, write_json, write_text
+
+log = logging.getLogger("trainer.pipeline")
 
 
 @dataclass(frozen=True)
@@ -103,6 +107,9 @@ def fingerprint(cfg: PipelineConfig, stage: Stage) -> str:
 def run_stage(stage: Stage, cfg: PipelineConfig, run_dir: RunDir, force: bool = False) -> StageOutcome:
     """Run one stage and record `<stage>.json`. A user error is recorded and re-raised.
 
+    The terminal shows the stage's progress line; what libraries log goes to logs/training.log
+    (trainer/console.py).
+
     With `force`, the stage's `reset(run_dir)` (if it has one) drops its resumable state first.
     In a multi-process launch only the main process resets and records; the stage itself makes the
     other processes wait until the main one has settled its state (see trainer/train.py).
@@ -116,7 +123,11 @@ def run_stage(stage: Stage, cfg: PipelineConfig, run_dir: RunDir, force: bool = 
     if main:
         write_json(run_dir.stage_file(stage.name), {**base, "status": "running"})
     try:
-        results = _results_to_write(stage, stage.run(cfg, run_dir))
+        with console.details_to_log(run_dir, write=main), console.stage_line(stage.name, show=main) as line:
+            log.info("stage %s started (config fingerprint %s)", stage.name, base["config_fingerprint"])
+            returned = stage.run(cfg, run_dir)
+            line.conclude(str(getattr(returned, "headline", "") or ""))
+        results = _results_to_write(stage, returned)
     except BaseException as exc:
         duration = time.perf_counter() - t0
         interrupted = isinstance(exc, KeyboardInterrupt)

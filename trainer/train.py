@@ -73,7 +73,6 @@ class _Setup:
     train_ds: Any
     val_ds: Any
     main: bool  # the only process that writes files in a multi-process launch
-    log_handler: logging.Handler | None
 
 
 def run(cfg: PipelineConfig, run_dir: RunDir) -> TrainResult:
@@ -85,11 +84,7 @@ def run(cfg: PipelineConfig, run_dir: RunDir) -> TrainResult:
     _save_adapter(run_dir, setup, fit.trainer)
     if not setup.main:
         return TrainResult(global_step=fit.trainer.state.global_step)  # train.json is the main process's
-    results = _summarize(cfg, run_dir, setup, fit, params_total, params_trainable)
-    if setup.log_handler:
-        logging.getLogger("trainer").removeHandler(setup.log_handler)
-        setup.log_handler.close()
-    return results
+    return _summarize(cfg, run_dir, setup, fit, params_total, params_trainable)
 
 
 def _setup(cfg: PipelineConfig, run_dir: RunDir) -> _Setup:
@@ -100,7 +95,6 @@ def _setup(cfg: PipelineConfig, run_dir: RunDir) -> _Setup:
     if cfg.train.num_threads > 0:
         torch.set_num_threads(cfg.train.num_threads)
     main = is_main_process()
-    handler = _setup_logging(run_dir) if main else None
     if not (run_dir / prompt_format.FILE_NAME).exists():
         raise UserError(
             f"{run_dir / prompt_format.FILE_NAME} is missing.", fix="run `python run.py prepare` first"
@@ -135,7 +129,6 @@ def _setup(cfg: PipelineConfig, run_dir: RunDir) -> _Setup:
         train_ds=train_ds,
         val_ds=val_ds,
         main=main,
-        log_handler=handler,
     )
 
 
@@ -173,7 +166,7 @@ def _sft_config(cfg: PipelineConfig, run_dir: RunDir, precision: str) -> Any:
         include_num_input_tokens_seen="non_padding",
         dataloader_num_workers=0,
         use_cpu=not torch.cuda.is_available(),
-        disable_tqdm=False,
+        disable_tqdm=True,  # the stage's progress line (trainer/console.py) replaces tqdm and its prints
         save_only_model=False,
         ddp_find_unused_parameters=False,  # multi-process: every LoRA weight is used in each forward
     )
@@ -212,6 +205,9 @@ def _fit(cfg: PipelineConfig, run_dir: RunDir, setup: _Setup) -> _Fit:
         processing_class=setup.tokenizer,
         callbacks=callbacks.make(run_dir, resume_step, setup.main, budget),
     )
+    from transformers import PrinterCallback
+
+    trainer.remove_callback(PrinterCallback)  # its dict prints: the progress line and the log have them
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
     t0 = time.perf_counter()
@@ -425,17 +421,6 @@ def _resume_point(ckpt_dir: Path, fingerprint: str, main: bool, world_size: int)
 
         newest = broadcast_object_list([newest], from_process=0)[0]
     return ckpt_dir / newest if newest else None
-
-
-def _setup_logging(run_dir: RunDir) -> logging.Handler:
-    path = run_dir / "logs" / "training.log"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handler = logging.FileHandler(path, encoding="utf-8")
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    for name in ("trainer",):
-        logging.getLogger(name).addHandler(handler)
-        logging.getLogger(name).setLevel(logging.INFO)
-    return handler
 
 
 def _load_split(run_dir: RunDir, split: str, fmt: prompt_format.PromptFormat, tokenizer: Any) -> Any:
