@@ -378,11 +378,13 @@ def _gpu_facts() -> dict[str, Any]:
 
 def unsloth_vs_peft(results: list[dict[str, Any]]) -> dict[str, Any]:
     """The issue's goal as ratios: Unsloth >= 1.6x PEFT's tokens/s at <= 0.8x its peak VRAM."""
+    from trainer.backends import LOADERS
+
     ok = {r["backend"]: r for r in results if r.get("status") == "ok"}
-    if not {"unsloth", "peft"} <= ok.keys():
+    if not LOADERS.keys() <= ok.keys():
         return {
             "measured": False,
-            "reason": "a backend failed: " + ", ".join(sorted({"unsloth", "peft"} - ok.keys())),
+            "reason": "a backend failed: " + ", ".join(sorted(LOADERS.keys() - ok.keys())),
         }
     u, p = ok["unsloth"], ok["peft"]
     speed = u["tokens_per_s"] / p["tokens_per_s"]

@@ -42,9 +42,11 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from trainer.backends import LOADERS
 from trainer.runfolder import ROOT, environment, write_json
 
-BACKENDS = ("unsloth", "peft")
+# The train stage's backends, by their loaders (train.backend without "auto").
+BACKENDS = tuple(LOADERS)
 LLAMA2_7B_SHAPE = {
     "hidden_size": 4096,
     "intermediate_size": 11008,

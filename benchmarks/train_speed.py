@@ -46,11 +46,12 @@ from typing import Any
 from benchmarks.train_speed_baseline import baseline_child
 from benchmarks.train_speed_contestants import prepare_once, run_baseline, run_stage_backend
 from benchmarks.train_speed_measure import FLOPS_METHOD, machine_load, matmul_peak, mfu
+from trainer.backends import LOADERS
 from trainer.errors import UserError
 from trainer.runfolder import ROOT, environment, write_json
 
 CONTESTANTS = ("unsloth", "peft", "baseline")
-STAGE_BACKENDS = ("unsloth", "peft")
+STAGE_BACKENDS = tuple(LOADERS)  # the train stage's backends (train.backend without "auto")
 RESULTS_DIR = ROOT / "benchmarks" / "results"
 
 
