@@ -53,10 +53,20 @@ def test_bad_concurrency_is_rejected(capsys: pytest.CaptureFixture[str]) -> None
 
 
 def test_cli_ollama_writes_json_and_csv(
-    replay: ReplayServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    serving_replay_server: ReplayServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     out = tmp_path / "res" / "run.json"
-    args = ["--engine", "ollama", "--model", MODEL, "--host", replay.url, "--out", str(out), "--charts"]
+    args = [
+        "--engine",
+        "ollama",
+        "--model",
+        MODEL,
+        "--host",
+        serving_replay_server.url,
+        "--out",
+        str(out),
+        "--charts",
+    ]
     code = main([*args, "--markdown", *FAST])
     assert code == 0
     assert "| concurrency | ok / failed |" in capsys.readouterr().out
@@ -74,7 +84,7 @@ def test_cli_ollama_writes_json_and_csv(
 
 
 def test_cli_user_error_exits_2(
-    replay: ReplayServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    serving_replay_server: ReplayServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     code = main(
         [
@@ -83,7 +93,7 @@ def test_cli_user_error_exits_2(
             "--model",
             "nope",
             "--host",
-            replay.url,
+            serving_replay_server.url,
             "--out",
             str(tmp_path / "r.json"),
             *FAST,
@@ -126,12 +136,12 @@ def _run_folder(tmp: Path, tiny_gguf: Path, deploy: dict) -> RunDir:
 
 
 def test_pipeline_stage_benchmarks_the_deployed_model(
-    replay: ReplayServer, tiny_gguf: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    serving_replay_server: ReplayServer, tiny_gguf: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     fake_machine = {"bandwidth_bytes_per_s": 20e9, "peak_flops_per_s": 50e9, "bandwidth_method": "fake"}
     monkeypatch.setattr(roofline, "measure", lambda threads, device="cpu": fake_machine)
     run_dir = _run_folder(
-        tmp_path, tiny_gguf, {"status": "deployed", "model_name": MODEL, "host": replay.url}
+        tmp_path, tiny_gguf, {"status": "deployed", "model_name": MODEL, "host": serving_replay_server.url}
     )
     cfg = load_config(None, ["benchmark.concurrency=[1, 2]", "benchmark.num_requests=2", "benchmark.max_tokens=16",
                              "benchmark.threads=1"])  # fmt: skip

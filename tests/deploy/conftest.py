@@ -36,8 +36,9 @@ TEST_RECORDS = [
 
 
 @pytest.fixture
-def replay() -> Iterator[Callable[..., ReplayServer]]:
-    """Start replay servers routed as asked; all are shut down after the test."""
+def start_replay_server() -> Iterator[Callable[..., ReplayServer]]:
+    """A function that starts Ollama replay servers (tests/ollama_replay.py) with the routes asked for
+    (request -> recorded exchange); all are shut down after the test."""
     servers: list[ReplayServer] = []
 
     def start(routes: dict[str, str | list[str]] | None = None, **options: Any) -> ReplayServer:
