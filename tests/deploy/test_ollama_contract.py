@@ -147,13 +147,6 @@ def test_ps_reports_cpu_memory(start_replay_server) -> None:
     assert model["details"]["quantization_level"] == "Q4_K_M"
 
 
-def test_delete_then_delete_again(start_replay_server) -> None:
-    server = start_replay_server({"DELETE /api/delete": ["delete", "delete_again"]})
-    assert ollama_client.delete(server.url, "demo-finetuned") is True
-    assert ollama_client.delete(server.url, "demo-finetuned") is False
-    assert [r.json for r in server.requests] == [{"model": "demo-finetuned"}] * 2
-
-
 def test_recorded_prompt_shows_how_ollama_composes_it(smollm2_gguf: Path) -> None:
     """Decode the token context Ollama returned: the exact text the model saw.
 
