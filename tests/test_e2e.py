@@ -11,8 +11,10 @@ from pathlib import Path
 
 import pytest
 
+import stages
+
 ROOT = Path(__file__).resolve().parent.parent
-STAGES = ("prepare", "train", "evaluate", "export", "deploy", "benchmark", "report")
+STAGES = tuple(stage.name for stage in stages.STAGES)
 
 
 def _run(run_dir: Path, *extra: str, data_dir: Path | None = None) -> subprocess.CompletedProcess:

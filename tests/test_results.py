@@ -1,7 +1,6 @@
 """The run folder contract (trainer/results): every stage file round-trips through its type.
 
-Covers the fixture run folders of the report tests (tests/reporting/runfolders.py, one per shape the
-report handles), the real stage files of the tiny run (every stage: every key it writes has a field)
+Covers the fake run folders of the tests (tests/fake_run.py, one per shape the report handles), the real stage files of the tiny run (every stage: every key it writes has a field)
 and the runner's check of what a stage returns.
 """
 
@@ -17,8 +16,8 @@ from typing import Any
 
 import pytest
 
-from stages import by_name
-from tests.reporting import runfolders as rf
+from stages import by_name, reported
+from tests import fake_run
 from tests.result_checks import assert_typed_round_trip
 from trainer import pipeline, results
 from trainer.config import load_config
@@ -29,12 +28,14 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def _stage_files(run: Path) -> list[Path]:
-    return [run / f"{stage}.json" for stage in rf.STAGES if (run / f"{stage}.json").exists()]
+    return [
+        run / f"{stage}.json" for stage in (s.name for s in reported()) if (run / f"{stage}.json").exists()
+    ]
 
 
-@pytest.mark.parametrize("name", sorted(rf.BUILDERS))
+@pytest.mark.parametrize("name", sorted(fake_run.RUNS))
 def test_every_fixture_stage_file_round_trips(tmp_path: Path, name: str) -> None:
-    run = rf.BUILDERS[name](tmp_path / "run")
+    run = fake_run.build(name, tmp_path / "run")
     for path in _stage_files(run):
         raw = json.loads(path.read_text(encoding="utf-8"))
         record = results.load_result(run, path.stem, by_name(path.stem).result)
@@ -47,10 +48,24 @@ def test_every_fixture_stage_file_round_trips(tmp_path: Path, name: str) -> None
     assert env.to_dict() == json.loads((run / "env.json").read_text(encoding="utf-8"))
 
 
-@pytest.mark.parametrize("results_of", [rf.complete_results, rf.gpu_less_results])
-def test_every_fixture_result_dict_round_trips(results_of: Any) -> None:
-    for stage, data in results_of().items():
+@pytest.mark.parametrize("make_run", [fake_run.complete_run, fake_run.gpu_less_run])
+def test_every_fixture_result_dict_round_trips(make_run: Any) -> None:
+    run = make_run()
+    for stage in (s.name for s in reported()):
+        data = run.result(stage).to_dict()
         assert by_name(stage).result.from_dict(data).to_dict() == data, stage
+
+
+def test_a_misspelt_field_in_a_fake_run_is_an_error(tmp_path: Path) -> None:
+    with pytest.raises(TypeError, match="global_stepp"):
+        results.TrainResult(global_stepp=3)  # type: ignore[call-arg]
+    run = fake_run.complete_run()
+    run.train.resources.peak_rss_byte = 1  # an assignment adds the attribute; writing refuses it
+    with pytest.raises(TypeError, match="TrainResources has no field peak_rss_byte"):
+        run.write(tmp_path / "run")
+    written = fake_run.complete_run().write(tmp_path / "edited")
+    with pytest.raises(TypeError, match="DeployResult has no field stauts"):
+        fake_run.edit(written, "deploy", lambda deploy: setattr(deploy, "stauts", "failed"))
 
 
 def test_a_real_prepare_json_round_trips(tmp_path: Path) -> None:
@@ -87,12 +102,13 @@ def test_a_stage_builds_its_result_from_the_type() -> None:
 
 
 def test_null_carries_the_reason_written_beside_it() -> None:
-    train = results.TrainResult.from_dict(rf.gpu_less_results()["train"])
+    gpu_less = fake_run.gpu_less_run()
+    train = results.TrainResult.from_dict(gpu_less.train.to_dict())
     reserved = train.resources.peak_gpu_reserved_bytes
     assert isinstance(reserved, results.NotMeasured)
     assert reserved.why == "no CUDA GPU on this machine"  # resources.gpu_reason
     assert not reserved.absent
-    memory = results.BenchmarkResult.from_dict(rf.gpu_less_results()["benchmark"]).memory
+    memory = results.BenchmarkResult.from_dict(gpu_less.benchmark.to_dict()).memory
     assert memory.vram_bytes == results.NotMeasured("no GPU", key_path="memory.vram_bytes")
 
 

@@ -336,11 +336,6 @@ def _execute(nodes: list[_Node], scope: _Scope, out: list[str]) -> None:
                 _execute(node.orelse, scope, out)
 
 
-def execute(template: str, data: dict[str, Any]) -> str:
-    """Execute `template` with `data` as dot (Go's text/template semantics for the subset)."""
-    return _run(_parse(template), data)
-
-
 def _run(tree: list[_Node], data: dict[str, Any]) -> str:
     out: list[str] = []
     _execute(tree, _Scope(data, data, {"$": data}), out)
@@ -367,11 +362,6 @@ def _fields(nodes: list[_Node]) -> set[str]:
             found |= _fields(body)
         found |= _fields(node.body) | _fields(node.orelse)
     return found
-
-
-def uses_messages(template: str) -> bool:
-    """True when Ollama executes `template` with `.Messages` (it mentions the field)."""
-    return "messages" in _fields(_parse(template))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -442,19 +442,3 @@ def ps(host: str, timeout_s: float = 30.0) -> list[dict[str, Any]]:
     except (ConnectionError, httpx.ConnectError, httpx.TimeoutException) as exc:
         raise _unavailable(host, exc) from None
     return [m.model_dump(mode="json") for m in response.models]
-
-
-def delete(host: str, name: str, timeout_s: float = 60.0) -> bool:
-    """DELETE /api/delete: True when deleted, False when there was no such model."""
-    import ollama
-
-    try:
-        with _official(host, timeout_s) as client:
-            client.delete(name)
-    except ollama.ResponseError as exc:
-        if exc.status_code == 404:
-            return False
-        raise OllamaError(f"Ollama at {host} could not delete '{name}': {exc.error}") from None
-    except (ConnectionError, httpx.ConnectError, httpx.TimeoutException) as exc:
-        raise _unavailable(host, exc) from None
-    return True

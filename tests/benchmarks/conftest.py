@@ -14,8 +14,9 @@ from tests.ollama_replay import MODEL, SERVING_ROUTES, ReplayServer
 
 
 @pytest.fixture
-def replay() -> Iterator[ReplayServer]:
-    """An Ollama serving the recorded model (benchmark requests only)."""
+def serving_replay_server() -> Iterator[ReplayServer]:
+    """A running Ollama replay server (tests/ollama_replay.py) serving the recorded model: benchmark
+    requests only (SERVING_ROUTES)."""
     with ReplayServer(SERVING_ROUTES, model=MODEL) as server:
         yield server
 

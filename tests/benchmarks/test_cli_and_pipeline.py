@@ -12,12 +12,14 @@ import pytest
 
 from benchmarks import pipeline, roofline
 from benchmarks.__main__ import build_parser, main
+from tests.fake_run import write_stage
 from tests.ollama_replay import MODEL, SERVING_ROUTES, ReplayServer
 from tests.result_checks import assert_every_key_named
 from trainer import prompt_format
 from trainer.config import load_config
 from trainer.errors import UserError
-from trainer.runfolder import RunDir, write_json
+from trainer.results import DeployResult, ExportResult, ModelFile
+from trainer.runfolder import RunDir
 
 FAST = [
     "--concurrency",
@@ -53,10 +55,20 @@ def test_bad_concurrency_is_rejected(capsys: pytest.CaptureFixture[str]) -> None
 
 
 def test_cli_ollama_writes_json_and_csv(
-    replay: ReplayServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    serving_replay_server: ReplayServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     out = tmp_path / "res" / "run.json"
-    args = ["--engine", "ollama", "--model", MODEL, "--host", replay.url, "--out", str(out), "--charts"]
+    args = [
+        "--engine",
+        "ollama",
+        "--model",
+        MODEL,
+        "--host",
+        serving_replay_server.url,
+        "--out",
+        str(out),
+        "--charts",
+    ]
     code = main([*args, "--markdown", *FAST])
     assert code == 0
     assert "| concurrency | ok / failed |" in capsys.readouterr().out
@@ -74,7 +86,7 @@ def test_cli_ollama_writes_json_and_csv(
 
 
 def test_cli_user_error_exits_2(
-    replay: ReplayServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    serving_replay_server: ReplayServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     code = main(
         [
@@ -83,7 +95,7 @@ def test_cli_user_error_exits_2(
             "--model",
             "nope",
             "--host",
-            replay.url,
+            serving_replay_server.url,
             "--out",
             str(tmp_path / "r.json"),
             *FAST,
@@ -114,24 +126,26 @@ def test_cli_missing_gguf_is_a_user_error(tmp_path: Path, capsys: pytest.Capture
     assert "does not exist" in capsys.readouterr().err
 
 
-def _run_folder(tmp: Path, tiny_gguf: Path, deploy: dict) -> RunDir:
+def _run_folder(tmp: Path, tiny_gguf: Path, deploy: DeployResult) -> RunDir:
     run_dir = RunDir(tmp / "run")
     (run_dir.path / "models").mkdir(parents=True)
     shutil.copy(tiny_gguf, run_dir.path / "models" / "model-Q4_K_M.gguf")
     prompt_format.save(prompt_format.build("chatml", "你是小知。"), run_dir / prompt_format.FILE_NAME)
-    write_json(run_dir.stage_file("export"), {"stage": "export", "status": "completed", "results": {
-        "merged": {"path": "models/finetuned"}, "gguf": {"path": "models/model-Q4_K_M.gguf"}}})  # fmt: skip
-    write_json(run_dir.stage_file("deploy"), {"stage": "deploy", "status": "completed", "results": deploy})
+    export = ExportResult(
+        merged=ModelFile(path="models/finetuned"), gguf=ModelFile(path="models/model-Q4_K_M.gguf")
+    )
+    write_stage(run_dir.path, "export", export)
+    write_stage(run_dir.path, "deploy", deploy)
     return run_dir
 
 
 def test_pipeline_stage_benchmarks_the_deployed_model(
-    replay: ReplayServer, tiny_gguf: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    serving_replay_server: ReplayServer, tiny_gguf: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     fake_machine = {"bandwidth_bytes_per_s": 20e9, "peak_flops_per_s": 50e9, "bandwidth_method": "fake"}
     monkeypatch.setattr(roofline, "measure", lambda threads, device="cpu": fake_machine)
     run_dir = _run_folder(
-        tmp_path, tiny_gguf, {"status": "deployed", "model_name": MODEL, "host": replay.url}
+        tmp_path, tiny_gguf, DeployResult(status="deployed", model_name=MODEL, host=serving_replay_server.url)
     )
     cfg = load_config(None, ["benchmark.concurrency=[1, 2]", "benchmark.num_requests=2", "benchmark.max_tokens=16",
                              "benchmark.threads=1"])  # fmt: skip
@@ -166,7 +180,7 @@ def test_pipeline_needs_an_export(tmp_path: Path) -> None:
 
 
 def test_pipeline_ollama_engine_needs_a_deployment(tiny_gguf: Path, tmp_path: Path) -> None:
-    run_dir = _run_folder(tmp_path, tiny_gguf, {"status": "not_deployed", "reason": "no Ollama"})
+    run_dir = _run_folder(tmp_path, tiny_gguf, DeployResult(status="not_deployed", reason="no Ollama"))
     with pytest.raises(UserError, match="was not deployed"):
         pipeline.run(load_config(None, ["benchmark.engine=ollama"]), run_dir)
     engine, reason, model, gguf = pipeline.choose_engine(load_config(None, []), run_dir)
@@ -183,7 +197,7 @@ def test_an_ollama_that_fails_the_benchmark_falls_back_to_llamacpp(
     monkeypatch.setattr(roofline, "measure", lambda threads, device="cpu": fake_machine)
     with ReplayServer({**SERVING_ROUTES, "POST /api/generate": "create_unknown_blob"}) as server:
         run_dir = _run_folder(
-            tmp_path, smollm2_gguf, {"status": "deployed", "model_name": MODEL, "host": server.url}
+            tmp_path, smollm2_gguf, DeployResult(status="deployed", model_name=MODEL, host=server.url)
         )
         cfg = load_config(None, ["benchmark.concurrency=[1]", "benchmark.num_requests=2", "benchmark.max_tokens=8",
                                  "benchmark.threads=1", "benchmark.warmup_requests=0"])  # fmt: skip

@@ -26,8 +26,10 @@ def settings_for(host: str, model: str = MODEL, **kw) -> BenchSettings:
     return BenchSettings(**base)
 
 
-def test_replayed_ollama_benchmark_records_client_and_server_timings(replay: ReplayServer) -> None:
-    results = run_benchmark(settings_for(replay.url))
+def test_replayed_ollama_benchmark_records_client_and_server_timings(
+    serving_replay_server: ReplayServer,
+) -> None:
+    results = run_benchmark(settings_for(serving_replay_server.url))
     assert results["engine"] == "ollama"
     assert results["partial"] is False and results["failures_total"] == 0
     assert results["requests_total"] == 6
@@ -61,9 +63,9 @@ def test_replayed_ollama_benchmark_records_client_and_server_timings(replay: Rep
     assert agreement["ttft_ms"]["requests"] == 3
 
 
-def test_requests_are_raw_with_pinned_options_and_unique_prompts(replay: ReplayServer) -> None:
-    run_benchmark(settings_for(replay.url, concurrency=[1], num_requests=3, seed=7, threads=2))
-    bodies = [r.json for r in replay.requests_to("POST", "/api/generate")]
+def test_requests_are_raw_with_pinned_options_and_unique_prompts(serving_replay_server: ReplayServer) -> None:
+    run_benchmark(settings_for(serving_replay_server.url, concurrency=[1], num_requests=3, seed=7, threads=2))
+    bodies = [r.json for r in serving_replay_server.requests_to("POST", "/api/generate")]
     assert len(bodies) == 1 + 1 + 3  # sanity, warm-up, measured
     for body in bodies:
         assert body["raw"] is True and body["stream"] is True
@@ -80,17 +82,19 @@ def test_requests_are_raw_with_pinned_options_and_unique_prompts(replay: ReplayS
     assert len(set(heads)) == len(heads)
 
 
-def test_without_prompt_format_ollama_applies_its_template(replay: ReplayServer) -> None:
+def test_without_prompt_format_ollama_applies_its_template(serving_replay_server: ReplayServer) -> None:
     run_benchmark(
-        settings_for(replay.url, prompt_format=None, concurrency=[1], num_requests=1, warmup_requests=0)
+        settings_for(
+            serving_replay_server.url, prompt_format=None, concurrency=[1], num_requests=1, warmup_requests=0
+        )
     )
-    bodies = [r.json for r in replay.requests_to("POST", "/api/generate")]
+    bodies = [r.json for r in serving_replay_server.requests_to("POST", "/api/generate")]
     assert all("raw" not in b and "<|im_start|>" not in b["prompt"] for b in bodies)
 
 
-def test_unknown_model_is_a_clear_user_error(replay: ReplayServer) -> None:
+def test_unknown_model_is_a_clear_user_error(serving_replay_server: ReplayServer) -> None:
     with pytest.raises(UserError, match="model 'nope' not found") as err:
-        run_benchmark(settings_for(replay.url, model="nope"))
+        run_benchmark(settings_for(serving_replay_server.url, model="nope"))
     assert "python run.py deploy" in str(err.value)
 
 
@@ -112,7 +116,9 @@ def test_request_timeouts_are_counted_not_raised() -> None:
     assert any("2 of 2 requests failed" in n for n in results["notes"])
 
 
-def test_ctrl_c_keeps_partial_results(replay: ReplayServer, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_ctrl_c_keeps_partial_results(
+    serving_replay_server: ReplayServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Ctrl-C in the middle of a level: finished requests are kept and the run is marked partial."""
     from benchmarks.engines.ollama import OllamaEngine
 
@@ -126,14 +132,16 @@ def test_ctrl_c_keeps_partial_results(replay: ReplayServer, monkeypatch: pytest.
         return real(self, req)
 
     monkeypatch.setattr(OllamaEngine, "generate", generate)
-    results = run_benchmark(settings_for(replay.url, concurrency=[1, 2], num_requests=3))
+    results = run_benchmark(settings_for(serving_replay_server.url, concurrency=[1, 2], num_requests=3))
     assert_every_key_named("benchmark", results)  # a partial run's keys have fields too
     assert results["partial"] is True and results["partial_reason"] == INTERRUPTED
     assert results["requests_total"] == 1 and results["samples"][0]["ok"]
     assert [r["concurrency"] for r in results["summary"]] == [1]
 
 
-def test_server_death_stops_the_run_as_partial(replay: ReplayServer, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_server_death_stops_the_run_as_partial(
+    serving_replay_server: ReplayServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from benchmarks.engines.ollama import OllamaEngine
 
     real = OllamaEngine.generate
@@ -146,26 +154,30 @@ def test_server_death_stops_the_run_as_partial(replay: ReplayServer, monkeypatch
     monkeypatch.setattr(OllamaEngine, "generate", generate)
     # "dies" once sanity, warm-up and two measured requests were served
     monkeypatch.setattr(OllamaEngine, "alive", lambda self: served["n"] < 4)
-    results = run_benchmark(settings_for(replay.url, concurrency=[1, 2], num_requests=3))
+    results = run_benchmark(settings_for(serving_replay_server.url, concurrency=[1, 2], num_requests=3))
     assert results["partial"] is True
     assert results["partial_reason"] == "the server process exited during the run: 1 request(s) not sent"
     assert results["requests_total"] == 2 and results["failures_total"] == 0
 
 
-def test_time_budget_marks_the_run_partial(replay: ReplayServer) -> None:
-    results = run_benchmark(settings_for(replay.url, concurrency=[1, 2], num_requests=3, max_duration_s=0.01))
+def test_time_budget_marks_the_run_partial(serving_replay_server: ReplayServer) -> None:
+    results = run_benchmark(
+        settings_for(serving_replay_server.url, concurrency=[1, 2], num_requests=3, max_duration_s=0.01)
+    )
     assert results["partial"] is True and "time budget" in results["partial_reason"]
     assert results["requests_total"] == 0 and results["summary"] == []
 
 
 def test_a_proxy_in_the_environment_is_not_used_for_loopback(
-    replay: ReplayServer, monkeypatch: pytest.MonkeyPatch
+    serving_replay_server: ReplayServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The benchmark reaches a loopback Ollama through the deploy stage's client: no proxy."""
     proxy = refused_url()
     for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "all_proxy"):
         monkeypatch.setenv(name, proxy)
-    results = run_benchmark(settings_for(replay.url, concurrency=[1], num_requests=1, warmup_requests=0))
+    results = run_benchmark(
+        settings_for(serving_replay_server.url, concurrency=[1], num_requests=1, warmup_requests=0)
+    )
     assert results["failures_total"] == 0 and results["requests_total"] == 1
 
 

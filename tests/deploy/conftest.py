@@ -11,11 +11,13 @@ from typing import Any
 
 import pytest
 
+from tests.fake_run import write_stage
 from tests.ollama_replay import ReplayServer, refused_url
 from trainer import prompt_format
 from trainer.config import PipelineConfig
 from trainer.modelfile import write_modelfile
-from trainer.runfolder import RunDir, write_json, write_jsonl
+from trainer.results import ExportResult, ModelFile
+from trainer.runfolder import RunDir, write_jsonl
 
 # The system prompt of the recorded exchanges, so the replayed answers belong to these prompts.
 RECORDED_SYSTEM = "你是一个乐于助人的中文助手。"
@@ -36,8 +38,9 @@ TEST_RECORDS = [
 
 
 @pytest.fixture
-def replay() -> Iterator[Callable[..., ReplayServer]]:
-    """Start replay servers routed as asked; all are shut down after the test."""
+def start_replay_server() -> Iterator[Callable[..., ReplayServer]]:
+    """A function that starts Ollama replay servers (tests/ollama_replay.py) with the routes asked for
+    (request -> recorded exchange); all are shut down after the test."""
     servers: list[ReplayServer] = []
 
     def start(routes: dict[str, str | list[str]] | None = None, **options: Any) -> ReplayServer:
@@ -102,18 +105,18 @@ def make_run_folder(
     except OSError:
         gguf_link.write_bytes(gguf.read_bytes())
     modelfile = write_modelfile(run_dir, fmt, gguf_link, cfg)
-    results: dict[str, Any] = {
-        "gguf": {"path": str(gguf_link.relative_to(run_dir.path)), "size_bytes": gguf.stat().st_size},
-        "modelfile": str(modelfile.relative_to(run_dir.path)),
-    }
+    export = ExportResult(
+        gguf=ModelFile(path=str(gguf_link.relative_to(run_dir.path)), size_bytes=gguf.stat().st_size),
+        modelfile=str(modelfile.relative_to(run_dir.path)),
+    )
     if tokenizer_dir is not None:
         merged = run_dir / "models/finetuned"
         merged.mkdir(parents=True)
         for path in tokenizer_dir.iterdir():
             if path.is_file() and path.suffix != ".safetensors":  # the tokenizer, not the weights
                 shutil.copy(path, merged / path.name)
-        results["merged"] = {"path": "models/finetuned"}
-    write_json(run_dir.stage_file("export"), {"stage": "export", "status": "completed", "results": results})
+        export.merged = ModelFile(path="models/finetuned")
+    write_stage(run_dir.path, "export", export)
     return cfg, run_dir
 
 

@@ -62,9 +62,9 @@ def test_no_server_is_an_error_when_required(tmp_path: Path, smollm2_gguf: Path,
 
 
 def test_deploy_creates_the_model_and_detects_a_template_mismatch(
-    tmp_path: Path, smollm2_gguf: Path, smollm2_tokenizer_dir: Path, replay
+    tmp_path: Path, smollm2_gguf: Path, smollm2_tokenizer_dir: Path, start_replay_server
 ) -> None:
-    server = replay(DEPLOY_ROUTES)
+    server = start_replay_server(DEPLOY_ROUTES)
     cfg, run_dir = make_run_folder(tmp_path, smollm2_gguf, server.url, tokenizer_dir=smollm2_tokenizer_dir)
     results = deploy.run(cfg, run_dir).to_dict()
 
@@ -127,9 +127,9 @@ def test_deploy_creates_the_model_and_detects_a_template_mismatch(
 
 
 def test_without_the_exported_tokenizer_the_template_is_not_checked(
-    tmp_path: Path, smollm2_gguf: Path, replay
+    tmp_path: Path, smollm2_gguf: Path, start_replay_server
 ) -> None:
-    server = replay(DEPLOY_ROUTES)
+    server = start_replay_server(DEPLOY_ROUTES)
     cfg, run_dir = make_run_folder(tmp_path, smollm2_gguf, server.url)
     api = deploy.run(cfg, run_dir).to_dict()["api_test"]
     assert api["template"]["status"] == "not_checked"
@@ -138,9 +138,9 @@ def test_without_the_exported_tokenizer_the_template_is_not_checked(
 
 
 def test_a_deployed_result_round_trips_with_every_key_named(
-    tmp_path: Path, smollm2_gguf: Path, replay
+    tmp_path: Path, smollm2_gguf: Path, start_replay_server
 ) -> None:
-    server = replay(DEPLOY_ROUTES)
+    server = start_replay_server(DEPLOY_ROUTES)
     cfg, run_dir = make_run_folder(tmp_path, smollm2_gguf, server.url)
     pipeline.run_stage(by_name("deploy"), cfg, run_dir)
     typed = assert_typed_round_trip(run_dir, "deploy")
@@ -149,8 +149,10 @@ def test_a_deployed_result_round_trips_with_every_key_named(
     assert typed.api_test.llamacpp.llamacpp_answer  # llama.cpp really answered
 
 
-def test_blob_already_on_the_server_is_not_sent(tmp_path: Path, smollm2_gguf: Path, replay) -> None:
-    server = replay(
+def test_blob_already_on_the_server_is_not_sent(
+    tmp_path: Path, smollm2_gguf: Path, start_replay_server
+) -> None:
+    server = start_replay_server(
         {
             **DEPLOY_ROUTES,
             "HEAD /api/blobs/*": "blob_head_present",
@@ -166,8 +168,10 @@ def test_blob_already_on_the_server_is_not_sent(tmp_path: Path, smollm2_gguf: Pa
     assert results["api_test"]["status"] == "not_run"
 
 
-def test_refused_upload_is_a_failed_deployment(tmp_path: Path, smollm2_gguf: Path, replay) -> None:
-    server = replay({**DEPLOY_ROUTES, "POST /api/blobs/*": "blob_upload_wrong_digest"})
+def test_refused_upload_is_a_failed_deployment(
+    tmp_path: Path, smollm2_gguf: Path, start_replay_server
+) -> None:
+    server = start_replay_server({**DEPLOY_ROUTES, "POST /api/blobs/*": "blob_upload_wrong_digest"})
     cfg, run_dir = make_run_folder(tmp_path, smollm2_gguf, server.url)
     results = deploy.run(cfg, run_dir).to_dict()
     assert results["status"] == "failed"
@@ -175,15 +179,15 @@ def test_refused_upload_is_a_failed_deployment(tmp_path: Path, smollm2_gguf: Pat
     assert server.requests_to("POST", "/api/create") == []
 
 
-def test_wrong_host_is_a_clear_error(tmp_path: Path, smollm2_gguf: Path, replay) -> None:
-    server = replay({})  # something answers, but not Ollama
+def test_wrong_host_is_a_clear_error(tmp_path: Path, smollm2_gguf: Path, start_replay_server) -> None:
+    server = start_replay_server({})  # something answers, but not Ollama
     cfg, run_dir = make_run_folder(tmp_path, smollm2_gguf, server.url)
     with pytest.raises(UserError, match="not an Ollama server"):
         deploy.run(cfg, run_dir)
 
 
-def test_edited_template_is_refused(tmp_path: Path, smollm2_gguf: Path, replay) -> None:
-    server = replay(DEPLOY_ROUTES)
+def test_edited_template_is_refused(tmp_path: Path, smollm2_gguf: Path, start_replay_server) -> None:
+    server = start_replay_server(DEPLOY_ROUTES)
     cfg, run_dir = make_run_folder(tmp_path, smollm2_gguf, server.url)
     modelfile = run_dir / "models/gguf/Modelfile"
     modelfile.write_text(

@@ -35,8 +35,8 @@ def test_judge_without_ollama_records_why(refused_host):
     assert out["judge"] is None and "not run" in out["judge_reason"]
 
 
-def test_judge_records_prompt_and_raw_grades(replay):
-    server = replay(
+def test_judge_records_prompt_and_raw_grades(start_replay_server):
+    server = start_replay_server(
         {"GET /api/version": "version", "POST /api/generate": ["generate_nostream", "generate_stream"]}
     )
     cfg = load_config(None, ["evaluate.judge_model=judge-model", f"deploy.host={server.url}"])
@@ -49,7 +49,7 @@ def test_judge_records_prompt_and_raw_grades(replay):
     assert all(s["model"] == "judge-model" and s["options"]["temperature"] == 0 for s in sent)
 
 
-def test_evaluate_stage_records_the_judge_when_on(tiny_trained, replay, tmp_path):
+def test_evaluate_stage_records_the_judge_when_on(tiny_trained, start_replay_server, tmp_path):
     """`python run.py evaluate` with evaluate.judge_model set: the grades land in evaluate.json."""
     import json
     import shutil
@@ -63,7 +63,7 @@ def test_evaluate_stage_records_the_judge_when_on(tiny_trained, replay, tmp_path
     for name in ("data", "adapter"):  # a copy: the session's tiny run stays as other tests expect it
         shutil.copytree(trained / name, run_dir / name)
     shutil.copy(trained / "prompt_format.json", run_dir / "prompt_format.json")
-    server = replay(
+    server = start_replay_server(
         {"GET /api/version": "version", "POST /api/generate": ["generate_nostream", "generate_stream"]}
     )
     cfg = load_config(

@@ -147,24 +147,33 @@ def test_a_prompt_only_template_loses_the_history() -> None:
 
 
 def test_go_template_subset_follows_go_semantics() -> None:
+    # Through the renderer Ollama's requests go through: .System and .Prompt per turn, or .Messages.
+    generate, render = go_template.generate_prompt, go_template.render
     template = (
         "{{- if .System }}<sys>{{ .System }}</sys>\n{{ end }}  \n {{- .Prompt -}} \n\t [end]{{/* note */}}"
     )
-    assert go_template.execute(template, {"System": "S", "Prompt": "P"}) == "<sys>S</sys>\nP[end]"
-    assert go_template.execute(template, {"System": "", "Prompt": "P"}) == "P[end]"
-    assert go_template.execute("{{ if .System }}A{{ else }}B{{ end }}", {"System": ""}) == "B"
-    ranged = "{{ range $i, $m := .M }}{{ if eq $i 0 }}first:{{ else if gt $i 1 }}late:{{ end }}{{ $m.C }};{{ end }}"
-    items = [{"C": "a"}, {"C": "b"}, {"C": "c"}]
-    assert go_template.execute(ranged, {"M": items}) == "first:a;b;late:c;"
-    assert go_template.execute("{{ range .M }}x{{ else }}none{{ end }}", {"M": []}) == "none"
-    assert go_template.execute('{{ if and (eq .A "x") (not .B) }}yes{{ end }}', {"A": "x", "B": ""}) == "yes"
+    assert generate(template, "S", "P") == "<sys>S</sys>\nP[end]"
+    assert generate(template, "", "P") == "P[end]"
+    assert generate("{{ if .System }}A{{ else }}B{{ end }}", "", "P") == "B"
+    ranged = (
+        "{{ range $i, $m := .Messages }}{{ if eq $i 0 }}first:{{ else if gt $i 1 }}late:{{ end }}"
+        "{{ $m.Content }};{{ end }}"
+    )
+    turns = [
+        {"role": "user", "content": "a"},
+        {"role": "assistant", "content": "b"},
+        {"role": "user", "content": "c"},
+    ]
+    assert render(ranged, turns) == "first:a;b;late:c;"
+    assert render("{{ range .Messages }}x{{ else }}none{{ end }}", []) == "none"
+    assert generate('{{ if and (eq .Prompt "x") (not .System) }}yes{{ end }}', "", "x") == "yes"
     # "-" without a space is not a trim marker in Go; here it is just not supported.
     with pytest.raises(go_template.TemplateError):
-        go_template.execute("{{-.Prompt}}", {"Prompt": "x"})
+        generate("{{-.Prompt}}", "", "x")
     with pytest.raises(go_template.TemplateError, match="not supported"):
-        go_template.execute("{{ .Tools }}", {"Prompt": "x"})
+        generate("{{ .Tools }}", "", "x")
     with pytest.raises(go_template.TemplateError, match="pipelines"):
-        go_template.execute("{{ .Prompt | len }}", {"Prompt": "x"})
+        generate("{{ .Prompt | len }}", "", "x")
 
 
 def test_ollama_collates_and_adds_the_system_prompt() -> None:
@@ -224,7 +233,7 @@ def test_a_run_folder_with_the_old_single_turn_template_exports_the_new_one(
     data["ollama_template"] = prompt_format._LEGACY_TEMPLATES[format_name]
     (tmp_path / prompt_format.FILE_NAME).write_text(json.dumps(data, ensure_ascii=False), encoding="utf-8")
     loaded = prompt_format.load(tmp_path)
-    assert loaded.ollama_template == fmt.ollama_template and go_template.uses_messages(loaded.ollama_template)
+    assert loaded.ollama_template == fmt.ollama_template and ".Messages" in loaded.ollama_template
     # The old template asked the same single-turn prompt.
     old = go_template.generate_prompt(data["ollama_template"], SYSTEM, "问题")
     assert old == fmt.prompt("问题")

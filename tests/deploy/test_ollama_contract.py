@@ -17,8 +17,8 @@ from tests.ollama_replay import load_exchanges
 from trainer import go_template, ollama_client, prompt_format
 
 
-def test_version_identifies_an_ollama_server(replay) -> None:
-    server = replay({"GET /api/version": "version"})
+def test_version_identifies_an_ollama_server(start_replay_server) -> None:
+    server = start_replay_server({"GET /api/version": "version"})
     assert ollama_client.check_server(server.url) == "0.33.0-rc2"
 
 
@@ -28,33 +28,37 @@ def test_refused_connection_is_unavailable(refused_host: str) -> None:
 
 
 def test_a_proxy_in_the_environment_is_not_used_for_loopback(
-    replay, refused_host: str, monkeypatch: pytest.MonkeyPatch
+    start_replay_server, refused_host: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # A proxy cannot reach this machine's loopback: Ollama's own CLI never sends loopback there.
     for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "all_proxy"):
         monkeypatch.setenv(name, refused_host)
-    server = replay({"GET /api/version": "version"})
+    server = start_replay_server({"GET /api/version": "version"})
     assert ollama_client.answers(server.url) is True
     assert ollama_client.answers(refused_host) is False
 
 
-def test_something_else_at_the_host_is_a_clear_error(replay) -> None:
-    server = replay({})  # answers 404 to everything, like a web server that is not Ollama
+def test_something_else_at_the_host_is_a_clear_error(start_replay_server) -> None:
+    server = start_replay_server({})  # answers 404 to everything, like a web server that is not Ollama
     with pytest.raises(ollama_client.OllamaError, match="not an Ollama server") as err:
         ollama_client.check_server(server.url)
     assert not isinstance(err.value, ollama_client.OllamaUnavailable)
     assert "How to fix" in str(err.value)
 
 
-def test_blob_present_is_not_uploaded_again(replay, small_file: Path) -> None:
-    server = replay({"HEAD /api/blobs/*": "blob_head_present", "POST /api/blobs/*": "blob_upload_existing"})
+def test_blob_present_is_not_uploaded_again(start_replay_server, small_file: Path) -> None:
+    server = start_replay_server(
+        {"HEAD /api/blobs/*": "blob_head_present", "POST /api/blobs/*": "blob_upload_existing"}
+    )
     digest = ollama_client.ensure_blob(server.url, small_file)
     assert digest == "sha256:" + hashlib.sha256(small_file.read_bytes()).hexdigest()
     assert [(r.method, r.path) for r in server.requests] == [("HEAD", f"/api/blobs/{digest}")]
 
 
-def test_blob_absent_is_uploaded_whole(replay, small_file: Path) -> None:
-    server = replay({"HEAD /api/blobs/*": "blob_head_absent", "POST /api/blobs/*": "blob_upload_new"})
+def test_blob_absent_is_uploaded_whole(start_replay_server, small_file: Path) -> None:
+    server = start_replay_server(
+        {"HEAD /api/blobs/*": "blob_head_absent", "POST /api/blobs/*": "blob_upload_new"}
+    )
     digest = ollama_client.ensure_blob(server.url, small_file)
     (post,) = server.requests_to("POST", "/api/blobs/")
     assert post.path == f"/api/blobs/{digest}"
@@ -63,16 +67,16 @@ def test_blob_absent_is_uploaded_whole(replay, small_file: Path) -> None:
     assert [r.method for r in server.requests] == ["HEAD", "POST"]
 
 
-def test_refused_upload_names_the_server_error(replay, small_file: Path) -> None:
-    server = replay(
+def test_refused_upload_names_the_server_error(start_replay_server, small_file: Path) -> None:
+    server = start_replay_server(
         {"HEAD /api/blobs/*": "blob_head_absent", "POST /api/blobs/*": "blob_upload_wrong_digest"}
     )
     with pytest.raises(ollama_client.OllamaError, match=r"refused the upload.*HTTP 400.*digest mismatch"):
         ollama_client.ensure_blob(server.url, small_file)
 
 
-def test_create_sends_files_template_system_parameters(replay) -> None:
-    server = replay({"POST /api/create": "create"})
+def test_create_sends_files_template_system_parameters(start_replay_server) -> None:
+    server = start_replay_server({"POST /api/create": "create"})
     fmt = prompt_format.build("chatml", RECORDED_SYSTEM)
     digest = "sha256:98a8728ebf62d419a8163c2872472ff842cba62b455638d73eb46989a161bd93"
     params = {"stop": list(fmt.stop), "num_ctx": 2048, "temperature": 0.0}
@@ -91,8 +95,8 @@ def test_create_sends_files_template_system_parameters(replay) -> None:
     }
 
 
-def test_create_error_is_a_clear_message(replay) -> None:
-    server = replay({"POST /api/create": "create_unknown_blob"})
+def test_create_error_is_a_clear_message(start_replay_server) -> None:
+    server = start_replay_server({"POST /api/create": "create_unknown_blob"})
     with pytest.raises(ollama_client.OllamaError) as err:
         ollama_client.create_model(server.url, "bad", "sha256:" + "0" * 64, "model.gguf", None, None, {})
     message = str(err.value)
@@ -101,8 +105,8 @@ def test_create_error_is_a_clear_message(replay) -> None:
     assert "How to fix" in message
 
 
-def test_generate_stream_joins_text_and_reads_final_timings(replay) -> None:
-    server = replay({"POST /api/generate": "generate_stream"})
+def test_generate_stream_joins_text_and_reads_final_timings(start_replay_server) -> None:
+    server = start_replay_server({"POST /api/generate": "generate_stream"})
     gen = ollama_client.generate(
         server.url, "demo-finetuned", "What is 2+2?", {"num_predict": 16, "temperature": 0}
     )
@@ -122,32 +126,25 @@ def test_generate_stream_joins_text_and_reads_final_timings(replay) -> None:
     }
 
 
-def test_generate_reports_length_when_num_predict_is_hit(replay) -> None:
-    server = replay({"POST /api/generate": "generate_hits_num_predict"})
+def test_generate_reports_length_when_num_predict_is_hit(start_replay_server) -> None:
+    server = start_replay_server({"POST /api/generate": "generate_hits_num_predict"})
     gen = ollama_client.generate(server.url, "demo-finetuned", "Count from 1 to 100:", {"num_predict": 8})
     assert (gen.text, gen.done_reason, gen.eval_count) == ("1. 1\n2. ", "length", 8)
 
 
-def test_generate_unknown_model_is_a_clear_message(replay) -> None:
-    server = replay({"POST /api/generate": "generate_unknown_model"})
+def test_generate_unknown_model_is_a_clear_message(start_replay_server) -> None:
+    server = start_replay_server({"POST /api/generate": "generate_unknown_model"})
     with pytest.raises(ollama_client.OllamaError, match=r"HTTP 404\): model 'nope' not found") as err:
         ollama_client.generate(server.url, "nope", "hi")
     assert "ollama list" in str(err.value)
 
 
-def test_ps_reports_cpu_memory(replay) -> None:
-    server = replay({"GET /api/ps": "ps"})
+def test_ps_reports_cpu_memory(start_replay_server) -> None:
+    server = start_replay_server({"GET /api/ps": "ps"})
     (model,) = ollama_client.ps(server.url)
     assert model["name"] == "demo-finetuned:latest"
     assert (model["size"], model["size_vram"], model["context_length"]) == (167310784, 0, 2048)
     assert model["details"]["quantization_level"] == "Q4_K_M"
-
-
-def test_delete_then_delete_again(replay) -> None:
-    server = replay({"DELETE /api/delete": ["delete", "delete_again"]})
-    assert ollama_client.delete(server.url, "demo-finetuned") is True
-    assert ollama_client.delete(server.url, "demo-finetuned") is False
-    assert [r.json for r in server.requests] == [{"model": "demo-finetuned"}] * 2
 
 
 def test_recorded_prompt_shows_how_ollama_composes_it(smollm2_gguf: Path) -> None:

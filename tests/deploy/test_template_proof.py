@@ -121,9 +121,9 @@ def test_the_derived_fixture_is_what_such_a_template_renders(tokenizer: Any) -> 
 
 
 def test_the_default_model_deploys_with_its_template_verified(
-    tmp_path: Path, smollm2_gguf: Path, smollm2_tokenizer_dir: Path, replay
+    tmp_path: Path, smollm2_gguf: Path, smollm2_tokenizer_dir: Path, start_replay_server
 ) -> None:
-    server = replay(
+    server = start_replay_server(
         {**DEPLOY, "POST /api/generate": ["generate_templated_first_after_load", "warm_ended_by_stop"]},
         derived={"warm_ended_by_stop": _warm_ended_by_stop()},
     )
@@ -155,9 +155,9 @@ def test_the_default_model_deploys_with_its_template_verified(
 
 
 def test_a_wrong_template_fails_at_the_first_differing_token(
-    tmp_path: Path, smollm2_gguf: Path, smollm2_tokenizer_dir: Path, replay
+    tmp_path: Path, smollm2_gguf: Path, smollm2_tokenizer_dir: Path, start_replay_server
 ) -> None:
-    server = replay(
+    server = start_replay_server(
         {**DEPLOY, "POST /api/generate": ["without_system_block", "warm_ended_by_stop"]},
         derived={
             "without_system_block": _without_system_block(),
@@ -180,9 +180,9 @@ def test_a_wrong_template_fails_at_the_first_differing_token(
 
 
 def test_every_answer_at_the_limit_means_no_stop_marker(
-    tmp_path: Path, smollm2_gguf: Path, smollm2_tokenizer_dir: Path, replay
+    tmp_path: Path, smollm2_gguf: Path, smollm2_tokenizer_dir: Path, start_replay_server
 ) -> None:
-    server = replay(
+    server = start_replay_server(
         {**DEPLOY, "POST /api/generate": ["generate_templated_first_after_load", "generate_templated_warm"]}
     )
     cfg, run_dir = _default_run(tmp_path, smollm2_gguf, smollm2_tokenizer_dir, server.url)
@@ -212,9 +212,14 @@ def _http_500() -> tuple[int, str]:
     ],
 )
 def test_a_failed_request_is_recorded_and_the_stage_completes(
-    tmp_path: Path, smollm2_gguf: Path, smollm2_tokenizer_dir: Path, replay, failing: str, error: str
+    tmp_path: Path,
+    smollm2_gguf: Path,
+    smollm2_tokenizer_dir: Path,
+    start_replay_server,
+    failing: str,
+    error: str,
 ) -> None:
-    server = replay(
+    server = start_replay_server(
         {
             **DEPLOY,
             "POST /api/generate": [failing, "generate_templated_first_after_load", "warm_ended_by_stop"],
@@ -241,9 +246,11 @@ def test_a_failed_request_is_recorded_and_the_stage_completes(
 
 
 def test_a_timed_out_request_is_recorded(
-    tmp_path: Path, smollm2_gguf: Path, smollm2_tokenizer_dir: Path, replay
+    tmp_path: Path, smollm2_gguf: Path, smollm2_tokenizer_dir: Path, start_replay_server
 ) -> None:
-    server = replay({**DEPLOY, "POST /api/generate": "generate_stream"}, stall_after=0, stall_s=3.0)
+    server = start_replay_server(
+        {**DEPLOY, "POST /api/generate": "generate_stream"}, stall_after=0, stall_s=3.0
+    )
     cfg, run_dir = _default_run(tmp_path, smollm2_gguf, smollm2_tokenizer_dir, server.url, cases=1)
     cfg.deploy.timeout_s = 1.0
     api = deploy.run(cfg, run_dir).to_dict()["api_test"]
@@ -253,9 +260,9 @@ def test_a_timed_out_request_is_recorded(
 
 
 def test_a_refused_create_is_a_failed_deployment_unless_required(
-    tmp_path: Path, smollm2_gguf: Path, smollm2_tokenizer_dir: Path, replay
+    tmp_path: Path, smollm2_gguf: Path, smollm2_tokenizer_dir: Path, start_replay_server
 ) -> None:
-    server = replay({**DEPLOY, "POST /api/create": "create_unknown_blob"})
+    server = start_replay_server({**DEPLOY, "POST /api/create": "create_unknown_blob"})
     cfg, run_dir = _default_run(tmp_path, smollm2_gguf, smollm2_tokenizer_dir, server.url)
     pipeline.run_stage(by_name("deploy"), cfg, run_dir)
     record = read_json(run_dir.stage_file("deploy"))

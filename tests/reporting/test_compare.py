@@ -1,5 +1,6 @@
-"""`python run.py compare`: the comparison report of fixture run folders, read back from its Markdown,
-its PDF (pdftotext) and comparison.json; bad input is refused before anything is written."""
+"""`python run.py compare`: the comparison report of fake run folders (tests/fake_run.py), read back
+from its Markdown, its PDF (pdftotext) and comparison.json; bad input is refused before anything is
+written."""
 
 from __future__ import annotations
 
@@ -11,8 +12,9 @@ import pytest
 
 from reporting import compare
 from stages import reported
-from tests.reporting import runfolders
+from tests import fake_run
 from tests.reporting.helpers import PLACEHOLDER, pdf_text, rows_by_first_cell, section
+from trainer.results import EvaluateResult, NotMeasured
 
 
 def _scores(path: Path, rouge_after: list[float], prefix: str = "test") -> None:
@@ -24,25 +26,19 @@ def _scores(path: Path, rouge_after: list[float], prefix: str = "test") -> None:
             w.writerow([f"{prefix}-{i:04d}", f"问题 {i}", "", f"参考答案 {i}", 10.0, value])
 
 
-def _edit_evaluate(path: Path, edit) -> None:
-    record = json.loads((path / "evaluate.json").read_text(encoding="utf-8"))
-    edit(record["results"])
-    (path / "evaluate.json").write_text(json.dumps(record, ensure_ascii=False), encoding="utf-8")
-
-
 def _set_rouge_after(path: Path, value: float) -> None:
-    def edit(results):
-        for m in results["metrics"]:
-            if m["key"] == "rougeL":
-                m["after"] = value
+    def edit(results: EvaluateResult) -> None:
+        for m in results.metrics:
+            if m.key == "rougeL":
+                m.after = value
 
-    _edit_evaluate(path, edit)
+    fake_run.edit(path, "evaluate", edit)
 
 
 @pytest.fixture
 def two_runs(tmp_path):
-    a = runfolders.complete(tmp_path / "r16")
-    b = runfolders.gpu_less(tmp_path / "r8")
+    a = fake_run.complete_run().write(tmp_path / "r16")
+    b = fake_run.gpu_less_run().write(tmp_path / "r8")
     return a, b
 
 
@@ -99,8 +95,8 @@ def test_runs_on_different_test_items_are_compared_with_a_warning_and_no_signifi
 def test_older_run_without_intervals_and_a_run_without_benchmark_say_not_measured(two_runs, tmp_path):
     a, b = two_runs
 
-    def drop_intervals(results):
-        for m in results["metrics"]:
+    def drop_intervals(results: EvaluateResult) -> None:
+        for m in results.metrics:  # as written before the intervals were measured: no such keys
             for key in (
                 "change_ci95_low",
                 "change_ci95_high",
@@ -108,9 +104,9 @@ def test_older_run_without_intervals_and_a_run_without_benchmark_say_not_measure
                 "paired_items",
                 "interval_reason",
             ):
-                m.pop(key, None)
+                setattr(m, key, NotMeasured(absent=True))
 
-    _edit_evaluate(b, drop_intervals)
+    fake_run.edit(b, "evaluate", drop_intervals)
     (b / "benchmark.json").unlink()
     compare.run([a, b], tmp_path / "cmp", reported(), fmt="md")
     md = (tmp_path / "cmp" / "comparison.md").read_text(encoding="utf-8")
@@ -124,7 +120,7 @@ def test_older_run_without_intervals_and_a_run_without_benchmark_say_not_measure
 def test_bad_input_gets_one_message_and_writes_nothing(tmp_path, capsys):
     import run
 
-    no_eval = runfolders.evaluation_missing(tmp_path / "no-eval")
+    no_eval = fake_run.evaluation_missing_run().write(tmp_path / "no-eval")
     (tmp_path / "plain").mkdir()
     out = tmp_path / "cmp"
     code = run.main(

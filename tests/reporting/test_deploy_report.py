@@ -3,25 +3,18 @@ what was proven (prompt tokens), what differs (numerics), stops judged on the se
 
 from __future__ import annotations
 
-import json
-from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from reporting import report
 from stages import reported
-from tests.reporting import runfolders as rf
+from tests import fake_run
 from tests.reporting.helpers import kv, section
 from trainer.config import load_config
+from trainer.results import BenchmarkResult, DeployResult, EngineDetails, NotMeasured, PromptTokens, StopCheck
 from trainer.runfolder import RunDir
-
-
-def _edit(path: Path, stage: str, fn: Callable[[dict[str, Any]], None]) -> None:
-    record = json.loads((path / f"{stage}.json").read_text(encoding="utf-8"))
-    fn(record["results"])
-    (path / f"{stage}.json").write_text(json.dumps(record, ensure_ascii=False), encoding="utf-8")
 
 
 def _markdown(path: Path) -> str:
@@ -31,7 +24,7 @@ def _markdown(path: Path) -> str:
 
 @pytest.fixture
 def complete(tmp_path: Path) -> Path:
-    return rf.complete(tmp_path / "run")
+    return fake_run.complete_run().write(tmp_path / "run")
 
 
 def test_a_verified_template_and_numeric_divergence_are_worded(complete: Path) -> None:
@@ -47,34 +40,35 @@ def test_a_verified_template_and_numeric_divergence_are_worded(complete: Path) -
 
 
 def test_a_template_mismatch_a_failed_request_and_one_long_answer(complete: Path) -> None:
-    def deploy(res: dict[str, Any]) -> None:
-        api = res["api_test"]
-        api["status"], api["failures"] = "failed", ["template_mismatch", "request_failed"]
-        first, second, third = api["cases"]
-        first["prompt_tokens"] = {
-            "status": "failed",
-            "expected_tokens": 40,
-            "ollama_tokens": 30,
-            "matching_tokens": 1,
-            "first_difference": 1,
-            "expected_around": "<|im_start|>system\n你是",
-            "ollama_around": "<|im_start|>user\n你是",
-        }
-        second.update(
+    def deploy(res: DeployResult) -> None:
+        api = res.api_test
+        api.status, api.failures = "failed", ["template_mismatch", "request_failed"]
+        first, second, third = api.cases
+        first.prompt_tokens = PromptTokens(
+            status="failed",
+            expected_tokens=40,
+            ollama_tokens=30,
+            matching_tokens=1,
+            first_difference=1,
+            expected_around="<|im_start|>system\n你是",
+            ollama_around="<|im_start|>user\n你是",
+        )
+        api.cases[1] = replace(
+            second,
             ok=False,
             problems=["request_failed"],
             error="Ollama at http://127.0.0.1:11434 refused to generate (HTTP 500): boom",
-            done_reason=None,
-            prompt_tokens={"status": "not_checked", "reason": "request_failed"},
+            done_reason=NotMeasured(),
+            prompt_tokens=PromptTokens(status="not_checked", reason="request_failed"),
         )
-        third.update(done_reason="length", observations=["at_limit"])
-        api["template"].update(
-            status="failed", case=1, cases_checked=2, matching_tokens=41, expected_tokens=80
+        api.cases[2] = replace(third, done_reason="length", observations=["at_limit"])
+        api.template = replace(
+            api.template, status="failed", case=1, cases_checked=2, matching_tokens=41, expected_tokens=80
         )
-        api["stops"] = {"status": "passed", "stopped": 1, "at_limit": 1, "at_limit_cases": ["test-0003"]}
-        api["llamacpp"].update(prompt_tokens_equal=False, interpretation="prompt_differs")
+        api.stops = StopCheck(status="passed", stopped=1, at_limit=1, at_limit_cases=["test-0003"])
+        api.llamacpp = replace(api.llamacpp, prompt_tokens_equal=False, interpretation="prompt_differs")
 
-    _edit(complete, "deploy", deploy)
+    fake_run.edit(complete, "deploy", deploy)
     md = _markdown(complete)
     table = kv(section(md, "Ollama部署"))
     assert table["API测试"] == (
@@ -98,11 +92,11 @@ def test_a_template_mismatch_a_failed_request_and_one_long_answer(complete: Path
 
 
 def test_ollama_speed_is_explained_beside_llama_server(complete: Path) -> None:
-    def benchmark(res: dict[str, Any]) -> None:
-        res["engine"] = "llamacpp"
-        res["engine_details"] = {"server": "native"}
+    def benchmark(res: BenchmarkResult) -> None:
+        res.engine = "llamacpp"
+        res.engine_details = EngineDetails(server="native")
 
-    _edit(complete, "benchmark", benchmark)
+    fake_run.edit(complete, "benchmark", benchmark)
     speed = kv(section(_markdown(complete), "Ollama部署"))["解码速度对比"]
     assert speed.startswith(
         "Ollama 在 API 测试中解码 129.6 tokens/秒（3 个回答的中位数），llama-server 在基准测试中"

@@ -1,4 +1,4 @@
-"""The report stage (`python run.py report`) on fixture run folders (tests/reporting/runfolders.py).
+"""The report stage (`python run.py report`) on fake run folders (tests/fake_run.py).
 
 Each fixture is rendered once per module (Markdown and PDF: real Jinja2, markdown-it-py, matplotlib
 and WeasyPrint with Noto Sans CJK); the tests then read report.md back (tables, sections) and the
@@ -8,7 +8,6 @@ PDF through poppler's pdftotext/pdffonts.
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 import shutil
 import struct
@@ -22,7 +21,7 @@ import pytest
 
 from reporting import labels, report
 from stages import reported
-from tests.reporting import runfolders as rf
+from tests import fake_run
 from tests.reporting.helpers import (
     PLACEHOLDER,
     kv,
@@ -36,6 +35,7 @@ from tests.reporting.helpers import (
     table_blocks,
 )
 from trainer.config import load_config
+from trainer.results import EvalMetric, NotMeasured
 from trainer.runfolder import RunDir
 
 REQUIRED = ["complete", "gpu_less", "ollama_not_deployed", "evaluation_missing"]
@@ -63,7 +63,7 @@ def rendered(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., Rendered
 
     def get(name: str, fmt: str = "both") -> Rendered:
         if (name, fmt) not in cache:
-            path = rf.BUILDERS[name](tmp_path_factory.mktemp(f"{name}-{fmt}") / "run")
+            path = fake_run.build(name, tmp_path_factory.mktemp(f"{name}-{fmt}") / "run")
             cache[(name, fmt)] = _render(path, fmt)
         return cache[(name, fmt)]
 
@@ -107,7 +107,7 @@ def test_renders_both_formats_without_placeholders_or_missing_glyphs(rendered, n
     [
         ("complete", ["958条", "2.1843→1.1027", "38.92", "Q4_K_M", "128.4tokens/秒", "545.2", "7.31GiB"]),
         ("gpu_less", ["未测量：本次运行无GPU", "2.4107→1.7342", "79.5tokens/秒", "83.1tokens/秒"]),
-        ("ollama_not_deployed", ["未部署：" + _squash(rf.NOT_DEPLOYED_REASON), "未运行："]),
+        ("ollama_not_deployed", ["未部署：" + _squash(fake_run.NOT_DEPLOYED_REASON), "未运行："]),
         ("evaluation_missing", ["未测量：评估阶段未运行（evaluate.json不存在）", "1.4120→1.3210"]),
     ],
 )
@@ -136,76 +136,77 @@ def _gib(n: int) -> str:
 
 def test_complete_summary_tables_match_the_fixture(rendered) -> None:
     md = rendered("complete").md
-    tr, pr, ex, bm = rf.TRAIN, rf.PREPARE, rf.EXPORT, rf.BENCHMARK
-    hp = tr["hyperparameters"]
+    run = fake_run.complete_run()
+    tr, pr, ex, bm = run.train, run.prepare, run.export, run.benchmark
+    hp = tr.hyperparameters
 
     facts = kv(section(md, "数据来源"))
     for key, label in (("train", "训练集"), ("val", "验证集"), ("test", "测试集")):
-        assert facts[label] == f"{pr['splits'][key]} 条"
-    assert facts["数据集名称"] == pr["dataset_name"]
+        assert facts[label] == f"{getattr(pr.splits, key)} 条"
+    assert facts["数据集名称"] == pr.dataset_name
 
     assert kv(section(md, "数据预处理"))["数据增强"] == "身份类训练样本重复 3 次（仅训练集），新增 96 条"
     cleaning = kv(section(md, "数据预处理"))["数据清洗"]
-    assert f"读入 {pr['records_in']:,} 条，保留 {pr['records_kept']:,} 条" in cleaning
-    assert f"重复 {pr['dropped']['duplicate']} 条" in cleaning
+    assert f"读入 {pr.records_in:,} 条，保留 {pr.records_kept:,} 条" in cleaning
+    assert f"重复 {pr.dropped['duplicate']} 条" in cleaning
 
     lora = kv(section(md, "LoRA配置"))
-    assert lora["r（秩）"] == str(tr["lora"]["r"])
-    assert lora["alpha"] == str(tr["lora"]["alpha"])
-    assert lora["dropout"] == str(tr["lora"]["dropout"])
-    assert lora["target_modules"] == ", ".join(tr["lora"]["target_modules"])
+    assert lora["r（秩）"] == str(tr.lora.r)
+    assert lora["alpha"] == str(tr.lora.alpha)
+    assert lora["dropout"] == str(tr.lora.dropout)
+    assert lora["target_modules"] == ", ".join(tr.lora.target_modules)
 
     h = kv(section(md, "训练超参数"))
     assert h["epochs"] == "3"
-    assert h["batch_size（每设备）"] == str(hp["per_device_batch_size"])
-    assert h["梯度累积步数"] == str(hp["gradient_accumulation_steps"])
-    assert h["有效批次大小"] == str(hp["effective_batch_size"])
-    assert float(h["学习率"]) == hp["learning_rate"]
-    assert h["Warmup步数"] == str(hp["warmup_steps"])
-    assert h["最大长度"] == str(hp["max_length"])
-    assert h["优化器"] == hp["optimizer"]
-    assert h["混合精度训练"].startswith(tr["precision"])
+    assert h["batch_size（每设备）"] == str(hp.per_device_batch_size)
+    assert h["梯度累积步数"] == str(hp.gradient_accumulation_steps)
+    assert h["有效批次大小"] == str(hp.effective_batch_size)
+    assert float(h["学习率"]) == hp.learning_rate
+    assert h["Warmup步数"] == str(hp.warmup_steps)
+    assert h["最大长度"] == str(hp.max_length)
+    assert h["优化器"] == hp.optimizer
+    assert h["混合精度训练"].startswith(tr.precision)
 
     model = kv(section(md, "模型配置"))
-    assert model["量化"].startswith(tr["quantization"])
-    assert model["设备"] == tr["device"]
+    assert model["量化"].startswith(tr.quantization)
+    assert model["设备"] == tr.device
 
     curve = kv(section(md, "训练曲线"))
-    assert curve["训练Loss"].startswith(f"{tr['train_loss_first']:.4f} → {tr['train_loss_last']:.4f}")
-    assert curve["验证Loss"].startswith(f"{tr['eval_loss_first']:.4f} → {tr['eval_loss_last']:.4f}")
-    assert f"{tr['resources']['wall_time_s']} s" in curve["训练时长"]
-    assert curve["训练步数"] == str(tr["global_step"])
+    assert curve["训练Loss"].startswith(f"{tr.train_loss_first:.4f} → {tr.train_loss_last:.4f}")
+    assert curve["验证Loss"].startswith(f"{tr.eval_loss_first:.4f} → {tr.eval_loss_last:.4f}")
+    assert f"{tr.resources.wall_time_s} s" in curve["训练时长"]
+    assert curve["训练步数"] == str(tr.global_step)
 
     ckpts = rows_by_first_cell(section(md, "关键检查点"), "step")
-    assert set(ckpts) == {str(c["step"]) for c in tr["checkpoints"]}
-    for c in tr["checkpoints"]:
-        row = ckpts[str(c["step"])]
-        assert float(row[1]) == c["train_loss"] and float(row[2]) == c["eval_loss"] and row[3] == c["path"]
-    assert ckpts[str(tr["best_checkpoint"]["step"])][4] == "★ 最佳"
+    assert set(ckpts) == {str(c.step) for c in tr.checkpoints}
+    for c in tr.checkpoints:
+        row = ckpts[str(c.step)]
+        assert float(row[1]) == c.train_loss and float(row[2]) == c.eval_loss and row[3] == c.path
+    assert ckpts[str(tr.best_checkpoint.step)][4] == "★ 最佳"
 
     conv = kv(section(md, "模型转换"))
-    assert conv["量化"] == ex["gguf"]["quantization"]
-    assert conv["模型大小"].startswith(_gib(ex["gguf"]["size_bytes"]))
+    assert conv["量化"] == ex.gguf.quantization
+    assert conv["模型大小"].startswith(_gib(ex.gguf.size_bytes))
 
     train_res = kv(section(md, "训练资源"))
-    assert train_res["GPU显存"].startswith(f"峰值保留 {_gib(tr['resources']['peak_gpu_reserved_bytes'])}")
-    assert train_res["内存"].startswith(f"峰值 RSS {_gib(tr['resources']['peak_rss_bytes'])}")
+    assert train_res["GPU显存"].startswith(f"峰值保留 {_gib(tr.resources.peak_gpu_reserved_bytes)}")
+    assert train_res["内存"].startswith(f"峰值 RSS {_gib(tr.resources.peak_rss_bytes)}")
 
     infer = kv(section(md, "推理资源"))
-    first = bm["summary"][0]
-    assert infer["显存占用"] == _gib(bm["memory"]["vram_bytes"])
-    assert infer["推理速度"].startswith(f"{first['decode_tokens_per_s']} tokens/秒（并发 1")
-    assert f"端到端 p50 {first['e2e_ms']['p50']} ms / p99 {first['e2e_ms']['p99']} ms" in infer["延迟"]
+    first = bm.summary[0]
+    assert infer["显存占用"] == _gib(bm.memory.vram_bytes)
+    assert infer["推理速度"].startswith(f"{first.decode_tokens_per_s} tokens/秒（并发 1")
+    assert f"端到端 p50 {first.e2e_ms.p50} ms / p99 {first.e2e_ms.p99} ms" in infer["延迟"]
     levels = rows_by_first_cell(section(md, "推理资源"), "并发")
-    for row in bm["summary"]:
-        cells = levels[str(row["concurrency"])]
-        assert cells[1] == f"{row['requests']}/{row['failures']}"
-        assert float(cells[2]) == row["ttft_ms"]["p50"] and float(cells[5]) == row["e2e_ms"]["p50"]
-        assert float(cells[7]) == row["decode_tokens_per_s"]
-        assert float(cells[8]) == row["aggregate_tokens_per_s"]
+    for row in bm.summary:
+        cells = levels[str(row.concurrency)]
+        assert cells[1] == f"{row.requests}/{row.failures}"
+        assert float(cells[2]) == row.ttft_ms.p50 and float(cells[5]) == row.e2e_ms.p50
+        assert float(cells[7]) == row.decode_tokens_per_s
+        assert float(cells[8]) == row.aggregate_tokens_per_s
 
     stages = rows_by_first_cell(section(md, "阶段耗时"), "阶段")
-    for stage, seconds in rf.DURATIONS.items():
+    for stage, seconds in fake_run.DURATIONS.items():
         row = next(v for k, v in stages.items() if f"（{stage}）" in k)
         assert row[1] == "完成"
         assert (f"{seconds:.1f} 秒" if seconds < 60 else f"（{seconds:.1f} s）") in row[3]
@@ -219,13 +220,14 @@ def _table_name(key: str) -> str:
 def test_complete_metrics_table_names_each_key_in_the_reports_words(rendered) -> None:
     metrics = rows_by_first_cell(section(rendered("complete").md, "测试集评估结果"), "指标")
     assert next(iter(metrics)) == "平均回答长度（字）"
-    assert len(metrics) == len(rf.EVALUATE["metrics"])
-    for m in rf.EVALUATE["metrics"]:
-        row = metrics[_table_name(m["key"])]
-        digits = 4 if m["key"] == "loss" else 2
-        assert float(row[1]) == round(m["before"], digits), m["key"]
-        assert float(row[2]) == round(m["after"], digits), m["key"]
-        assert float(re.match(r"[-+][\d.]+", row[3]).group()) == round(m["improvement"], 2), m["key"]
+    expected = fake_run.complete_run().evaluate.metrics
+    assert len(metrics) == len(expected)
+    for m in expected:
+        row = metrics[_table_name(m.key)]
+        digits = 4 if m.key == "loss" else 2
+        assert float(row[1]) == round(m.before, digits), m.key
+        assert float(row[2]) == round(m.after, digits), m.key
+        assert float(re.match(r"[-+][\d.]+", row[3]).group()) == round(m.improvement, 2), m.key
 
 
 def test_complete_rule_based_texts_quote_their_numbers(rendered) -> None:
@@ -234,10 +236,10 @@ def test_complete_rule_based_texts_quote_their_numbers(rendered) -> None:
     assert "ROUGE-L 由 2.10 变为 61.80（+59.70），明显改进" in examples
     assert "ROUGE-L 由 78.40 变为 41.20（-37.20），明显退步" in examples
     # The per-example sentence is the report's, from the example's numbers and texts.
-    first = rf.EVALUATE["examples"][0]
+    first = fake_run.complete_run().evaluate.examples[0]
     assert (
-        f"明显改进（阈值 ±5）；示例按 ROUGE-L 提升最大选出；微调后回答 {len(first['after'].strip())} 字，"
-        f"参考答案 {len(first['reference'])} 字。" in examples
+        f"明显改进（阈值 ±5）；示例按 ROUGE-L 提升最大选出；微调后回答 {len(first.after.strip())} 字，"
+        f"参考答案 {len(first.reference)} 字。" in examples
     )
     assert "提高 59.7 分" not in examples  # the ROUGE-L change is worded once
     assert "评估阶段结论" not in md
@@ -267,22 +269,23 @@ def test_an_older_evaluate_json_renders_in_the_reports_own_words(rendered) -> No
     wording wins for what it knows; a foreign metric keeps the file's name and definition."""
     md = rendered("old_style", "md").md
     assert not PLACEHOLDER.search(md)
-    assert rf.OLD_NAME_ZH not in md and "旧版定义" not in md and "旧版度量说明" not in md
+    assert fake_run.OLD_NAME_ZH not in md and "旧版定义" not in md and "旧版度量说明" not in md
     metrics = rows_by_first_cell(section(md, "测试集评估结果"), "指标")
+    foreign = fake_run.foreign_metric()
     assert list(metrics) == [
-        _table_name(m["key"])
-        for m in sorted(rf.EVALUATE["metrics"], key=lambda m: m["key"] != "avg_answer_chars")
-    ] + [rf.FOREIGN_METRIC["name_zh"], "chrf"]
+        _table_name(m.key)
+        for m in sorted(fake_run.complete_run().evaluate.metrics, key=lambda m: m.key != "avg_answer_chars")
+    ] + [foreign.name_zh, "chrf"]
     # No interval in the file: the change is shown, no verdict is claimed.
     assert metrics["chrf"][1:4] == ["30.00", "31.00", "+1.00 分"]
     assert metrics["chrf"][5] == "未判断（evaluate.json 未给出置信区间）"  # no interval: no verdict
     definitions = section(md, "测试集评估结果")
-    assert f"{rf.FOREIGN_METRIC['name_zh']}：{rf.FOREIGN_METRIC['definition']}（越高越好）" in definitions
+    assert f"{foreign.name_zh}：{foreign.definition}（越高越好）" in definitions
     assert "chrf：evaluate.json 未给出定义（无优劣方向）" in definitions
     examples = section(md, "示例对比")
     # Examples with their ROUGE-L get the report's sentence; the one without quotes the file's verdict.
     assert examples.count("ROUGE-L 由 2.10 变为 61.80（+59.70），明显改进") == 1
-    assert examples.count(f"评估阶段结论：{rf.OLD_VERDICT}") == 1
+    assert examples.count(f"评估阶段结论：{fake_run.OLD_VERDICT}") == 1
     assert kv(section(md, "数据预处理"))["数据增强"] == "身份类训练样本重复 3 次（仅训练集），新增 96 条"
 
 
@@ -308,10 +311,10 @@ def test_gpu_less_says_why_gpu_values_are_missing(rendered) -> None:
 def test_ollama_not_deployed_reports_the_reason(rendered) -> None:
     md = rendered("ollama_not_deployed").md
     deploy = kv(section(md, "Ollama部署"))
-    assert deploy["部署状态"] == f"未部署：{rf.NOT_DEPLOYED_REASON}"
-    assert deploy["API测试"] == f"未运行：{rf.NOT_DEPLOYED_REASON}"
+    assert deploy["部署状态"] == f"未部署：{fake_run.NOT_DEPLOYED_REASON}"
+    assert deploy["API测试"] == f"未运行：{fake_run.NOT_DEPLOYED_REASON}"
     assert deploy["与 llama.cpp 对比"] == deploy["模板验证"] == "未运行"
-    assert f"模型未部署到 Ollama：{rf.NOT_DEPLOYED_REASON}。" in section(md, "遇到的问题")
+    assert f"模型未部署到 Ollama：{fake_run.NOT_DEPLOYED_REASON}。" in section(md, "遇到的问题")
     assert "python run.py deploy" in section(md, "改进方向")
     assert "基准测试阶段记录：Ollama 不可用，改用 llama.cpp" in section(md, "遇到的问题")
     assert "未部署到 Ollama" in section(md, "结论")
@@ -344,7 +347,7 @@ def test_failed_training_and_an_empty_run_folder_still_render(rendered) -> None:
     assert empty.result["files"] == {"md": "report.md", "assets": "report_assets"}
     assert empty.md.count("未测量：") > 40
     assert not PLACEHOLDER.search(empty.md)
-    for stage in rf.STAGES:
+    for stage in fake_run.STAGES:
         assert f"运行 “python run.py {stage}”" in empty.md
     assert not (empty.path / "report.pdf").exists()
 
@@ -355,41 +358,25 @@ LONG_LINE = "超长无空格" + "a" * 2000
 INJECT = f"a | b\n# 注入的标题\n<script>alert(1)</script>\n[链接](http://evil.example)\n```\n{LONG_LINE}"
 
 
-def _edit(path: Path, stage: str, fn: Callable[[dict[str, Any]], None]) -> None:
-    record = json.loads((path / f"{stage}.json").read_text(encoding="utf-8"))
-    fn(record["results"])
-    (path / f"{stage}.json").write_text(json.dumps(record, ensure_ascii=False), encoding="utf-8")
-
-
 @pytest.fixture(scope="module")
 def injected(tmp_path_factory: pytest.TempPathFactory) -> Rendered:
-    path = rf.complete(tmp_path_factory.mktemp("inject") / "run")
-
-    def evaluate(res: dict[str, Any]) -> None:
-        res["examples"][0]["after"] = INJECT
-        res["examples"][0]["instruction"] = "问题 | 列\n# 标题"
-        res["examples"][1]["reference"] = INJECT
-        # An older file's verdict is quoted when the example has no ROUGE-L to word it from.
-        res["examples"][2]["verdict"] = INJECT
-        del res["examples"][2]["rougeL_before"]
-        # Metric keys the report does not know are shown as the key, or as an older file's name_zh.
-        res["metrics"][0]["key"] = "BLEU | <i>4</i>"
-        res["metrics"].append({"key": "x", "name_zh": "外部 | <b>名</b>\n# 标题", "definition": INJECT})
-
-    def train(res: dict[str, Any]) -> None:
-        res["backend_reason"] = LONG_LINE
-        res["checkpoints"][0]["path"] = "checkpoints/" + "b" * 2000
-        res["notes"] = ["# 标题\n| a | b |\n<script>x()</script>"]
-
-    def prepare(res: dict[str, Any]) -> None:
-        res["dataset_name"] = "数据|集 # x <script>alert(1)</script> *强调* _斜体_ &lt;"
-
-    def deploy(res: dict[str, Any]) -> None:
-        res["api_test"]["cases"][0]["answer"] = "答案 | 含竖线 <b>粗</b>\n## 二级"
-
-    for stage, fn in (("evaluate", evaluate), ("train", train), ("prepare", prepare), ("deploy", deploy)):
-        _edit(path, stage, fn)
-    return _render(path)
+    run = fake_run.complete_run()
+    ev, tr = run.evaluate, run.train
+    ev.examples[0].after = INJECT
+    ev.examples[0].instruction = "问题 | 列\n# 标题"
+    ev.examples[1].reference = INJECT
+    # An older file's verdict is quoted when the example has no ROUGE-L to word it from.
+    ev.examples[2].verdict = INJECT
+    ev.examples[2].rougeL_before = NotMeasured(absent=True)
+    # Metric keys the report does not know are shown as the key, or as an older file's name_zh.
+    ev.metrics[0].key = "BLEU | <i>4</i>"
+    ev.metrics.append(EvalMetric(key="x", name_zh="外部 | <b>名</b>\n# 标题", definition=INJECT))
+    tr.backend_reason = LONG_LINE
+    tr.checkpoints[0].path = "checkpoints/" + "b" * 2000
+    tr.notes = ["# 标题\n| a | b |\n<script>x()</script>"]
+    run.prepare.dataset_name = "数据|集 # x <script>alert(1)</script> *强调* _斜体_ &lt;"
+    run.deploy.api_test.cases[0].answer = "答案 | 含竖线 <b>粗</b>\n## 二级"
+    return _render(run.write(tmp_path_factory.mktemp("inject") / "run"))
 
 
 def test_injected_text_keeps_every_table_row_intact(injected: Rendered) -> None:
@@ -462,7 +449,7 @@ def _digest(folder: Path) -> dict[str, str]:
 
 
 def test_a_copied_run_folder_renders_and_no_stage_file_changes(tmp_path: Path) -> None:
-    original = rf.gpu_less(tmp_path / "original")
+    original = fake_run.gpu_less_run().write(tmp_path / "original")
     copy = tmp_path / "elsewhere" / "copy"
     shutil.copytree(original, copy)
     shutil.rmtree(original)
@@ -485,11 +472,12 @@ def _tiny_png(path: Path) -> None:
 
 
 def test_the_benchmark_stages_own_charts_are_embedded_and_kept(tmp_path: Path) -> None:
-    path = rf.complete(tmp_path / "run")
+    run = fake_run.complete_run()
     names = ["report_assets/benchmark_latency.png", "report_assets/benchmark_tokens_per_s.png"]
+    run.benchmark.files.charts = names
+    path = run.write(tmp_path / "run")
     for name in names:
         _tiny_png(path / name)
-    _edit(path, "benchmark", lambda res: res["files"].__setitem__("charts", names))
     r = _render(path, "md")
     for name in names:
         assert f"]({name})" in r.md

@@ -1,5 +1,5 @@
 """The report's evidence for its verdicts: each metric's 95 % interval and verdict, the identity probe,
-the split rule and the train/test leakage check (fixture run folders, Markdown only)."""
+the split rule and the train/test leakage check (fake run folders, tests/fake_run.py; Markdown only)."""
 
 from __future__ import annotations
 
@@ -9,15 +9,16 @@ import pytest
 
 from reporting import labels, report
 from stages import reported
-from tests.reporting import runfolders as rf
+from tests import fake_run
 from tests.reporting.helpers import kv, rows_by_first_cell, section
 from trainer.config import load_config
+from trainer.results import NotMeasured
 from trainer.runfolder import RunDir
 
 
 @pytest.fixture(scope="module")
 def complete_md(tmp_path_factory: pytest.TempPathFactory) -> str:
-    path = rf.BUILDERS["complete"](tmp_path_factory.mktemp("complete") / "run")
+    path = fake_run.complete_run().write(tmp_path_factory.mktemp("complete") / "run")
     report.run(load_config(None, ["report.format=md"]), RunDir(path), reported())
     return (Path(path) / "report.md").read_text(encoding="utf-8")
 
@@ -30,10 +31,10 @@ def test_the_metrics_table_shows_each_interval_and_its_verdict(complete_md: str)
     assert rows["平均回答长度（字）"][5] == "下降（无优劣方向）"  # shorter, neither better nor worse
     assert rows["BLEU-4（语料级）"][1:] == ["9.05", "23.40", "+14.35 分", "—", rows["BLEU-4（语料级）"][5]]
     assert rows["BLEU-4（语料级）"][5].startswith("未判断（语料级指标")
-    for metric in rf.EVALUATE["metrics"]:  # 提升 / 下降 only where the interval excludes 0
-        row = next(r for r in rows.values() if r[0].startswith(labels.METRIC_NAME_ZH[metric["key"]]))
-        judged = metric["significance"] in ("improved", "worsened")
-        assert (row[5] in ("提升", "下降")) is judged, metric["key"]
+    for metric in fake_run.complete_run().evaluate.metrics:  # 提升 / 下降 only where the interval excludes 0
+        row = next(r for r in rows.values() if r[0].startswith(labels.METRIC_NAME_ZH[metric.key]))
+        judged = metric.significance in ("improved", "worsened")
+        assert (row[5] in ("提升", "下降")) is judged, metric.key
 
 
 def test_the_conclusion_calls_only_significant_changes(complete_md: str) -> None:
@@ -68,18 +69,11 @@ def test_the_data_section_states_the_split_rule_and_the_leakage_found(complete_m
 
 
 def test_an_older_run_folder_says_the_checks_are_not_recorded(tmp_path: Path) -> None:
-    results = rf.complete_results()
-    for key in ("eval_split_cap", "min_useful_train", "leakage"):
-        del results["prepare"][key]
-    del results["evaluate"]["identity_probe"]
-    path = rf.write_run(
-        tmp_path / "run",
-        overrides=rf.COMPLETE_OVERRIDES,
-        env=rf.ENV_GPU,
-        results=results,
-        metrics=None,
-        eval_rows=None,
-    )
+    run = fake_run.complete_run()
+    absent = NotMeasured(absent=True)  # keys an older version did not write
+    run.prepare.eval_split_cap = run.prepare.min_useful_train = run.prepare.leakage = absent
+    run.evaluate.identity_probe = absent
+    path = run.write(tmp_path / "run")
     report.run(load_config(None, ["report.format=md"]), RunDir(path), reported())
     md = (path / "report.md").read_text(encoding="utf-8")
     facts = kv(section(md, "数据来源"))

@@ -1,7 +1,7 @@
 """The report reads stage files only through their types (trainer/results): shapes, unknown keys, nulls.
 
-Markdown only (no PDF): each test writes a fixture run folder, edits one stage file and renders
-report.md in-process.
+Markdown only (no PDF): each test writes a fake run folder (tests/fake_run.py), edits one stage file
+as JSON (shapes the types cannot make) and renders report.md in-process.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from typing import Any
 
 from reporting import report, runfiles
 from stages import reported
-from tests.reporting import runfolders as rf
+from tests import fake_run
 from trainer.config import load_config
 from trainer.runfolder import RunDir
 
@@ -32,7 +32,7 @@ def _markdown(path: Path) -> str:
 
 
 def test_a_stage_file_of_the_wrong_shape_is_unreadable_not_a_crash(tmp_path: Path) -> None:
-    path = rf.complete(tmp_path / "run")
+    path = fake_run.complete_run().write(tmp_path / "run")
     _edit(path, "train", lambda r: r.update(checkpoints=[5]))
     md = _markdown(path)
     assert "train.json 无法读取（ResultError: checkpoints\\[0\\]: expected an object, got int）" in md
@@ -42,16 +42,16 @@ def test_a_stage_file_of_the_wrong_shape_is_unreadable_not_a_crash(tmp_path: Pat
 
 
 def test_keys_the_contract_does_not_name_change_nothing(tmp_path: Path) -> None:
-    plain = _markdown(rf.complete(tmp_path / "plain"))
-    path = rf.complete(tmp_path / "extra")
-    for stage in rf.STAGES:
+    plain = _markdown(fake_run.complete_run().write(tmp_path / "plain"))
+    path = fake_run.complete_run().write(tmp_path / "extra")
+    for stage in fake_run.STAGES:
         _edit(path, stage, lambda r: r.update(added_by_a_newer_stage={"x": 1}))
     _edit(path, "train", lambda r: r["resources"].update(new_counter=3))
     assert _markdown(path).replace("extra", "plain") == plain
 
 
 def test_a_null_shows_the_reason_written_beside_it(tmp_path: Path) -> None:
-    path = rf.complete(tmp_path / "run")
+    path = fake_run.complete_run().write(tmp_path / "run")
 
     def no_vram(r: dict[str, Any]) -> None:
         r["memory"].update(vram_bytes=None, vram_reason="ollama ps 未报告显存")

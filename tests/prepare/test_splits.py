@@ -9,14 +9,12 @@ from typing import Any
 
 import pytest
 
-from tests.test_prepare_data import files_override, prepare, read_split, sample_records, write_jsonl
+from tests.prepare.helpers import TINY, files_override, prepare, read_split, sample_records, write_jsonl
 from trainer import evaluate, leakage, near_duplicates
 from trainer.config import load_config
 from trainer.errors import UserError
 from trainer.runfolder import RunDir
 
-ROOT = Path(__file__).resolve().parent.parent
-TINY = ROOT / "configs" / "tiny.yaml"
 DEFAULT_SPLIT = ("data.test_size=30", "data.val_size=0.08")  # configs/default.yaml
 
 
