@@ -123,6 +123,8 @@ class StageLine:
     def __init__(self, progress: Any = None, task: Any = None) -> None:
         self._progress = progress
         self._task = task
+        # Room for the status: the line's width less the name, bar, count and times before it.
+        self._room = max(20, progress.console.width - 60) if progress is not None else 0
 
     def total(self, total: float, completed: float = 0) -> None:
         if self._progress is not None:
@@ -141,11 +143,15 @@ class StageLine:
 
     def status(self, text: str) -> None:
         if self._progress is not None:
-            self._progress.update(self._task, status=text)
+            from rich.text import Text
+
+            shown = Text(" ".join(text.split()))
+            shown.truncate(self._room, overflow="ellipsis")
+            self._progress.update(self._task, status=shown.plain)
 
     def conclude(self, text: str) -> None:
-        """The stage's closing words (its headline), unless it showed a status of its own."""
-        if self._progress is not None and not self._progress.tasks[0].fields.get("status"):
+        """The stage's closing words (its headline) in place of its last status."""
+        if text:
             self.status(text)
 
 
@@ -167,17 +173,20 @@ def stage_line(name: str, show: bool = True, file: TextIO | None = None) -> Iter
         return
     from rich.console import Console
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.table import Column
 
     terminal = Console(file=file or sys.stdout, highlight=False)
     if not terminal.is_terminal:
         terminal.width = max(terminal.width, 120)  # a transcript keeps the whole line
+    fixed = lambda width: Column(width=width, no_wrap=True)  # noqa: E731
     progress = Progress(
-        TextColumn("{task.description:<9}"),
-        BarColumn(bar_width=20),
-        TextColumn("{task.fields[count]}"),
-        TimeElapsedColumn(),
-        TextColumn("{task.fields[eta]}"),
-        TextColumn("{task.fields[status]}"),
+        TextColumn("{task.description}", table_column=fixed(9)),
+        BarColumn(bar_width=20, table_column=fixed(20)),
+        TextColumn("{task.fields[count]}", table_column=Column(min_width=5, no_wrap=True)),
+        TimeElapsedColumn(table_column=fixed(7)),
+        TextColumn("{task.fields[eta]}", table_column=Column(no_wrap=True)),
+        # The stage's own words take what is left of the line (`StageLine.status` cuts them short).
+        TextColumn("{task.fields[status]}", table_column=Column(no_wrap=True)),
         console=terminal,
         transient=False,
         refresh_per_second=4,
