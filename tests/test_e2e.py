@@ -222,7 +222,7 @@ def test_the_terminal_shows_one_line_per_stage_and_the_log_has_the_details(tiny_
         own = [line for line in lines if line.startswith(f"{stage} ") and "━" in line]
         assert len(own) == 1, (stage, own)
     train_line = next(line for line in lines if line.startswith("train "))
-    assert re.search(r"\d+/\d+ .*loss \d+\.\d+ · val \d+\.\d+ · [\d,]+ tokens/s", train_line), train_line
+    assert re.search(r"\d+/\d+ .*loss \d+\.\d+.* tok/s", train_line), train_line
     assert first.stderr == "", first.stderr[-2000:]
     noise = ("it/s]", "{'loss'", "Loading weights", "llama_model_loader", "Failed to load", "Warning")
     assert not [line for line in lines if any(n in line for n in noise)]
