@@ -26,10 +26,12 @@ from trainer.results.base import (
     NotMeasured,
     OptNum,
     OptStr,
+    Reason,
     Record,
     ResultError,
     StageResult,
     measured,
+    note,
     or_not_measured,
 )
 from trainer.results.benchmark import (
@@ -221,6 +223,7 @@ __all__ = [
     "PromptTokens",
     "Qualitative",
     "QualitativeMeasure",
+    "Reason",
     "Record",
     "ReportResult",
     "ResultError",
@@ -239,5 +242,6 @@ __all__ = [
     "load_env",
     "load_result",
     "measured",
+    "note",
     "or_not_measured",
 ]
