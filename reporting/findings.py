@@ -318,5 +318,6 @@ def findings(run: RunFiles) -> list[Finding]:
         st = run.stage(name)
         english = [first_line(n, 300) for n in st.notes]
         for note in wording.notes(st.result.note_codes if st.ok else None, english):
-            out.append(Finding(f"{zh}阶段记录：{note}", None))
+            if not any(note in f.problem for f in out):  # a rule above already said it
+                out.append(Finding(f"{zh}阶段记录：{note}", None))
     return out
