@@ -220,7 +220,7 @@ def qualitative(run: RunFiles) -> list[tuple[str, str]]:
         unit = str(item.unit or "")
         before, after = item.before, item.after
         if not (is_number(before) and is_number(after)):
-            reason = item.reason or "微调前或微调后无数值"
+            reason = wording.text(item.reason) or "微调前或微调后无数值"
             rows.append((label, f"以“{measure}”衡量，未能比较：{reason}"))
             continue
         word = _qualitative_word(run, key, direction(before, after, better_direction(item)))

@@ -164,6 +164,8 @@ KNOWN: list[tuple[re.Pattern[str], Callable[[re.Match[str]], str]]] = [
     ),
     (re.compile(r"no Ollama at (\S+)"), lambda m: f"在 {m.group(1)} 没有可用的 Ollama 服务"),
     (re.compile(r"deployment failed"), lambda m: "部署失败"),
+    (re.compile(r"no successful request"), lambda m: "没有成功的请求"),
+    (re.compile(r"not measured \(--no-roofline\)"), lambda m: "未测量（--no-roofline）"),
     (re.compile(r"interrupted \(Ctrl-C\)"), lambda m: "被中断（Ctrl-C）"),
     (
         re.compile(r"time budget of (\S+) s reached(?:: (\d+) request\(s\) not sent)?"),

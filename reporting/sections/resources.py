@@ -149,7 +149,7 @@ def _timing_check(r: BenchmarkResult) -> str:
     """Client-side vs server-reported timings (benchmark.json `timing_agreement`)."""
     agreement = r.timing_agreement
     if not measured(agreement) or not agreement.requests:
-        reason = agreement.reason if measured(agreement) else ""
+        reason = wording.text(agreement.reason) if measured(agreement) else ""
         return nm(f"推理服务器未报告自身计时（{reason or 'benchmark.json 无 timing_agreement'}）")
     parts = []
     for pair, label, unit in (

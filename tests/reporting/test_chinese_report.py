@@ -6,6 +6,7 @@ The tiny run's report is checked in tests/test_e2e.py (a real `run.py all`).
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -113,6 +114,37 @@ def _render_md(path: Path) -> str:
 @pytest.mark.parametrize("build", [rf.train_failed, rf.ollama_not_deployed, rf.gpu_less, rf.old_style])
 def test_reports_of_runs_with_failures_have_no_english_sentence(tmp_path: Path, build) -> None:
     md = _render_md(build(tmp_path / "run"))
+    assert english_sentences(md) == [], english_report_lines(md)
+
+
+def _set_results(path: Path, stage: str, **values: object) -> None:
+    record = json.loads((path / f"{stage}.json").read_text(encoding="utf-8"))
+    record["results"].update(values)
+    (path / f"{stage}.json").write_text(json.dumps(record, ensure_ascii=False), encoding="utf-8")
+
+
+def test_an_older_run_folders_english_reasons_are_quoted_and_new_codes_are_worded(tmp_path: Path) -> None:
+    """A run folder written before reason codes: its English is shown as a code span, not as prose;
+    the same folder with codes reads in the report's Chinese."""
+    path = rf.gpu_less(tmp_path / "run")
+    english = "auto: no CUDA GPU and no bf16 unit on this CPU (avx512_bf16/amx_bf16), fp32"
+    note = "stopped by train.max_minutes=8 after step 20 of 45"
+    _set_results(path, "train", precision="fp32", precision_reason=english, notes=[note])
+    md = _render_md(path)
+    assert f"`{english}`" in md and f"`{note}`" in md
+    assert english_sentences(md) == [], english_report_lines(md)
+
+    _set_results(
+        path,
+        "train",
+        precision_code={"code": "cpu_no_bf16", "params": {"requested": "auto"}},
+        note_codes=[
+            {"code": "time_budget_stop", "params": {"max_minutes": 8, "step": 20, "planned_steps": 45}}
+        ],
+    )
+    md = _render_md(path)
+    assert english not in md and note not in md
+    assert "CPU 也没有 bf16 运算单元" in md and "在第 20 步（计划 45 步）停止" in md
     assert english_sentences(md) == [], english_report_lines(md)
 
 
