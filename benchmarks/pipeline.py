@@ -27,7 +27,7 @@ from trainer import console, prompt_format
 from trainer.config import PipelineConfig
 from trainer.errors import UserError
 from trainer.ollama_client import answers, resolve_host
-from trainer.results import BenchFiles, BenchmarkResult, NotMeasured
+from trainer.results import BenchFiles, BenchmarkResult, NotMeasured, Reason
 from trainer.runfolder import RunDir, write_json
 
 log = logging.getLogger("benchmarks.pipeline")
@@ -41,8 +41,24 @@ def _stage_results(run_dir: RunDir, stage: str) -> dict[str, Any] | None:
     return (done or {}).get("results")
 
 
-def choose_engine(cfg: PipelineConfig, run_dir: RunDir) -> tuple[str, str, str, str | None]:
-    """(engine, reason, model, gguf path) from the config and the export/deploy results."""
+# English for the terminal and benchmark.json `engine_reason`, by `engine_code` (the report words
+# the code in Chinese, reporting/wording.py).
+ENGINE_REASONS = {
+    "configured": "benchmark.engine={engine}",
+    "ollama_deployed": "auto: deployed as '{model}' and Ollama answers at {host}",
+    "ollama_not_answering": "auto: Ollama does not answer at {host}",
+    "not_deployed": "auto: the model was not deployed to Ollama",
+    "ollama_failed_benchmark": "auto: Ollama at {host} failed the benchmark ({error}); llama.cpp on the same GGUF",
+}
+
+
+def engine_reason(code: Reason) -> str:
+    """The English line of an engine choice."""
+    return ENGINE_REASONS[code.code].format(**code.params)
+
+
+def choose_engine(cfg: PipelineConfig, run_dir: RunDir) -> tuple[str, Reason, str, str | None]:
+    """(engine, why as a code, model, gguf path) from the config and the export/deploy results."""
     export = _stage_results(run_dir, "export")
     if export is None:
         raise UserError(
@@ -65,7 +81,7 @@ def choose_engine(cfg: PipelineConfig, run_dir: RunDir) -> tuple[str, str, str, 
             )
         return (
             engine,
-            "benchmark.engine=transformers (the unexported baseline)",
+            Reason(code="configured", params={"engine": engine}),
             str((run_dir.path / merged).resolve()),
             gguf,
         )
@@ -76,38 +92,31 @@ def choose_engine(cfg: PipelineConfig, run_dir: RunDir) -> tuple[str, str, str, 
                 f"{deploy.get('status', 'missing')}).",
                 fix="run `python run.py deploy` with Ollama running, or use benchmark.engine=llamacpp",
             )
-        return engine, "benchmark.engine=ollama", str(deploy["model_name"]), gguf
+        return engine, Reason(code="configured", params={"engine": engine}), str(deploy["model_name"]), gguf
     if engine == "auto" and deployed and answers(host):
-        return (
-            "ollama",
-            f"auto: deployed as '{deploy['model_name']}' and Ollama answers at {host}",
-            str(deploy["model_name"]),
-            gguf,
-        )
+        why = Reason(code="ollama_deployed", params={"model": str(deploy["model_name"]), "host": host})
+        return "ollama", why, str(deploy["model_name"]), gguf
     if not gguf:
         raise UserError(
             "export.json has no GGUF file (results.gguf.path).", fix="re-run `python run.py export`"
         )
-    reason = (
-        "benchmark.engine=llamacpp"
-        if engine == "llamacpp"
-        else (
-            f"auto: Ollama does not answer at {host}"
-            if deployed
-            else "auto: the model was not deployed to Ollama"
-        )
-    )
-    return "llamacpp", reason, gguf, gguf
+    if engine == "llamacpp":
+        why = Reason(code="configured", params={"engine": engine})
+    elif deployed:
+        why = Reason(code="ollama_not_answering", params={"host": host})
+    else:
+        why = Reason(code="not_deployed")
+    return "llamacpp", why, gguf, gguf
 
 
 def _settings(
-    cfg: PipelineConfig, run_dir: RunDir, engine: str, reason: str, model: str, gguf: str | None
+    cfg: PipelineConfig, run_dir: RunDir, engine: str, reason: Reason, model: str, gguf: str | None
 ) -> BenchSettings:
     bench = cfg.benchmark
     threads, threads_reason = resolve_threads(bench.threads, "benchmark.threads")
     deploy = _stage_results(run_dir, "deploy") or {}
     return BenchSettings(
-        engine=engine, engine_reason=reason, model=model, prompts=load_prompts(),
+        engine=engine, engine_reason=engine_reason(reason), engine_code=reason, model=model, prompts=load_prompts(),
         prompt_format=prompt_format.load(run_dir.path), prompt_format_source="run folder prompt_format.json",
         concurrency=list(bench.concurrency), num_requests=bench.num_requests, max_tokens=bench.max_tokens,
         num_ctx=bench.num_ctx, threads=threads, threads_reason=threads_reason,
@@ -138,7 +147,7 @@ def _measure(cfg: PipelineConfig, run_dir: RunDir) -> tuple[BenchSettings, Bench
             raise
         error = str(exc).split("\n")[0]
         say(f"Ollama failed the benchmark ({error}); measuring the same GGUF with llama.cpp")
-    reason = f"auto: Ollama at {settings.host} failed the benchmark ({error}); llama.cpp on the same GGUF"
+    reason = Reason(code="ollama_failed_benchmark", params={"host": settings.host, "error": error})
     settings = _settings(cfg, run_dir, "llamacpp", reason, gguf, gguf)
     return settings, measure(settings, progress=say)
 

@@ -37,8 +37,10 @@ from trainer.results import (
     BenchMemory,
     EngineDetails,
     LevelSummary,
+    Reason,
     Roofline,
     TimingAgreement,
+    note,
     or_not_measured,
 )
 from trainer.results import BenchSettings as SettingsRecord
@@ -317,34 +319,43 @@ def _stop_reason(settings: BenchSettings, engine: Engine, unsent: int, interrupt
     return None
 
 
-def _notes(settings: BenchSettings, got: _Collected, model: dict[str, Any]) -> list[str]:
-    """What a reader of the numbers must know: failures, partial results, queueing, early stops."""
+def _notes(settings: BenchSettings, got: _Collected, model: dict[str, Any]) -> tuple[list[str], list[Reason]]:
+    """What a reader of the numbers must know: failures, partial results, queueing, early stops
+    (English `notes` and the same as `note_codes`)."""
     notes: list[str] = []
+    codes: list[Reason] = []
     failed = [s for s in got.samples if not s["ok"]]
     if failed:
         reasons = Counter(s["error"] for s in failed)
-        notes.append(
-            f"{len(failed)} of {len(got.samples)} requests failed: "
-            + "; ".join(f"{n} x {reason}" for reason, n in reasons.items())
+        errors = "; ".join(f"{n} x {reason}" for reason, n in reasons.items())
+        english = f"{len(failed)} of {len(got.samples)} requests failed: {errors}"
+        note(
+            notes,
+            codes,
+            "requests_failed",
+            english,
+            failed=len(failed),
+            total=len(got.samples),
+            errors=errors,
         )
     if got.warmup_failures:
-        notes.append(f"{got.warmup_failures} warm-up request(s) failed")
+        english = f"{got.warmup_failures} warm-up request(s) failed"
+        note(notes, codes, "warmup_failed", english, count=got.warmup_failures)
     if got.partial_reason:
-        notes.append(f"partial results: {got.partial_reason}")
+        note(notes, codes, "partial", f"partial results: {got.partial_reason}", text=got.partial_reason)
     batched = settings.engine == "ollama" or model.get("server_parallel_slots", 1) > 1
     if not batched and max(settings.concurrency) > 1:
         server = "llama-cpp-python's server" if settings.engine == "llamacpp" else settings.engine
-        notes.append(
-            f"{server} serves one request at a time: concurrency > 1 measures queueing "
-            "(TTFT grows), not batching"
-        )
+        english = f"{server} serves one request at a time: concurrency > 1 measures queueing (TTFT grows), not batching"
+        note(notes, codes, "queueing", english, server=server)
     short = [s for s in got.samples if s["ok"] and s.get("finish_reason") != "length"]
     if short:
-        notes.append(
+        english = (
             f"{len(short)} request(s) stopped before max_tokens (finish_reason != length); "
             "their actual token counts are used"
         )
-    return notes
+        note(notes, codes, "stopped_early", english, count=len(short))
+    return notes, codes
 
 
 def _results(
@@ -359,7 +370,7 @@ def _results(
         for c in settings.concurrency
         if c in walls
     ]
-    notes = _notes(settings, got, model)
+    notes, note_codes = _notes(settings, got, model)
     roof = _roofline(settings, model, memory, summary, samples, got.machine_samples)
     arch = model.pop("arch", {})
     result = BenchmarkResult(
@@ -382,6 +393,7 @@ def _results(
         machine_load=load,
         samples=samples,
         notes=notes,
+        note_codes=note_codes,
     )
     result.headline = outputs.headline(result)
     return result

@@ -13,6 +13,7 @@ from typing import Any, Protocol
 from benchmarks.prompts import PromptSet
 from trainer.config import BenchmarkConfig
 from trainer.prompt_format import PromptFormat
+from trainer.results import Reason
 
 # The pipeline's benchmark defaults (configs/*.yaml `benchmark:`) are the defaults here too, so
 # `python -m benchmarks` and `python run.py benchmark` measure the same load unless told otherwise.
@@ -57,11 +58,14 @@ class BenchSettings:
     # Where the llama.cpp server's own log goes (None: a temporary file).
     server_log: Path | None = None
     measure_roofline: bool = True
+    # engine_reason as a code (benchmarks/pipeline.py), for the report; None outside the pipeline.
+    engine_code: Reason | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "engine": self.engine,
             "engine_reason": self.engine_reason,
+            **({"engine_code": self.engine_code.to_dict()} if self.engine_code else {}),
             "model": self.model,
             "concurrency": list(self.concurrency),
             "num_requests": self.num_requests,

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from reporting import labels
+from reporting import labels, wording
 from reporting.runfiles import RunFiles, known
 from reporting.text import (
     fmt_bytes,
@@ -220,7 +220,7 @@ def qualitative(run: RunFiles) -> list[tuple[str, str]]:
         unit = str(item.unit or "")
         before, after = item.before, item.after
         if not (is_number(before) and is_number(after)):
-            reason = item.reason or "微调前或微调后无数值"
+            reason = wording.text(item.reason) or "微调前或微调后无数值"
             rows.append((label, f"以“{measure}”衡量，未能比较：{reason}"))
             continue
         word = _qualitative_word(run, key, direction(before, after, better_direction(item)))
@@ -306,9 +306,13 @@ def _delivery_sentence(run: RunFiles) -> str:
             )
         sentence += f"，已部署到 Ollama（模型名 {known(r.model_name, None)}，API 测试{test}{proof}）"
     elif r.status == "failed":
-        sentence += f"，部署到 Ollama 失败：{known(r.reason, 'deploy.json 未说明原因')}"
+        sentence += (
+            f"，部署到 Ollama 失败：{wording.reason(r.reason_code, r.reason) or 'deploy.json 未说明原因'}"
+        )
     else:
-        sentence += f"，未部署到 Ollama：{known(r.reason, 'deploy.json 未说明原因')}"
+        sentence += (
+            f"，未部署到 Ollama：{wording.reason(r.reason_code, r.reason) or 'deploy.json 未说明原因'}"
+        )
     return sentence + "。"
 
 

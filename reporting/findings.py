@@ -10,9 +10,19 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from reporting import wording
 from reporting.facts import DROP_REASON_ZH, metric, metric_change, metrics
 from reporting.runfiles import RunFiles, known
-from reporting.text import first_line, fmt_duration, fmt_float, fmt_general, fmt_int, fmt_loss, is_number
+from reporting.text import (
+    first_line,
+    fmt_duration,
+    fmt_float,
+    fmt_general,
+    fmt_int,
+    fmt_loss,
+    is_number,
+    verbatim,
+)
 from trainer.results import measured
 
 # Validation loss this much above its minimum at the last evaluation: a sign of overfitting.
@@ -70,7 +80,7 @@ def _train_findings(run: RunFiles) -> list[Finding]:
         out.append(
             Finding(
                 f"训练后端回退为 {backend}（配置 train.backend={requested_backend}）："
-                f"{known(r.backend_reason, 'train.json 未说明原因')}。",
+                f"{wording.text(r.backend_reason) or 'train.json 未说明原因'}。",
                 "安装可用的 Unsloth（或在 GPU 机器上运行）以使用其优化内核。",
             )
         )
@@ -80,7 +90,7 @@ def _train_findings(run: RunFiles) -> list[Finding]:
         out.append(
             Finding(
                 f"配置要求 4-bit QLoRA（model.load_in_4bit=true），实际量化为 {quant or '未记录'}："
-                f"{known(r.quantization_reason, 'train.json 未说明原因')}。",
+                f"{wording.reason(r.quantization_code, r.quantization_reason) or 'train.json 未说明原因'}。",
                 "在带 CUDA GPU 的机器上训练以启用 4-bit NF4 量化，降低显存占用。",
             )
         )
@@ -90,7 +100,7 @@ def _train_findings(run: RunFiles) -> list[Finding]:
         took = f"，本次训练用时 {fmt_duration(wall)}" if is_number(wall) else ""
         out.append(
             Finding(
-                f"未使用混合精度训练（精度 fp32）：{known(r.precision_reason, 'train.json 未说明原因')}{took}。",
+                f"未使用混合精度训练（精度 fp32）：{wording.reason(r.precision_code, r.precision_reason) or 'train.json 未说明原因'}{took}。",
                 "在支持 bf16/fp16 的 GPU 上训练，可显著缩短训练时间并减少内存。",
             )
         )
@@ -196,7 +206,7 @@ def _deploy_findings(run: RunFiles) -> list[Finding]:
         return []
     out = []
     status = r.status
-    reason = known(r.reason, "deploy.json 未说明原因")
+    reason = wording.reason(r.reason_code, r.reason) or "deploy.json 未说明原因"
     if status == "not_deployed":
         out.append(
             Finding(
@@ -230,7 +240,7 @@ def _api_findings(a: Any) -> list[Finding]:
     if errors:
         out.append(
             Finding(
-                f"API 测试中 {len(errors)}/{len(cases)} 个请求失败（Ollama 的错误：{first_line(str(errors[0].error))}）。",
+                f"API 测试中 {len(errors)}/{len(cases)} 个请求失败（Ollama 的错误：{verbatim(first_line(str(errors[0].error)))}）。",
                 "查看 Ollama 服务日志（如 “journalctl -u ollama”）后重新运行 “python run.py deploy”。",
             )
         )
@@ -272,7 +282,7 @@ def _benchmark_findings(run: RunFiles) -> list[Finding]:
     if r.partial is True:
         out.append(
             Finding(
-                f"基准测试结果不完整：{known(r.partial_reason, 'benchmark.json 未说明原因')}。",
+                f"基准测试结果不完整：{wording.text(r.partial_reason) or 'benchmark.json 未说明原因'}。",
                 "重新运行 “python run.py benchmark --force” 得到完整结果。",
             )
         )
@@ -304,6 +314,8 @@ def findings(run: RunFiles) -> list[Finding]:
     )
     for st in run.stages.values():
         zh = st.name_zh
-        for note in st.notes:
-            out.append(Finding(f"{zh}阶段记录：{first_line(note, 300)}", None))
+        english = [first_line(n, 300) for n in st.notes]
+        for note in wording.notes(st.result.note_codes if st.ok else None, english):
+            if not any(note in f.problem for f in out):  # a rule above already said it
+                out.append(Finding(f"{zh}阶段记录：{note}", None))
     return out

@@ -26,7 +26,7 @@ from pathlib import Path
 import jinja2
 
 from reporting import charts, context, runfiles
-from reporting.text import escape_md
+from reporting.text import escape_md, plain
 from trainer.config import PipelineConfig, ReportConfig
 from trainer.pipeline import Stage
 from trainer.results import BenchmarkResult, ReportResult, measured
@@ -60,7 +60,7 @@ def run(cfg: PipelineConfig, run_dir: RunDir, stages: Sequence[Stage]) -> Report
     markdown = render_markdown(files, cfg.report, drawn, chart_reasons)
     out: dict[str, str] = {}
     notes = [f"运行目录中的问题：{w}" for w in files.warnings]
-    notes += [f"未画图：{r}" for r in chart_reasons.values()]
+    notes += [f"未画图：{plain(r)}" for r in chart_reasons.values()]  # report.json: no code-span marks
     if want_md:
         write_text(run_dir / "report.md", markdown)
         out["md"] = "report.md"

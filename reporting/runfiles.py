@@ -18,7 +18,8 @@ from typing import Any, Generic, TypeVar, cast
 
 import yaml
 
-from reporting.text import NOT_MEASURED, first_line, is_number, shorten
+from reporting import wording
+from reporting.text import NOT_MEASURED, first_line, is_number, shorten, verbatim
 from trainer.config import PipelineConfig, read_config
 from trainer.pipeline import Stage as StageEntry
 from trainer.results import (
@@ -124,12 +125,12 @@ class Stage(Generic[R]):
     def why_missing(self) -> str:
         """Why this stage's values are not available, for a 未测量 line."""
         if self.file_error:
-            return f"{self.name}.json 无法读取（{self.file_error}）"
+            return f"{self.name}.json 无法读取（{verbatim(self.file_error)}）"
         status = self.status
         if status == "missing":
             return f"{self.name_zh}阶段未运行（{self.name}.json 不存在）"
         if status == "failed":
-            return f"{self.name_zh}阶段失败（{self.error or '未记录错误信息'}）"
+            return f"{self.name_zh}阶段失败（{verbatim(self.error) or '未记录错误信息'}）"
         if status == "interrupted":
             return f"{self.name_zh}阶段被中断"
         if status == "running":
@@ -149,7 +150,7 @@ class Stage(Generic[R]):
         if value.absent:
             return missing(f"{self.name}.json 未记录 {value.key_path}")
         if value.why.strip():
-            return missing(shorten(" ".join(value.why.split()), 300))
+            return missing(wording.text(shorten(" ".join(value.why.split()), 300)))
         return missing(f"{self.name}.json 中 {value.key_path} 为空，未说明原因")
 
     @property

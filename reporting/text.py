@@ -4,6 +4,9 @@ Reads and writes nothing. Every value that reaches `templates/report.md.j2` pass
 `escape_md` (it is the Jinja `finalize` hook), so text from the dataset, the model or any stage file
 cannot add Markdown structure (a table column, a heading, a link) or raw HTML to the report. Only
 `MdRaw` strings built here (images, fenced blocks of verbatim text) pass through unchanged.
+`verbatim(text)` marks a stage's own words inside a plain string (an error message, an English note
+of an older run): `escape_md` shows the marked part as a code span, so it reads as a quotation
+and not as the report's own sentence, wherever the string is built into a longer one.
 """
 
 from __future__ import annotations
@@ -32,11 +35,28 @@ _RULE_START = re.compile(r"^([-=])(?=[-=\s]*$)")
 _QUOTE_START = re.compile(r"^>")
 
 
+# Private-use characters around a verbatim quotation (see `verbatim`); never in a stage's text.
+_QUOTE_OPEN, _QUOTE_CLOSE = "\ue000", "\ue001"
+_QUOTED = re.compile(f"{_QUOTE_OPEN}([^{_QUOTE_CLOSE}]*)(?:{_QUOTE_CLOSE}|$)")
+
+
+def verbatim(text: Any) -> str:
+    """`text` marked as quoted as written (a code span in the report), "" for empty text."""
+    one_line = " ".join(str(text or "").replace(_QUOTE_OPEN, "").replace(_QUOTE_CLOSE, "").split())
+    return f"{_QUOTE_OPEN}{one_line}{_QUOTE_CLOSE}" if one_line else ""
+
+
+def plain(text: Any) -> str:
+    """`text` without verbatim marks (for the terminal, report.json and other plain-text places)."""
+    return str(text).replace(_QUOTE_OPEN, "").replace(_QUOTE_CLOSE, "")
+
+
 def escape_md(value: Any) -> str:
     """One-line Markdown text that renders as exactly `value`, safe in a table cell or a paragraph.
 
     Newlines and runs of whitespace become one space (a table row is one line); leading block
-    markers (list item, ordered list, thematic break, setext underline) are escaped as well.
+    markers (list item, ordered list, thematic break, setext underline) are escaped as well. Parts
+    marked by `verbatim` become code spans (a mark cut off by `shorten` ends at the end).
     """
     if isinstance(value, MdRaw):
         return value
@@ -44,9 +64,28 @@ def escape_md(value: Any) -> str:
         # A None in the template means a missing value slipped past the "未测量" handling.
         raise ValueError("a None value reached the report template; give it a 未测量 reason")
     text = " ".join(str(value).split())
+    if _QUOTE_OPEN in text or _QUOTE_CLOSE in text:
+        parts = _QUOTED.split(text)  # prose, quotation, prose, ...
+        return "".join(
+            code(part)
+            if i % 2
+            else _escape_prose(part.replace(_QUOTE_CLOSE, ""))
+            if i
+            else _escape_start(part)
+            for i, part in enumerate(parts)
+        )
+    return _escape_start(text)
+
+
+def _escape_prose(text: str) -> str:
     text = _MD_SPECIAL.sub(r"\\\1", text)
     text = _UNDERSCORE.sub(r"\\_", text)
-    text = _ENTITY.sub(r"\\&", text)
+    return _ENTITY.sub(r"\\&", text)
+
+
+def _escape_start(text: str) -> str:
+    """Escaped prose that begins the value (block markers at its start escaped too)."""
+    text = _escape_prose(text)
     text = _QUOTE_START.sub(r"\\>", text)
     text = _LIST_START.sub(r"\\\1\2", text)
     text = _ORDERED_START.sub(r"\1\\\2\3", text)

@@ -104,6 +104,19 @@ def test_artifacts_are_consistent_with_each_other_and_the_report(tiny_all):
 
 
 @pytest.mark.slow
+def test_the_report_has_no_english_sentence(tiny_all):
+    """Issue #21: every reason and note of a real run is worded in Chinese (or quoted as code)."""
+    from tests.english_check import english_report_lines, english_sentences
+
+    run_dir, _ = tiny_all
+    report = (run_dir / "report.md").read_text()
+    assert english_sentences(report) == [], english_report_lines(report)
+    train = _results(run_dir, "train")
+    assert train["precision_code"]["code"] in ("cpu_bf16_autocast", "cpu_no_bf16")
+    assert _results(run_dir, "deploy")["reason_code"]["code"] == "no_ollama"
+
+
+@pytest.mark.slow
 def test_second_invocation_skips_completed_stages(tiny_all):
     run_dir, _ = tiny_all
     before = {
@@ -210,6 +223,9 @@ def test_a_misbehaving_ollama_is_recorded_and_all_reaches_the_report(tiny_all, t
     _results(copy, "report")
     report = (copy / "report.md").read_text()
     assert "API 测试中 2/2 个请求失败" in report and "失败：请求失败" in report
+    from tests.english_check import english_report_lines, english_sentences
+
+    assert english_sentences(report) == [], english_report_lines(report)
 
 
 @pytest.mark.slow

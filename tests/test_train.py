@@ -147,13 +147,15 @@ def test_cpu_precision_is_bf16_autocast_only_where_the_cpu_has_bf16_units(monkey
     from trainer.backends import choose_precision
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    precision, why = choose_precision("auto", ["amx_bf16", "avx512_bf16"])
+    precision, why, code = choose_precision("auto", ["amx_bf16", "avx512_bf16"])
     assert precision == "bf16" and "amx_bf16" in why and "autocast" in why
-    precision, why = choose_precision("auto", [])
-    assert precision == "fp32" and "no bf16 unit" in why
+    assert code.code == "cpu_bf16_autocast" and code.params["units"] == ["amx_bf16", "avx512_bf16"]
+    precision, why, code = choose_precision("auto", [])
+    assert precision == "fp32" and "no bf16 unit" in why and code.code == "cpu_no_bf16"
     assert choose_precision("bf16", [])[0] == "fp32"
-    assert choose_precision("fp32", ["amx_bf16"]) == ("fp32", "train.precision=fp32")
-    assert choose_precision("fp16", ["amx_bf16"])[0] == "fp32"
+    precision, why, code = choose_precision("fp32", ["amx_bf16"])
+    assert (precision, why, code.code) == ("fp32", "train.precision=fp32", "as_configured")
+    assert choose_precision("fp16", ["amx_bf16"])[2].code == "fp16_needs_cuda"
 
 
 def test_train_json_records_the_precision_chosen_for_this_cpu(tiny_trained):
@@ -163,6 +165,7 @@ def test_train_json_records_the_precision_chosen_for_this_cpu(tiny_trained):
     res = json.loads((run_dir / "train.json").read_text())["results"]
     expected = "bf16" if cpu_bf16_units() else "fp32"
     assert res["precision"] == expected and res["precision_reason"].startswith("auto")
+    assert res["precision_code"]["code"] == ("cpu_bf16_autocast" if expected == "bf16" else "cpu_no_bf16")
 
 
 def test_time_budget_stops_training_and_says_where(tiny_trained, tmp_path):

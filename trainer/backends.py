@@ -17,6 +17,7 @@ from trainer.config import PipelineConfig
 from trainer.errors import UserError
 from trainer.models import load_tokenizer
 from trainer.recipe import lora_config
+from trainer.results import Reason
 from trainer.runfolder import cpu_bf16_units
 
 
@@ -46,43 +47,62 @@ def choose_backend(cfg: PipelineConfig) -> tuple[str, str]:
     return "peft", f"train.backend=auto fell back to peft: {why}"
 
 
-def choose_precision(requested: str, cpu_bf16: list[str] | None = None) -> tuple[str, str]:
-    """(fp32 | fp16 | bf16, why). On a CPU, bf16 autocast where the CPU has bf16 units
-    (`cpu_bf16`, detected when None), fp32 elsewhere; fp16 needs a CUDA GPU."""
+def choose_precision(requested: str, cpu_bf16: list[str] | None = None) -> tuple[str, str, Reason]:
+    """(fp32 | fp16 | bf16, why in English, why as a code). On a CPU, bf16 autocast where the CPU has
+    bf16 units (`cpu_bf16`, detected when None), fp32 elsewhere; fp16 needs a CUDA GPU."""
     import torch
 
+    setting = "auto" if requested == "auto" else f"train.precision={requested}"
     if not torch.cuda.is_available():
         units = cpu_bf16_units() if cpu_bf16 is None else cpu_bf16
-        has = f"this CPU has bf16 units ({', '.join(units)})"
         if requested in ("auto", "bf16") and units:
             return (
                 "bf16",
-                f"{'auto' if requested == 'auto' else 'train.precision=bf16'}: no CUDA GPU; {has}, bf16 autocast on the CPU",
+                f"{setting}: no CUDA GPU; this CPU has bf16 units ({', '.join(units)}), bf16 autocast on the CPU",
+                Reason(code="cpu_bf16_autocast", params={"requested": requested, "units": list(units)}),
             )
-        if requested == "auto":
-            return "fp32", "auto: no CUDA GPU and no bf16 unit on this CPU (avx512_bf16/amx_bf16), fp32"
-        if requested == "bf16":
-            return "fp32", "train.precision=bf16 but there is no CUDA GPU and this CPU has no bf16 unit; fp32"
+        if requested in ("auto", "bf16"):
+            return (
+                "fp32",
+                f"{setting}: no CUDA GPU and no bf16 unit on this CPU (avx512_bf16/amx_bf16), fp32",
+                Reason(code="cpu_no_bf16", params={"requested": requested}),
+            )
         if requested == "fp16":
-            return "fp32", "train.precision=fp16 needs a CUDA GPU; this machine has none, so fp32"
-        return requested, f"train.precision={requested}"
-    if requested == "auto":
-        if torch.cuda.is_bf16_supported():
-            return "bf16", "auto: the GPU supports bf16"
-        return "fp16", "auto: the GPU has no bf16, fp16 mixed precision"
-    if requested == "bf16" and not torch.cuda.is_bf16_supported():
-        return "fp16", "train.precision=bf16 but the GPU has no bf16; fp16 instead"
-    return requested, f"train.precision={requested}"
+            return (
+                "fp32",
+                "train.precision=fp16 needs a CUDA GPU; this machine has none, so fp32",
+                Reason(code="fp16_needs_cuda", params={"requested": requested}),
+            )
+        return requested, setting, Reason(code="as_configured", params={"requested": requested})
+    if requested in ("auto", "bf16") and torch.cuda.is_bf16_supported():
+        if requested == "auto":
+            return (
+                "bf16",
+                "auto: the GPU supports bf16",
+                Reason(code="gpu_bf16", params={"requested": requested}),
+            )
+    elif requested in ("auto", "bf16"):
+        return (
+            "fp16",
+            f"{setting}: the GPU has no bf16, fp16 mixed precision",
+            Reason(code="gpu_no_bf16", params={"requested": requested}),
+        )
+    return requested, setting, Reason(code="as_configured", params={"requested": requested})
 
 
-def quantization(cfg: PipelineConfig) -> tuple[bool, str]:
+def quantization(cfg: PipelineConfig) -> tuple[bool, str, Reason]:
+    """(4-bit or not, why in English, why as a code): NF4 needs bitsandbytes on a CUDA GPU."""
     import torch
 
     if not cfg.model.load_in_4bit:
-        return False, "model.load_in_4bit=false"
+        return False, "model.load_in_4bit=false", Reason(code="4bit_off")
     if not torch.cuda.is_available():
-        return False, "model.load_in_4bit=true needs a CUDA GPU (bitsandbytes NF4); trained in full precision"
-    return True, "4-bit NF4 (bitsandbytes) on CUDA"
+        return (
+            False,
+            "model.load_in_4bit=true needs a CUDA GPU (bitsandbytes NF4); trained in full precision",
+            Reason(code="4bit_needs_cuda"),
+        )
+    return True, "4-bit NF4 (bitsandbytes) on CUDA", Reason(code="4bit_nf4")
 
 
 def _dtype(precision: str) -> Any:

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import logging
 import shlex
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +38,16 @@ from trainer.config import PipelineConfig
 from trainer.errors import UserError
 from trainer.modelfile import ModelfileError, ModelfileSpec, read_modelfile
 from trainer.prompt_format import PromptFormat
-from trainer.results import ApiTest, DeployResult, LoadedModel, NotMeasured, StopCheck, or_not_measured
+from trainer.results import (
+    ApiTest,
+    DeployResult,
+    LoadedModel,
+    NotMeasured,
+    Reason,
+    StopCheck,
+    note,
+    or_not_measured,
+)
 from trainer.runfolder import RunDir, read_jsonl
 
 log = logging.getLogger(__name__)
@@ -55,6 +65,7 @@ def run(cfg: PipelineConfig, run_dir: RunDir | Path) -> DeployResult:
         f"ollama create {shlex.quote(name)} -f {shlex.quote(modelfile_path.name)}"
     )
     notes: list[str] = []
+    codes: list[Reason] = []  # note_codes: each note as a code, for the report
     # Checked before anything else: the hand-run command needs a correct Modelfile too.
     spec = _checked_modelfile(modelfile_path, gguf_path, fmt)
     base = {"host": host, "model_name": name, "deploy_command": deploy_command}
@@ -64,41 +75,57 @@ def run(cfg: PipelineConfig, run_dir: RunDir | Path) -> DeployResult:
     except ollama_client.OllamaUnavailable as exc:
         reason = f"no Ollama at {host}"
         _raise_if_required(cfg, reason, deploy_command, exc)
-        notes.append(f"{reason}: deploy by hand with `{deploy_command}`")
+        note(notes, codes, "deploy_by_hand", f"{reason}: deploy by hand with `{deploy_command}`", host=host)
         return DeployResult(
             status="not_deployed",
             **base,
             reason=reason,
+            reason_code=Reason(code="no_ollama", params={"host": host}),
             api_test=_not_run(reason),
             headline=f"not deployed: {reason}; run `{deploy_command}`",
             notes=notes,
+            note_codes=codes,
         )
 
     try:
-        digest = _create(cfg, host, name, gguf_path, spec, notes)
+        digest = _create(
+            cfg, host, name, gguf_path, spec, lambda msg: note(notes, codes, "text", msg, text=msg)
+        )
     except ollama_client.OllamaError as exc:
         reason = str(exc).split("\n")[0]
         _raise_if_required(cfg, reason, deploy_command, exc)
-        notes.append(f"deployment failed: {reason}")
+        note(notes, codes, "deploy_failed", f"deployment failed: {reason}", error=reason)
         return DeployResult(
             status="failed",
             **base,
             reason=reason,
+            reason_code=Reason(code="ollama_error", params={"error": reason}),
             ollama_version=version,
             api_test=_not_run("deployment failed"),
             headline=f"deployment FAILED: {reason}",
             notes=notes,
+            note_codes=codes,
         )
-    notes.append(f"created model '{name}' on Ollama {version} at {host} from {modelfile_path.name}")
+    note(
+        notes,
+        codes,
+        "created",
+        f"created model '{name}' on Ollama {version} at {host} from {modelfile_path.name}",
+        name=name,
+        version=version,
+        host=host,
+    )
 
     num_ctx = int(spec.parameters.get("num_ctx", cfg.export.num_ctx))
     records, why_not = _test_records(run_dir, cfg.deploy.test_prompts)
     if why_not:
-        notes.append(f"API test not run: {why_not}")
+        note(notes, codes, "api_test_not_run", f"API test not run: {why_not}", text=why_not)
         api_test = _not_run(why_not)
     else:
         tokenizer = _tokenizer(run_dir, merged)
         api_test = api_check.run(cfg, fmt, host, name, gguf_path, num_ctx, records, tokenizer, notes)
+        # api_check's notes (a failed request, a comparison not made) are quoted as written.
+        codes += [Reason(code="text", params={"text": n}) for n in notes[len(codes) :]]
     loaded = _loaded_model(host, name)
 
     return DeployResult(
@@ -115,6 +142,7 @@ def run(cfg: PipelineConfig, run_dir: RunDir | Path) -> DeployResult:
         loaded_reason=loaded.why if isinstance(loaded, NotMeasured) else NotMeasured(),
         headline=f"deployed '{name}' to {host}; {_verdict(api_test)}",
         notes=notes,
+        note_codes=codes,
     )
 
 
@@ -128,10 +156,15 @@ def _raise_if_required(cfg: PipelineConfig, reason: str, deploy_command: str, ex
 
 
 def _create(
-    cfg: PipelineConfig, host: str, name: str, gguf_path: Path, spec: ModelfileSpec, notes: list[str]
+    cfg: PipelineConfig,
+    host: str,
+    name: str,
+    gguf_path: Path,
+    spec: ModelfileSpec,
+    log_note: Callable[[str], None],
 ) -> str:
     """Upload the GGUF (when absent) and create the model; the blob digest. OllamaError on failure."""
-    digest = ollama_client.ensure_blob(host, gguf_path, timeout_s=cfg.deploy.timeout_s, log=notes.append)
+    digest = ollama_client.ensure_blob(host, gguf_path, timeout_s=cfg.deploy.timeout_s, log=log_note)
     ollama_client.create_model(
         host,
         name,

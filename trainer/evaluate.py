@@ -41,6 +41,7 @@ from trainer.results import (
     ProbeOverlap,
     Qualitative,
     QualitativeMeasure,
+    Reason,
     measured,
     or_not_measured,
 )
@@ -415,6 +416,9 @@ def _summarize(
         f"(change 95% CI [{_shown(idp.change_ci95_low)}, {_shown(idp.change_ci95_high)}]; "
         f"{len(rows)} test records)",
         notes=[f"{failures} sample(s) failed to generate (see {CSV_NAME})"] if failures else [],
+        note_codes=[Reason(code="generation_failures", params={"count": failures, "csv": CSV_NAME})]
+        if failures
+        else [],
     )
 
 

@@ -55,7 +55,9 @@ from trainer.results import (
     LengthTokens,
     NotMeasured,
     PrepareResult,
+    Reason,
     Splits,
+    note,
 )
 from trainer.runfolder import ROOT, RunDir, write_jsonl
 
@@ -257,9 +259,19 @@ def _summarize(
     for r in rejections:
         dropped[r.reason] = dropped.get(r.reason, 0) + 1
     counts = {k: len(v) for k, v in splits.items()}
-    notes = [f"{n} record(s) dropped as {reason}" for reason, n in sorted(dropped.items())]
+    notes: list[str] = []
+    note_codes: list[Reason] = []
+    for reason, n in sorted(dropped.items()):
+        note(notes, note_codes, "dropped", f"{n} record(s) dropped as {reason}", count=n, reason=reason)
     if cleaned.truncated:
-        notes.append(f"{cleaned.truncated} answer(s) truncated to data.max_length={dc.max_length} tokens")
+        note(
+            notes,
+            note_codes,
+            "truncated",
+            f"{cleaned.truncated} answer(s) truncated to data.max_length={dc.max_length} tokens",
+            count=cleaned.truncated,
+            max_length=dc.max_length,
+        )
     drop_warning = _drop_warning(dropped, len(loaded.records), dc.max_length)
     warnings = _warnings(drop_warning, split, counts["train"])
     return PrepareResult(
@@ -297,6 +309,7 @@ def _summarize(
         headline=f"train {counts['train']} / val {counts['val']} / test {counts['test']}; "
         f"{len(rejections)} rejected; {len(split.leaked_pairs)} test/val question(s) copied in train",
         notes=notes,
+        note_codes=note_codes,
         warnings=warnings,
     )
 

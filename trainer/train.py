@@ -43,10 +43,12 @@ from trainer.results import (
     Hyperparameters,
     LoraSettings,
     NotMeasured,
+    Reason,
     TrainFiles,
     TrainResources,
     TrainResult,
     TrainTimeBudget,
+    note,
     or_not_measured,
 )
 from trainer.runfolder import RunDir, atomic_dir, cpu_model, dir_bytes, read_jsonl, write_text
@@ -64,8 +66,10 @@ class _Setup:
     backend_reason: str
     precision: str
     precision_reason: str
+    precision_code: Reason
     four_bit: bool
     quant_reason: str
+    quant_code: Reason
     model_ref: str
     fmt: prompt_format.PromptFormat
     model: Any
@@ -100,8 +104,8 @@ def _setup(cfg: PipelineConfig, run_dir: RunDir) -> _Setup:
             f"{run_dir / prompt_format.FILE_NAME} is missing.", fix="run `python run.py prepare` first"
         )
     fmt = prompt_format.load(run_dir)
-    precision, precision_reason = choose_precision(cfg.train.precision)
-    four_bit, quant_reason = quantization(cfg)
+    precision, precision_reason, precision_code = choose_precision(cfg.train.precision)
+    four_bit, quant_reason, quant_code = quantization(cfg)
     model_ref = resolve_base_model(cfg)
     log.info(
         "backend=%s (%s); precision=%s (%s); %s",
@@ -120,8 +124,10 @@ def _setup(cfg: PipelineConfig, run_dir: RunDir) -> _Setup:
         backend_reason=backend_reason,
         precision=precision,
         precision_reason=precision_reason,
+        precision_code=precision_code,
         four_bit=four_bit,
         quant_reason=quant_reason,
+        quant_code=quant_code,
         model_ref=model_ref,
         fmt=fmt,
         model=model,
@@ -289,26 +295,47 @@ def _resources(run_dir: RunDir, fit: _Fit) -> TrainResources:
     )
 
 
-def _notes(cfg: PipelineConfig, setup: _Setup, fit: _Fit, world: int) -> list[str]:
-    notes = []
+def _notes(cfg: PipelineConfig, setup: _Setup, fit: _Fit, world: int) -> tuple[list[str], list[Reason]]:
+    """train.json `notes` (English) and `note_codes` (the same notes as codes, for the report)."""
+    notes: list[str] = []
+    codes: list[Reason] = []
     if setup.backend_reason.startswith("train.backend=auto fell back"):
-        notes.append(setup.backend_reason)
+        note(
+            notes,
+            codes,
+            "backend_fallback",
+            setup.backend_reason,
+            backend=setup.backend,
+            text=setup.backend_reason,
+        )
     if cfg.model.load_in_4bit and not setup.four_bit:
         notes.append(setup.quant_reason)
+        codes.append(setup.quant_code)
     if setup.precision_reason.startswith("train.precision=") and setup.precision != cfg.train.precision:
         notes.append(setup.precision_reason)
+        codes.append(setup.precision_code)
     if fit.resume:
-        notes.append(f"resumed from {fit.resume.name}")
+        note(notes, codes, "resumed", f"resumed from {fit.resume.name}", checkpoint=fit.resume.name)
     if fit.time_budget.stopped_early is True:
-        notes.append(
+        note(
+            notes,
+            codes,
+            "time_budget_stop",
             f"stopped by train.max_minutes={cfg.train.max_minutes:g} after step "
-            f"{fit.time_budget.stopped_at_step} of {fit.time_budget.planned_steps}"
+            f"{fit.time_budget.stopped_at_step} of {fit.time_budget.planned_steps}",
+            max_minutes=cfg.train.max_minutes,
+            step=fit.time_budget.stopped_at_step,
+            planned_steps=fit.time_budget.planned_steps,
         )
     if world > 1:
-        notes.append(
-            f"data-parallel on {world} processes: tokens/s counts all of them, peak RSS is the main process's"
+        note(
+            notes,
+            codes,
+            "data_parallel",
+            f"data-parallel on {world} processes: tokens/s counts all of them, peak RSS is the main process's",
+            processes=world,
         )
-    return notes
+    return notes, codes
 
 
 def _summarize(
@@ -326,14 +353,17 @@ def _summarize(
     checkpoints, best = _checkpoint_records(run_dir, losses, evals, state)
     resources = _resources(run_dir, fit)
     cuda = torch.cuda.is_available()
+    notes, note_codes = _notes(cfg, setup, fit, world)
     return TrainResult(
         backend=setup.backend,
         backend_reason=setup.backend_reason,
         precision=setup.precision,
         precision_reason=setup.precision_reason,
+        precision_code=setup.precision_code,
         device=torch.cuda.get_device_name(0) if cuda else f"CPU ({cpu_model()})",
         quantization="4-bit NF4" if setup.four_bit else "none",
         quantization_reason=setup.quant_reason,
+        quantization_code=setup.quant_code,
         base_model=cfg.model.name,
         base_model_path=setup.model_ref,
         params_total=params_total,
@@ -372,7 +402,8 @@ def _summarize(
         headline=f"{setup.backend}/{setup.precision}, {state.global_step} steps, loss "
         f"{losses[0]['loss'] if losses else float('nan'):.3f} -> {losses[-1]['loss'] if losses else float('nan'):.3f}, "
         f"{resources.tokens_per_s:.0f} tok/s",
-        notes=_notes(cfg, setup, fit, world),
+        notes=notes,
+        note_codes=note_codes,
     )
 
 

@@ -9,10 +9,10 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from reporting import facts
+from reporting import facts, wording
 from reporting.runfiles import RunFiles, known
 from reporting.sections.common import nm
-from reporting.text import code, fmt_bytes, fmt_float, fmt_general, is_number, shorten
+from reporting.text import code, fmt_bytes, fmt_float, fmt_general, is_number, shorten, verbatim
 from trainer.metrics import percentile
 from trainer.results import ApiCase, ApiTest, GgufVerification, ModelFile, measured
 
@@ -51,7 +51,7 @@ def _export(run: RunFiles) -> dict[str, str]:
         out["verification"] = (
             f"llama.cpp 读取成功：架构 {known(v.architecture, None)}，"
             f"{fmt_general(known(v.tensor_count, None))} 个张量；"
-            f"生成文本：“{shorten(' '.join(str(v.generated_text or '').split()), 120)}”"
+            f"生成文本：{verbatim(shorten(' '.join(str(v.generated_text or '').split()), 120)) or '（空）'}"
         )
     else:
         out["verification"] = verification.text()
@@ -92,7 +92,7 @@ def _reason_zh(reason: Any) -> str:
     code, _, detail = text.partition(": ")
     if code == "no_tokenizer":
         return f"无法加载导出模型的分词器（{detail}）"
-    return REASON_ZH.get(text, text or "deploy.json 未说明原因")
+    return REASON_ZH.get(text) or wording.text(text) or "deploy.json 未说明原因"
 
 
 def _case_row(n: int, c: ApiCase) -> list[str]:
@@ -109,12 +109,13 @@ def _case_row(n: int, c: ApiCase) -> list[str]:
     else:
         result = "失败：" + ("；".join(PROBLEM_ZH.get(str(p), str(p)) for p in c.problems) or "未记录原因")
         if c.error:
-            result += f"（{shorten(str(c.error), 120)}）"
+            result += f"（{verbatim(shorten(str(c.error), 120))}）"
     notes = [OBSERVATION_ZH.get(str(o), str(o)) for o in c.observations]
     return [
         str(n),
         shorten(" ".join(str(c.prompt or "").split()), 60),
-        shorten(" ".join(str(c.answer or "").split()), API_ANSWER_CHARS),
+        # The model's own words, quoted as written like the examples' answers (a code span).
+        verbatim(shorten(" ".join(str(c.answer or "").split()), API_ANSWER_CHARS)) or "（空）",
         str(c.done_reason or "未记录"),
         fmt_general(c.eval_count) if is_number(c.eval_count) else "未记录",
         fmt_float(tps, 1) if is_number(tps) else "未记录",
@@ -163,9 +164,9 @@ def _stops_text(a: ApiTest) -> str:
 def _llamacpp_text(a: ApiTest) -> str:
     cmp = a.llamacpp
     if not measured(cmp):
-        return nm(str(a.reason or "deploy.json 中没有 llama.cpp 对比"))
+        return nm(wording.text(a.reason) or "deploy.json 中没有 llama.cpp 对比")
     if isinstance(cmp.reason, str):
-        return nm(cmp.reason)
+        return nm(wording.text(cmp.reason))
     if cmp.matches_llamacpp is True:
         return "参考信息：第 1 个请求的回答与 llama.cpp 直接推理的回答完全相同"
     parts = ["参考信息（不作为判定依据）"]
@@ -185,7 +186,7 @@ def _llamacpp_text(a: ApiTest) -> str:
 def _api_test(a: ApiTest, deploy_reason: Any) -> str:
     """API 测试: the verdict and, when failed, why."""
     if a.status == "not_run":
-        return f"未运行：{a.reason or deploy_reason or 'deploy.json 未说明原因'}"
+        return f"未运行：{wording.text(a.reason) or deploy_reason or 'deploy.json 未说明原因'}"
     text = f"{facts.api_test_word(known(a.status, None))}（{len(list(a.cases))} 个请求，POST /api/generate）"
     failures = [FAILURE_ZH.get(str(f), str(f)) for f in a.failures]
     if failures:
@@ -198,7 +199,7 @@ def deployment(run: RunFiles) -> dict[str, Any]:
     dp = run.deploy
     r = dp.result
     status = dp.m(r.status)
-    reason = known(r.reason, None)
+    reason = wording.reason(r.reason_code, r.reason) or None
     if status.ok:
         status_text = DEPLOY_STATUS_ZH.get(str(status.value), str(status.value))
         if status.value != "deployed":

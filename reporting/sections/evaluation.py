@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from reporting import facts, labels
+from reporting import facts, labels, wording
 from reporting.runfiles import RunFiles, known
 from reporting.sections.common import list_note, nm
 from reporting.text import fenced, first_line, fmt_float, fmt_general, fmt_int, is_number, shorten
@@ -44,7 +44,7 @@ def _side(m: EvalMetric, value: Any) -> str:
     if is_number(value):
         return fmt_float(value, 4 if m.key == "loss" else 2)
     reason = value.why if isinstance(value, NotMeasured) else ""
-    return nm(str(reason or "evaluate.json 中该值为空，未说明原因"))
+    return nm(wording.text(reason) or "evaluate.json 中该值为空，未说明原因")
 
 
 def _metric_rows(run: RunFiles) -> tuple[list[list[str]], list[str]]:

@@ -11,7 +11,17 @@ from typing import Any
 
 from reporting.runfiles import STATUS_ZH, Measured, RunFiles, Stage, inside, known, missing
 from reporting.sections.common import nm
-from reporting.text import code, first_line, fmt_bytes, fmt_date, fmt_duration, fmt_int, fmt_time, is_number
+from reporting.text import (
+    code,
+    first_line,
+    fmt_bytes,
+    fmt_date,
+    fmt_duration,
+    fmt_int,
+    fmt_time,
+    is_number,
+    verbatim,
+)
 from trainer.config import ReportConfig
 from trainer.results import measured
 
@@ -95,12 +105,12 @@ def stage_rows(run: RunFiles) -> tuple[list[list[str]], str]:
         name, zh = st.name, st.name_zh
         status = STATUS_ZH.get(st.status, st.status)
         if st.status in ("failed", "interrupted") and st.error:
-            status += f"：{first_line(st.error, 80)}"
+            status += f"：{verbatim(first_line(st.error, 80))}"
         duration = st.duration_s
         if duration is not None:
             total += duration
-        # The headline is the stage's English one-liner for the terminal, quoted as written.
-        headline = first_line(known(st.result.headline, "") or "", 100) if st.ok else ""
+        # The stage's own headline is an English line for the terminal; the report says it in Chinese.
+        headline = _summary(name, st) if st.ok else ""
         rows.append(
             [
                 f"{zh}（{name}）",
@@ -111,6 +121,37 @@ def stage_rows(run: RunFiles) -> tuple[list[list[str]], str]:
             ]
         )
     return rows, fmt_duration(total)
+
+
+def _count(value: Any) -> str:
+    return fmt_int(value) if is_number(value) else "未记录"
+
+
+def _summary(name: str, st: Stage[Any]) -> str:
+    """One line of what a completed stage produced, from its result (the 摘要 column)."""
+    r = st.result
+    if name == "prepare":
+        s = r.splits
+        return f"训练 {_count(s.train)} / 验证 {_count(s.val)} / 测试 {_count(s.test)} 条"
+    if name == "train":
+        first, last = r.train_loss_first, r.train_loss_last
+        loss = f"，训练 Loss {first:.3f} → {last:.3f}" if is_number(first) and is_number(last) else ""
+        return f"{known(r.backend, '后端未记录')}/{known(r.precision, '精度未记录')}，{_count(r.global_step)} 步{loss}"
+    if name == "evaluate":
+        return f"{len(r.metrics)} 项指标，{len(r.examples)} 个示例（见第 5 节）"
+    if name == "export":
+        size = f"，{fmt_bytes(r.gguf.size_bytes)}" if is_number(r.gguf.size_bytes) else ""
+        return f"{known(r.gguf.quantization, '')} GGUF{size}".strip()
+    if name == "deploy":
+        return {"deployed": "已部署", "not_deployed": "未部署", "failed": "部署失败"}.get(
+            str(r.status), "见第 6 节"
+        )
+    if name == "benchmark":
+        return f"{known(r.engine, '引擎未记录')}，{len(r.summary)} 个并发级别（见第 7 节）"
+    if name == "report":
+        pages = f"，PDF {r.pages} 页" if is_number(r.pages) and r.pages else ""
+        return "、".join(str(v) for k, v in known(r.files, {}).items() if k != "assets") + pages
+    return ""
 
 
 def environment(run: RunFiles) -> list[list[str]]:

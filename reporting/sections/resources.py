@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from reporting import wording
 from reporting.charts import Chart
 from reporting.runfiles import RunFiles, known, missing
 from reporting.sections.common import nm
@@ -114,9 +115,9 @@ def _engine(run: RunFiles) -> str:
         + "）"
     )
     if r.settings.engine_reason:
-        engine += f"；选择原因：{r.settings.engine_reason}"
+        engine += f"；选择原因：{wording.reason(r.settings.engine_code, r.settings.engine_reason)}"
     if isinstance(r.engine_details.server_reason, str):
-        engine += f"；服务器：{r.engine_details.server_reason}"
+        engine += f"；服务器：{wording.text(r.engine_details.server_reason)}"
     return engine
 
 
@@ -127,7 +128,7 @@ def _roofline(run: RunFiles) -> str:
         return roof.text()
     r = roof.value
     if not is_number(r.limit_tokens_per_s):
-        return nm(str(r.reason or "benchmark.json 的 roofline 未给出上限与原因"))
+        return nm(wording.text(r.reason) or "benchmark.json 的 roofline 未给出上限与原因")
     text = f"{fmt_float(r.limit_tokens_per_s, 1)} tokens/秒"
     if r.bound == "compute" and is_number(r.peak_flops_per_s) and is_number(r.params):
         text += (
@@ -148,7 +149,7 @@ def _timing_check(r: BenchmarkResult) -> str:
     """Client-side vs server-reported timings (benchmark.json `timing_agreement`)."""
     agreement = r.timing_agreement
     if not measured(agreement) or not agreement.requests:
-        reason = agreement.reason if measured(agreement) else ""
+        reason = wording.text(agreement.reason) if measured(agreement) else ""
         return nm(f"推理服务器未报告自身计时（{reason or 'benchmark.json 无 timing_agreement'}）")
     parts = []
     for pair, label, unit in (

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from reporting import wording
 from reporting.charts import Chart
 from reporting.runfiles import Measured, RunFiles, known, missing
 from reporting.sections.common import list_note, nm, with_reason
@@ -57,7 +58,8 @@ def _used_settings(run: RunFiles) -> dict[str, str]:
     tr = run.train
     r = tr.result
     quant = tr.m(r.quantization)
-    quantization = with_reason(quant.text(), r.quantization_reason) if quant.ok else quant.text()
+    quant_why = wording.reason(r.quantization_code, r.quantization_reason)
+    quantization = with_reason(quant.text(), quant_why) if quant.ok else quant.text()
     device = tr.m(r.device).text()
     detail = r.resources.gpu_name or r.resources.cpu_model
     if detail and str(detail) not in device:
@@ -74,8 +76,10 @@ def _used_settings(run: RunFiles) -> dict[str, str]:
         "base_model": tr.m(r.base_model).text(),
         "quantization": quantization,
         "device": device,
-        "backend": with_reason(tr.m(r.backend).text(), r.backend_reason),
-        "precision": with_reason(tr.m(r.precision).text(), r.precision_reason),
+        "backend": with_reason(tr.m(r.backend).text(), wording.text(r.backend_reason)),
+        "precision": with_reason(
+            tr.m(r.precision).text(), wording.reason(r.precision_code, r.precision_reason)
+        ),
         "params": params,
     }
 

@@ -185,7 +185,7 @@ def test_pipeline_ollama_engine_needs_a_deployment(tiny_gguf: Path, tmp_path: Pa
         pipeline.run(load_config(None, ["benchmark.engine=ollama"]), run_dir)
     engine, reason, model, gguf = pipeline.choose_engine(load_config(None, []), run_dir)
     assert engine == "llamacpp" and model == gguf and model.endswith("models/model-Q4_K_M.gguf")
-    assert "not deployed" in reason
+    assert reason.code == "not_deployed" and "not deployed" in pipeline.engine_reason(reason)
 
 
 def test_an_ollama_that_fails_the_benchmark_falls_back_to_llamacpp(

@@ -84,10 +84,12 @@ def test_a_template_mismatch_a_failed_request_and_one_long_answer(complete: Path
     assert "提示 token 不同：Ollama 没有按训练格式提问" in table["与 llama.cpp 对比"]
     problems = section(md, "遇到的问题")
     assert "Ollama 实际使用的提示 token 与训练格式不同（第 1 个请求，41/80 个 token 相同）" in problems
-    assert "API 测试中 1/3 个请求失败（Ollama 的错误：Ollama at http://127.0.0.1:11434 refused" in problems
+    assert "API 测试中 1/3 个请求失败（Ollama 的错误：`Ollama at http://127.0.0.1:11434 refused" in problems
     assert "1/3 个回答达到 num_predict 上限" in problems
     cases = section(md, "Ollama部署")
-    assert "失败：请求失败（Ollama at http://127.0.0.1:11434 refused to generate (HTTP 500): boom）" in cases
+    assert (
+        "失败：请求失败（`Ollama at http://127.0.0.1:11434 refused to generate (HTTP 500): boom`）" in cases
+    )
     assert "第 1 个起不同" in cases and "达到 num_predict 上限（模型行为）" in cases
 
 

@@ -337,7 +337,7 @@ def test_evaluation_missing_is_not_measured_everywhere(rendered) -> None:
 
 def test_failed_training_and_an_empty_run_folder_still_render(rendered) -> None:
     failed = rendered("train_failed", "md").md
-    assert "训练阶段失败（CUDA out of memory. Tried to allocate 2.00 GiB" in failed
+    assert "训练阶段失败（`CUDA out of memory. Tried to allocate 2.00 GiB" in failed
     assert "report_assets/report_loss_curve.png" in failed  # the partial loss log is still drawn
     assert "logs/metrics.jsonl 有 1 行无法解析，已跳过" in failed
     assert kv(section(failed, "训练超参数"))["学习率"] == "0.0002"  # from config.resolved.yaml

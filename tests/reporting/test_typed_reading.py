@@ -35,7 +35,7 @@ def test_a_stage_file_of_the_wrong_shape_is_unreadable_not_a_crash(tmp_path: Pat
     path = fake_run.complete_run().write(tmp_path / "run")
     _edit(path, "train", lambda r: r.update(checkpoints=[5]))
     md = _markdown(path)
-    assert "train.json 无法读取（ResultError: checkpoints\\[0\\]: expected an object, got int）" in md
+    assert "train.json 无法读取（`ResultError: checkpoints[0]: expected an object, got int`）" in md
     assert runfiles.load(RunDir(path), reported()).warnings == [
         "train.json 无法读取：ResultError: checkpoints[0]: expected an object, got int"
     ]

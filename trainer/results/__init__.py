@@ -27,10 +27,12 @@ from trainer.results.base import (
     NotMeasured,
     OptNum,
     OptStr,
+    Reason,
     Record,
     ResultError,
     StageResult,
     measured,
+    note,
     or_not_measured,
 )
 from trainer.results.benchmark import (
@@ -209,6 +211,7 @@ __all__ = [
     "PromptTokens",
     "Qualitative",
     "QualitativeMeasure",
+    "Reason",
     "Record",
     "ReportResult",
     "ResultError",
@@ -227,5 +230,6 @@ __all__ = [
     "load_env",
     "load_result",
     "measured",
+    "note",
     "or_not_measured",
 ]

@@ -189,6 +189,26 @@ OptStr = str | NotMeasured
 
 
 @dataclass(kw_only=True)
+class Reason(Record):
+    """A reason or note as data: a code and its parameters, e.g. `{"code": "cpu_bf16_autocast",
+    "params": {"units": ["amx_bf16"]}}`.
+
+    The stage writes it beside its English text (`precision_reason`, `notes`), which stays for the
+    terminal; the report words the code in Chinese (reporting/wording.py) and quotes the English
+    text as written for a code it does not know. Codes are listed in docs/ARTIFACTS.md.
+    """
+
+    code: str
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+def note(notes: list[str], codes: list[Reason], code: str, english: str, **params: Any) -> None:
+    """Append one note to a stage's `notes` (English, for the terminal) and `note_codes` (for the report)."""
+    notes.append(english)
+    codes.append(Reason(code=code, params=params))
+
+
+@dataclass(kw_only=True)
 class StageResult(Record):
     """What every stage result may carry: one line for the terminal and what it skipped or fell back on.
 
@@ -199,9 +219,11 @@ class StageResult(Record):
 
     headline: OptStr = ABSENT  # English, for the terminal summary; the report shows it as written
     notes: list[str] | NotMeasured = ABSENT
+    # The same notes as codes, one per note, in the same order (absent in older run folders).
+    note_codes: list[Reason] | NotMeasured = ABSENT
     # Written after the stage's own keys, as the stages always wrote them (a base class's fields
     # would otherwise come first), so that `<stage>.json` files of old and new runs diff cleanly.
-    trailing_keys: ClassVar[tuple[str, ...]] = ("headline", "notes")
+    trailing_keys: ClassVar[tuple[str, ...]] = ("headline", "notes", "note_codes")
 
     def to_dict(self) -> dict[str, Any]:
         out = super().to_dict()

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from trainer.results.base import ABSENT, NotMeasured, OptNum, OptStr, Record, StageResult
+from trainer.results.base import ABSENT, NotMeasured, OptNum, OptStr, Reason, Record, StageResult
 
 
 @dataclass(kw_only=True)
@@ -56,6 +56,7 @@ class BenchSettings(Record):
 
     engine: OptStr = ABSENT
     engine_reason: OptStr = ABSENT
+    engine_code: Reason | NotMeasured = ABSENT  # the same reason as a code (run.py benchmark only)
     model: OptStr = ABSENT
     concurrency: list[int] | NotMeasured = ABSENT
     num_requests: OptNum = ABSENT

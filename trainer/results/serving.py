@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from trainer.results.base import ABSENT, NotMeasured, OptNum, OptStr, Record, StageResult
+from trainer.results.base import ABSENT, NotMeasured, OptNum, OptStr, Reason, Record, StageResult
 
 # ---- export.json ----------------------------------------------------------------------------------
 
@@ -160,6 +160,9 @@ class DeployResult(StageResult):
     host: OptStr = ABSENT
     model_name: OptStr = ABSENT
     reason: OptStr = ABSENT  # why not deployed; null when deployed
+    reason_code: Reason | NotMeasured = (
+        ABSENT  # the same as a code (no_ollama | ollama_error); absent: deployed
+    )
     deploy_command: OptStr = ABSENT  # the `ollama create` command that does the same by hand
     ollama_version: OptStr = ABSENT
     blob: OptStr = ABSENT  # the GGUF blob's digest on the server

@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from trainer.results.base import ABSENT, NotMeasured, OptNum, OptStr, Record, StageResult
+from trainer.results.base import ABSENT, NotMeasured, OptNum, OptStr, Reason, Record, StageResult
 
 # ---- prepare.json ---------------------------------------------------------------------------------
 
@@ -134,7 +134,7 @@ class PrepareResult(StageResult):
     eval_split_cap: EvalSplitCap | NotMeasured = ABSENT
     min_useful_train: OptNum = ABSENT  # fewer train records than this: a warning with the fix
     leakage: Leakage | NotMeasured = ABSENT
-    trailing_keys: ClassVar[tuple[str, ...]] = ("headline", "notes", "warnings")
+    trailing_keys: ClassVar[tuple[str, ...]] = ("headline", "notes", "note_codes", "warnings")
 
 
 # ---- train.json -----------------------------------------------------------------------------------
@@ -210,10 +210,12 @@ class TrainResult(StageResult):
     backend: OptStr = ABSENT
     backend_reason: OptStr = ABSENT
     precision: OptStr = ABSENT
-    precision_reason: OptStr = ABSENT
+    precision_reason: OptStr = ABSENT  # English; precision_code is the same reason as data
+    precision_code: Reason | NotMeasured = ABSENT
     device: OptStr = ABSENT
     quantization: OptStr = ABSENT  # "none" | "4-bit NF4"
     quantization_reason: OptStr = ABSENT
+    quantization_code: Reason | NotMeasured = ABSENT
     base_model: OptStr = ABSENT
     base_model_path: OptStr = ABSENT
     params_total: OptNum = ABSENT
