@@ -1,7 +1,8 @@
 """The stages of `python run.py`, in pipeline order: the one list the toolkit has of them.
 
 Each entry names a stage's entry point, its result type, the config sections that decide its
-result, its `--help` line and its Chinese name in the report, by direct reference (an editor follows
+result, its `--help` line, its Chinese name and its line in the report's stage table, by direct
+reference (an editor follows
 `run.py train` into `trainer.train.run` from here). Everything else is derived from this list: the
 commands of run.py, the runner's order (trainer/pipeline.py), which `<stage>.json` files the report
 reads and how it decodes them, its stage table. Adding a stage means adding its module and one
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 from benchmarks import pipeline as benchmark
 from reporting import report
+from reporting.sections import overview
 from trainer import deploy, evaluate, export, prepare_data, train
 from trainer.config import PipelineConfig
 from trainer.pipeline import Stage
@@ -43,6 +45,7 @@ STAGES: tuple[Stage, ...] = (
         sections=("model", "data"),
         help="validate, clean, dedupe and split Alpaca data; apply the chat format",
         name_zh="数据准备",
+        summary_zh=overview.prepare_summary,
     ),
     Stage(
         name="train",
@@ -52,6 +55,7 @@ STAGES: tuple[Stage, ...] = (
         help="LoRA/QLoRA fine-tuning with TRL SFTTrainer (Unsloth or PEFT backend)",
         name_zh="训练",
         reset=train.reset,
+        summary_zh=overview.train_summary,
     ),
     Stage(
         name="evaluate",
@@ -60,6 +64,7 @@ STAGES: tuple[Stage, ...] = (
         sections=("model", "data", "train", "evaluate"),
         help="before/after answers on the test split with Chinese metrics",
         name_zh="评估",
+        summary_zh=overview.evaluate_summary,
     ),
     Stage(
         name="export",
@@ -68,6 +73,7 @@ STAGES: tuple[Stage, ...] = (
         sections=("model", "data", "train", "export"),
         help="merge the adapter, convert to GGUF, quantize (Q4_K_M) with llama.cpp",
         name_zh="导出",
+        summary_zh=overview.export_summary,
     ),
     Stage(
         name="deploy",
@@ -76,6 +82,7 @@ STAGES: tuple[Stage, ...] = (
         sections=("model", "data", "train", "export", "deploy"),
         help="create the Ollama model from the GGUF and test its API",
         name_zh="部署",
+        summary_zh=overview.deploy_summary,
     ),
     Stage(
         name="benchmark",
@@ -84,6 +91,7 @@ STAGES: tuple[Stage, ...] = (
         sections=("model", "data", "train", "export", "deploy", "benchmark"),
         help="VRAM, tokens/s and latency through Ollama or llama.cpp",
         name_zh="基准测试",
+        summary_zh=overview.benchmark_summary,
     ),
     Stage(
         name="report",
@@ -102,6 +110,7 @@ STAGES: tuple[Stage, ...] = (
         ),
         help="the Chinese training report, Markdown and PDF, from the run's files",
         name_zh="报告",
+        summary_zh=overview.report_summary,
     ),
 )
 

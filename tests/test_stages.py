@@ -52,6 +52,7 @@ COUNT = Stage(
     sections=("data",),
     help="count the data files (a stage registered by a test)",
     name_zh="计数",
+    summary_zh=lambda r: f"{r.data_files} 个数据文件",
 )
 
 
@@ -88,7 +89,7 @@ def test_a_registered_stage_is_a_command_that_runs_skips_and_is_reported(registe
     assert run.main(["report", *common, "report.format=md"]) == 0
     report_md = (run_dir / "report.md").read_text(encoding="utf-8")
     row = next(line for line in report_md.splitlines() if "计数（count）" in line)
-    assert "完成" in row and "2 data files" in row
+    assert "完成" in row and "2 个数据文件" in row
     assert "计数阶段记录：计数阶段的说明" in report_md
     assert "训练（train）" in report_md  # the stages that did not run are still listed
     assert len(CALLS) == 1  # the report read count.json; it did not run the stage

@@ -46,6 +46,8 @@ class Stage:
     name_zh: str  # its name in the Chinese report
     # `--force`: drop the stage's resumable state (e.g. checkpoints) before it runs again.
     reset: Callable[[RunDir], None] | None = None
+    # The report's one line of what a completed run of it produced (the stage table's 摘要), in Chinese.
+    summary_zh: Callable[[Any], str] | None = None
 
 
 @dataclass

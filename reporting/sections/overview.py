@@ -23,7 +23,16 @@ from reporting.text import (
     verbatim,
 )
 from trainer.config import ReportConfig
-from trainer.results import measured
+from trainer.results import (
+    BenchmarkResult,
+    DeployResult,
+    EvaluateResult,
+    ExportResult,
+    PrepareResult,
+    ReportResult,
+    TrainResult,
+    measured,
+)
 
 
 def project(run: RunFiles, report_cfg: ReportConfig) -> dict[str, Any]:
@@ -110,7 +119,8 @@ def stage_rows(run: RunFiles) -> tuple[list[list[str]], str]:
         if duration is not None:
             total += duration
         # The stage's own headline is an English line for the terminal; the report says it in Chinese.
-        headline = _summary(name, st) if st.ok else ""
+        summary = st.entry.summary_zh
+        headline = summary(st.result) if st.ok and summary is not None else ""
         rows.append(
             [
                 f"{zh}（{name}）",
@@ -127,31 +137,43 @@ def _count(value: Any) -> str:
     return fmt_int(value) if is_number(value) else "未记录"
 
 
-def _summary(name: str, st: Stage[Any]) -> str:
-    """One line of what a completed stage produced, from its result (the 摘要 column)."""
-    r = st.result
-    if name == "prepare":
-        s = r.splits
-        return f"训练 {_count(s.train)} / 验证 {_count(s.val)} / 测试 {_count(s.test)} 条"
-    if name == "train":
-        first, last = r.train_loss_first, r.train_loss_last
-        loss = f"，训练 Loss {first:.3f} → {last:.3f}" if is_number(first) and is_number(last) else ""
-        return f"{known(r.backend, '后端未记录')}/{known(r.precision, '精度未记录')}，{_count(r.global_step)} 步{loss}"
-    if name == "evaluate":
-        return f"{len(r.metrics)} 项指标，{len(r.examples)} 个示例（见第 5 节）"
-    if name == "export":
-        size = f"，{fmt_bytes(r.gguf.size_bytes)}" if is_number(r.gguf.size_bytes) else ""
-        return f"{known(r.gguf.quantization, '')} GGUF{size}".strip()
-    if name == "deploy":
-        return {"deployed": "已部署", "not_deployed": "未部署", "failed": "部署失败"}.get(
-            str(r.status), "见第 6 节"
-        )
-    if name == "benchmark":
-        return f"{known(r.engine, '引擎未记录')}，{len(r.summary)} 个并发级别（见第 7 节）"
-    if name == "report":
-        pages = f"，PDF {r.pages} 页" if is_number(r.pages) and r.pages else ""
-        return "、".join(str(v) for k, v in known(r.files, {}).items() if k != "assets") + pages
-    return ""
+# The 摘要 column of the stage table: one line of what a completed stage produced, from its result.
+# stages.py names one of these (or its own) as each stage's `summary_zh`.
+
+
+def prepare_summary(r: PrepareResult) -> str:
+    s = r.splits
+    return f"训练 {_count(s.train)} / 验证 {_count(s.val)} / 测试 {_count(s.test)} 条"
+
+
+def train_summary(r: TrainResult) -> str:
+    first, last = r.train_loss_first, r.train_loss_last
+    loss = f"，训练 Loss {first:.3f} → {last:.3f}" if is_number(first) and is_number(last) else ""
+    return f"{known(r.backend, '后端未记录')}/{known(r.precision, '精度未记录')}，{_count(r.global_step)} 步{loss}"
+
+
+def evaluate_summary(r: EvaluateResult) -> str:
+    return f"{len(r.metrics)} 项指标，{len(r.examples)} 个示例（见第 5 节）"
+
+
+def export_summary(r: ExportResult) -> str:
+    size = f"，{fmt_bytes(r.gguf.size_bytes)}" if is_number(r.gguf.size_bytes) else ""
+    return f"{known(r.gguf.quantization, '')} GGUF{size}".strip()
+
+
+def deploy_summary(r: DeployResult) -> str:
+    return {"deployed": "已部署", "not_deployed": "未部署", "failed": "部署失败"}.get(
+        str(r.status), "见第 6 节"
+    )
+
+
+def benchmark_summary(r: BenchmarkResult) -> str:
+    return f"{known(r.engine, '引擎未记录')}，{len(r.summary)} 个并发级别（见第 7 节）"
+
+
+def report_summary(r: ReportResult) -> str:
+    pages = f"，PDF {r.pages} 页" if is_number(r.pages) and r.pages else ""
+    return "、".join(str(v) for k, v in known(r.files, {}).items() if k != "assets") + pages
 
 
 def environment(run: RunFiles) -> list[list[str]]:
