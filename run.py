@@ -19,6 +19,7 @@ The first call creates `.venv/` (see trainer/bootstrap.py) and re-runs itself in
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 import time
@@ -196,9 +197,14 @@ def _preload_unsloth(cfg, run_dir, args) -> None:
         args.command == "all" and (args.force or not is_current(cfg, run_dir, "train"))
     )
     if will_train and cfg.train.backend != "peft":
-        from trainer.backends import unsloth_available
+        from trainer.backends import choose_backend
 
-        unsloth_available()
+        # auto on a CPU: the backend probe (child processes) decides first, so that only the
+        # faster backend's imports happen in this process; the train stage reuses the choice.
+        from trainer.errors import UserError
+
+        with contextlib.suppress(UserError):  # the train stage reports it, with its fix
+            choose_backend(cfg, run_dir)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -61,6 +61,8 @@ from trainer.results.serving import (
 )
 from trainer.results.training import (
     Augmentation,
+    BackendChoice,
+    BackendProbe,
     Checkpoint,
     DropWarning,
     EvalExample,
@@ -80,6 +82,7 @@ from trainer.results.training import (
     LoraSettings,
     PrepareResult,
     ProbeOverlap,
+    ProbeRun,
     Qualitative,
     QualitativeMeasure,
     Splits,
@@ -87,6 +90,7 @@ from trainer.results.training import (
     TrainResources,
     TrainResult,
     TrainTimeBudget,
+    Utilisation,
 )
 
 # ---- env.json -------------------------------------------------------------------------------------
@@ -182,6 +186,8 @@ __all__ = [
     "ApiCase",
     "ApiTest",
     "Augmentation",
+    "BackendChoice",
+    "BackendProbe",
     "BenchFiles",
     "BenchMemory",
     "BenchSettings",
@@ -218,6 +224,7 @@ __all__ = [
     "Percentiles",
     "PrepareResult",
     "ProbeOverlap",
+    "ProbeRun",
     "PromptTokens",
     "Qualitative",
     "QualitativeMeasure",
@@ -236,6 +243,7 @@ __all__ = [
     "TrainResources",
     "TrainResult",
     "TrainTimeBudget",
+    "Utilisation",
     "load_env",
     "load_result",
     "measured",
