@@ -318,9 +318,9 @@ def _utilisation(
     this machine's matmul peak in the training dtype, measured now (a second or two)."""
     tps = resources.tokens_per_s
     if not isinstance(tps, (int, float)) or tps <= 0:
-        return NotMeasured("no trained tokens/s")
+        return NotMeasured("no_tokens_per_s")  # codes: the report words them
     if setup.four_bit:
-        return NotMeasured("4-bit weights: the matmul peak of the dequantized compute is not measured")
+        return NotMeasured("four_bit")  # the dequantized compute's peak is not measured
     per_token = model_flops_per_token(flop_params(setup.model_ref, params_total, params_trainable))
     peak = matmul_peak(setup.precision)
     achieved = per_token * tps

@@ -81,9 +81,17 @@ def backend_choice_text(choice: BackendChoice) -> str:
     return reason or f"{choice.reason}"
 
 
+UTILISATION_REASONS = {
+    "four_bit": "4-bit 量化权重，未测量其反量化计算的矩阵乘峰值",
+    "no_tokens_per_s": "没有训练吞吐",
+}
+
+
 def utilisation_text(tr: Any) -> str:
     """训练算力利用率: achieved model FLOP/s against the measured matmul peak in the training dtype."""
     u = tr.result.utilisation
+    if not measured(u) and u.why in UTILISATION_REASONS:
+        return nm(UTILISATION_REASONS[u.why])
     got = tr.m(u)
     if not got.ok or not is_number(u.utilisation):
         return got.text() if not got.ok else nm("train.json 未记录利用率")

@@ -97,6 +97,7 @@ PREPARE = {
 TRAIN = {
     "backend": "unsloth",
     "backend_reason": "Unsloth 2026.10.9 导入成功（CUDA 内核）",
+    "backend_choice": {"backend": "unsloth", "reason": "cuda_default", "probe": None},
     "precision": "bf16",
     "precision_reason": "GPU 支持 bf16（计算能力 8.0）",
     "device": "NVIDIA A100-SXM4-80GB",
@@ -143,6 +144,8 @@ TRAIN = {
         "cpu_model": "AMD EPYC 7763 64-Core Processor",
         "disk_bytes": 245_366_784,
     },
+    "utilisation": None,
+    "utilisation_reason": "four_bit",
     "files": {
         "adapter": "adapter",
         "metrics": "logs/metrics.jsonl",

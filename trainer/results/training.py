@@ -281,7 +281,7 @@ class TrainResult(StageResult):
     resumed_from: OptStr = ABSENT  # null: trained from scratch
     resources: TrainResources | NotMeasured = ABSENT
     utilisation: Utilisation | NotMeasured = ABSENT  # null with utilisation_reason when not measured
-    utilisation_reason: OptStr = ABSENT
+    utilisation_reason: OptStr = ABSENT  # four_bit | no_tokens_per_s
     time_budget: TrainTimeBudget | NotMeasured = ABSENT  # train.max_minutes
     files: TrainFiles | NotMeasured = ABSENT
 
