@@ -62,9 +62,7 @@ def choose_auto(cfg: PipelineConfig, run_dir: Any) -> BackendChoice:
         return _chosen[key]
     ok, why = unsloth_installed()
     if not ok:
-        choice = BackendChoice(
-            backend="peft", reason="unsloth_unavailable", detail=why, probe=NotMeasured(why)
-        )
+        choice = BackendChoice(backend="peft", reason="unsloth_unavailable", detail=why, probe=NotMeasured())
     else:
         probe = _cached(key) or _probe(cfg, Path(run_dir.path), key, key_fields)
         choice = _decide(probe)
@@ -179,7 +177,7 @@ def _probe_child(cfg: PipelineConfig, run_dir: Path, backend: str, tmp: Path) ->
         tail = (done.stderr or done.stdout or "").strip().splitlines()[-3:]
         return ProbeRun(
             backend=backend,
-            tokens_per_s=NotMeasured(f"exit status {done.returncode}"),
+            tokens_per_s=NotMeasured(),  # `error` says why
             process_s=wall,
             error=f"exit status {done.returncode}: {' | '.join(tail)[-400:]}",
         )

@@ -44,14 +44,14 @@ def choose_backend(cfg: PipelineConfig, run_dir: Any | None = None) -> BackendCh
 
     wanted = cfg.train.backend
     if wanted == "peft":
-        return BackendChoice(backend="peft", reason="config", probe=NotMeasured("train.backend=peft"))
+        return BackendChoice(backend="peft", reason="config", probe=NotMeasured())
     choice: BackendChoice | None = None
     if wanted == "auto" and not torch.cuda.is_available():
         if run_dir is None or world_size() > 1:
             why = (
                 "no run folder to probe with" if run_dir is None else "a multi-process launch does not probe"
             )
-            choice = BackendChoice(backend="unsloth", reason="not_probed", detail=why, probe=NotMeasured(why))
+            choice = BackendChoice(backend="unsloth", reason="not_probed", detail=why, probe=NotMeasured())
         else:
             choice = choose_auto(cfg, run_dir)
             if choice.backend == "peft":
@@ -61,13 +61,13 @@ def choose_backend(cfg: PipelineConfig, run_dir: Any | None = None) -> BackendCh
         if choice is not None:
             return choice
         reason = "config" if wanted == "unsloth" else "cuda_default"
-        return BackendChoice(backend="unsloth", reason=reason, probe=NotMeasured(f"train.backend={wanted}"))
+        return BackendChoice(backend="unsloth", reason=reason, probe=NotMeasured())
     if wanted == "unsloth":
         raise UserError(
             f"train.backend=unsloth but {why}.",
             fix="install the GPU extras (python3 -m trainer.bootstrap on a CUDA machine) or use train.backend=peft",
         )
-    return BackendChoice(backend="peft", reason="unsloth_unavailable", detail=why, probe=NotMeasured(why))
+    return BackendChoice(backend="peft", reason="unsloth_unavailable", detail=why, probe=NotMeasured())
 
 
 def backend_reason(choice: BackendChoice) -> str:

@@ -192,9 +192,10 @@ def _probe_cost_s(setup: _Setup) -> float:
 
 def _budget_minutes(cfg: PipelineConfig, setup: _Setup) -> float:
     """train.max_minutes less what this run spent probing the backends (0 stays: no budget)."""
-    if cfg.train.max_minutes <= 0:
-        return 0.0
-    return max(0.05, cfg.train.max_minutes - _probe_cost_s(setup) / 60)
+    budget, cost = cfg.train.max_minutes, _probe_cost_s(setup)
+    if budget <= 0 or cost <= 0:
+        return budget
+    return max(budget * 0.05, budget - cost / 60)  # still a budget (0 would mean none)
 
 
 @dataclass
@@ -419,6 +420,7 @@ def _summarize(
         resumed_from=str(fit.resume.relative_to(run_dir.path)) if fit.resume else NotMeasured(),
         resources=resources,
         utilisation=util,
+        utilisation_reason=util.why if isinstance(util, NotMeasured) else NotMeasured(absent=True),
         time_budget=fit.time_budget,
         files=TrainFiles(
             adapter="adapter", metrics="logs/metrics.jsonl", log="logs/training.log", tensorboard="runs"
