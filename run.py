@@ -19,6 +19,7 @@ The first call creates `.venv/` (see trainer/bootstrap.py) and re-runs itself in
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 import time
@@ -209,12 +210,20 @@ def _preload_unsloth(cfg, run_dir, args) -> None:
     )
     if will_train and cfg.train.backend != "peft":
         from trainer import console
-        from trainer.backends import unsloth_available
+        from trainer.backends import backend_reason, choose_backend
+        from trainer.errors import UserError
         from trainer.processes import is_main_process
 
-        # Its banner and import-time warnings go to logs/training.log with the train stage's details.
-        with console.details_to_log(run_dir, write=is_main_process()), console.printed_to_log(run_dir):
-            unsloth_available()
+        # auto on a CPU: the backend probe (child processes) decides first, so that only the
+        # faster backend's imports happen in this process; the train stage reuses the choice.
+        # Unsloth's banner and import-time warnings go to logs/training.log.
+        with (
+            console.details_to_log(run_dir, write=is_main_process()),
+            console.printed_to_log(run_dir),
+            console.stage_line("backend", show=is_main_process()) as line,
+            contextlib.suppress(UserError),  # the train stage reports it, with its fix
+        ):
+            line.conclude(backend_reason(choose_backend(cfg, run_dir)))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -162,10 +162,11 @@ def _sft_args(output_dir: Path, precision: str, opts: dict[str, Any]) -> Any:
 
 def train_backend(backend: str, model_dir: Path, opts: dict[str, Any]) -> dict[str, Any]:
     """Child process: load the checkpoint in 4-bit with one backend's loader, train, time the steps."""
-    from trainer.backends import LOADERS, choose_backend
+    from trainer.backends import LOADERS, backend_reason, choose_backend
 
     cfg = _backend_config(backend, model_dir, opts)
-    backend, backend_reason = choose_backend(cfg)  # imports Unsloth first when it is the backend
+    choice = choose_backend(cfg)  # imports Unsloth first when it is the backend
+    backend = str(choice.backend)
     import torch
     from transformers import TrainerCallback
 
@@ -201,7 +202,7 @@ def train_backend(backend: str, model_dir: Path, opts: dict[str, Any]) -> dict[s
     losses = [r["loss"] for r in trainer.state.log_history if "loss" in r]
     return {
         "backend": backend,
-        "backend_reason": backend_reason,
+        "backend_reason": backend_reason(choice),
         "precision": precision,
         "gpu": torch.cuda.get_device_name(0),
         "params_trainable": params_trainable,

@@ -46,12 +46,14 @@ from typing import Any
 from benchmarks.train_speed_baseline import baseline_child
 from benchmarks.train_speed_contestants import prepare_once, run_baseline, run_stage_backend
 from benchmarks.train_speed_measure import FLOPS_METHOD, machine_load, matmul_peak, mfu
-from trainer.backends import LOADERS
+from trainer.config import TrainConfig, choices
 from trainer.errors import UserError
-from trainer.runfolder import ROOT, environment, write_json
+from trainer.runfolder import ROOT, cpu_bf16_units, environment, write_json
 
-CONTESTANTS = ("unsloth", "peft", "baseline")
-STAGE_BACKENDS = tuple(LOADERS)  # the train stage's backends (train.backend without "auto")
+STAGE_BACKENDS = choices(
+    TrainConfig, "backend"
+)  # the train stage's; auto: the default config, probe included
+CONTESTANTS = (*STAGE_BACKENDS, "baseline")
 RESULTS_DIR = ROOT / "benchmarks" / "results"
 
 
@@ -83,7 +85,7 @@ def run_benchmark(
     finally:
         if not keep:
             shutil.rmtree(work, ignore_errors=True)
-    _compare(measured["results"], measured["matmul_peak"])
+    _compare(measured["results"], measured["matmul_peak_by_dtype"])
     return {
         "benchmark": "train_speed",
         "created_at": datetime.now().astimezone().isoformat(timespec="seconds"),
@@ -92,6 +94,9 @@ def run_benchmark(
         "settings": _settings(cfg, config, overrides, steps),
         "machine_load": measured["machine_load"],
         "matmul_peak": measured["matmul_peak"],
+        "matmul_peak_by_dtype": measured["matmul_peak_by_dtype"],
+        "mfu_method": "model FLOP/s over the measured matmul peak in the contestant's own precision "
+        "(bf16 contestants against the bf16 peak, the fp32 baseline against the fp32 peak)",
         "flops_method": FLOPS_METHOD,
         "timing_method": "steady window: from the log of step 1 to the log of the last step (train stage: "
         "TensorBoard wall times; baseline: a callback at the same point); tokens = non-padding input tokens "
@@ -117,6 +122,10 @@ def _run_contestants(
     progress(f"load before: {load_before}")
     peak = matmul_peak(matmul_n)
     progress(f"matmul peak: {peak['peak_flops_per_s'] / 1e9:.1f} GFLOP/s ({peak['method']})")
+    peaks = {"fp32": peak}
+    if cpu_bf16_units():
+        peaks["bf16"] = matmul_peak(matmul_n, dtype="bf16")
+        progress(f"bf16 matmul peak: {peaks['bf16']['peak_flops_per_s'] / 1e9:.1f} GFLOP/s")
     progress("prepare: one shared data folder")
     prepared = prepare_once(config, overrides, work, timeout_s)
     results = []
@@ -133,12 +142,14 @@ def _run_contestants(
     return {
         "machine_load": {"before": load_before, "after": machine_load()},
         "matmul_peak": peak,
+        "matmul_peak_by_dtype": peaks,
         "results": results,
     }
 
 
-def _compare(results: list[dict[str, Any]], peak: dict[str, Any]) -> None:
-    """Add each finished contestant's speed-up over the baseline and its MFU (in place)."""
+def _compare(results: list[dict[str, Any]], peaks: dict[str, dict[str, Any]]) -> None:
+    """Add each finished contestant's speed-up over the baseline and its MFU against the matmul peak
+    in its own precision (in place)."""
     base = next((r for r in results if r["contestant"] == "baseline" and r["status"] == "ok"), None)
     base_tps = base["steady"].get("tokens_per_s") if base else None
     for r in results:
@@ -146,7 +157,8 @@ def _compare(results: list[dict[str, Any]], peak: dict[str, Any]) -> None:
             continue
         tps = r["steady"].get("tokens_per_s")
         r["speedup_vs_baseline"] = round(tps / base_tps, 3) if tps and base_tps else None
-        r.update(mfu(tps, r, peak["peak_flops_per_s"]))
+        peak = peaks.get(r.get("precision", "fp32"), {}).get("peak_flops_per_s")
+        r.update(mfu(tps, r, peak))
 
 
 def _settings(cfg: Any, config: Path, overrides: list[str], steps: int) -> dict[str, Any]:
@@ -215,7 +227,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--backends",
         type=_contestants,
         default=list(CONTESTANTS),
-        help=f"comma-separated contestants from {', '.join(CONTESTANTS)} (default: all three)",
+        help=f"comma-separated contestants from {', '.join(CONTESTANTS)} (default: all four; auto is the "
+        "default configuration, train.backend=auto with its probe)",
     )
     p.add_argument(
         "--out",
@@ -285,7 +298,14 @@ def print_table(report: dict[str, Any]) -> None:
     console = Console(width=None if sys.stdout.isatty() else 120)
     console.print(table)
     peak = report["matmul_peak"]
-    console.print(f"fp32 matmul peak {peak['peak_flops_per_s'] / 1e9:.1f} GFLOP/s ({peak['method']})")
+    for dtype, one in report.get("matmul_peak_by_dtype", {"fp32": peak}).items():
+        console.print(f"{dtype} matmul peak {one['peak_flops_per_s'] / 1e9:.1f} GFLOP/s ({one['method']})")
+    for r in report["results"]:
+        if r.get("backend_choice"):
+            c = r["backend_choice"]
+            console.print(
+                f"{r['contestant']}: {c.get('backend')} ({c.get('reason')}), probe {c.get('probe_cost_s')} s"
+            )
     console.print(
         f"load before/after: {report['machine_load']['before']} / {report['machine_load']['after']}"
     )

@@ -36,12 +36,16 @@ def _child_env() -> dict[str, str]:
     return env
 
 
-def _run_logged(cmd: list[str], log_path: Path, timeout_s: float) -> dict[str, Any]:
+def _run_logged(
+    cmd: list[str], log_path: Path, timeout_s: float, env: dict[str, str] | None = None
+) -> dict[str, Any]:
     """Run a child process with its output in `log_path`, sampling its tree's peak RSS."""
     from benchmarks.memory import PeakSampler
 
     with open(log_path, "w", encoding="utf-8") as log:
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=_child_env(), cwd=ROOT)
+        proc = subprocess.Popen(
+            cmd, stdout=log, stderr=subprocess.STDOUT, env={**_child_env(), **(env or {})}, cwd=ROOT
+        )
         sampler = PeakSampler(proc.pid).start()
         try:
             returncode = proc.wait(timeout=timeout_s)
@@ -104,7 +108,9 @@ def run_stage_backend(
         *timing_overrides(steps),
     ]
     log_path = work / f"{backend}.log"
-    done = _run_logged(cmd, log_path, timeout_s)
+    # auto probes both backends afresh (its own cache folder): its cost is part of the result
+    env = {"FT_BACKEND_PROBE_CACHE": str(work / "probe-cache")} if backend == "auto" else {}
+    done = _run_logged(cmd, log_path, timeout_s, env)
     result: dict[str, Any] = {
         "contestant": backend,
         "path": "python run.py train (trainer/train.py: TRL SFTTrainer)",
@@ -134,6 +140,7 @@ def run_stage_backend(
             line.strip() for line in log_text.splitlines() if "Unsloth" in line and "dtype" in line
         ],
         "global_step": res["global_step"],
+        "backend_choice": _choice_summary(res.get("backend_choice")),
         "train_loss_first": res["train_loss_first"],
         "train_loss_last": res["train_loss_last"],
         "params_total": res["params_total"],
@@ -147,6 +154,20 @@ def run_stage_backend(
             "s_per_step": res["resources"]["s_per_step"],
             "method": "train.json: trainer.train() wall time, first step and final evaluation/checkpoint included",
         },
+    }
+
+
+def _choice_summary(choice: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The backend choice of a train.json, with the probe's tokens/s per backend and its cost."""
+    if not choice:
+        return None
+    probe = choice.get("probe") or {}
+    return {
+        "backend": choice.get("backend"),
+        "reason": choice.get("reason"),
+        "probe_tokens_per_s": {r["backend"]: r.get("tokens_per_s") for r in probe.get("runs", [])},
+        "probe_cost_s": probe.get("cost_s"),
+        "probe_cached": probe.get("cached"),
     }
 
 

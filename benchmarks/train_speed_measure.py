@@ -4,17 +4,14 @@ MFU against this machine's fp32 matmul peak, and the machine's load around the r
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Any
 
-from benchmarks.roofline import best_of
+from trainer import utilisation
+from trainer.utilisation import FLOPS_METHOD, flop_params, model_flops_per_token
 
-FLOPS_METHOD = (
-    "4 x N_frozen + 6 x N_lora per trained token (LoRA: no weight gradients for the frozen base); "
-    "N = weights in matrix multiplies (LM head included, embedding lookup not); attention scores left out"
-)
+__all__ = ["FLOPS_METHOD", "flop_params"]
 
 
 def steady_from_tensorboard(runs_dir: Path) -> dict[str, Any] | None:
@@ -54,24 +51,11 @@ def steady_window(clock: dict[str, Any] | None) -> dict[str, Any]:
     }
 
 
-def flop_params(base_model_path: str, params_total: int, params_trainable: int) -> dict[str, int]:
-    """Frozen and LoRA weights used in matrix multiplies (an untied input embedding is a lookup)."""
-    frozen = params_total - params_trainable
-    embedding = 0
-    cfg_path = Path(base_model_path) / "config.json"
-    if cfg_path.is_file():
-        cfg = json.loads(cfg_path.read_text())
-        text = cfg.get("text_config", cfg)
-        if not text.get("tie_word_embeddings", cfg.get("tie_word_embeddings", True)):
-            embedding = int(text.get("vocab_size", 0)) * int(text.get("hidden_size", 0))
-    return {"n_frozen_matmul": frozen - embedding, "n_lora": params_trainable}
-
-
 def mfu(tokens_per_s: float | None, params: dict[str, int], peak_flops_per_s: float | None) -> dict[str, Any]:
     """Model FLOPs per token and per second, and their share of the measured peak (None without a rate)."""
     if not tokens_per_s or not peak_flops_per_s:
         return {"model_flops_per_s": None, "mfu": None}
-    per_token = 4 * params["n_frozen_matmul"] + 6 * params["n_lora"]
+    per_token = model_flops_per_token(params)
     flops = per_token * tokens_per_s
     return {
         "model_flops_per_token": per_token,
@@ -80,19 +64,9 @@ def mfu(tokens_per_s: float | None, params: dict[str, int], peak_flops_per_s: fl
     }
 
 
-def matmul_peak(n: int = 1024, repeats: int = 20) -> dict[str, Any]:
-    """This machine's fp32 matmul rate with torch (all of torch's threads, as training uses)."""
-    import torch
-
-    a = torch.randn(n, n, dtype=torch.float32)
-    b = torch.randn(n, n, dtype=torch.float32)
-    a @ b  # warm-up: thread pool start
-    best = best_of(lambda: a @ b, repeats)
-    return {
-        "peak_flops_per_s": round(2 * n**3 / best),
-        "method": f"torch float32 matmul {n}x{n}, best of {repeats}, {torch.get_num_threads()} threads",
-        "threads": torch.get_num_threads(),
-    }
+def matmul_peak(n: int = 1024, repeats: int = 20, dtype: str = "fp32") -> dict[str, Any]:
+    """This machine's matmul rate in `dtype` (trainer/utilisation.py, also the train stage's peak)."""
+    return utilisation.matmul_peak(dtype, n, repeats)
 
 
 def machine_load() -> dict[str, Any]:

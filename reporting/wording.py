@@ -63,6 +63,9 @@ CODES: dict[str, Callable[[dict[str, Any]], str]] = {
         f"train.backend=auto 回退到 {p.get('backend', 'peft')}：" + verbatim(p.get("text"))
     ),
     "resumed": lambda p: f"从检查点 {p.get('checkpoint', '未记录')} 断点续训",
+    "probe_cost": lambda p: (
+        f"训练后端测速用去 {p.get('seconds')} 秒，已从 train.max_minutes={p.get('max_minutes')} 的时间上限中扣除"
+    ),
     "time_budget_stop": lambda p: (
         f"达到时间上限 train.max_minutes={p.get('max_minutes')}，"
         f"在第 {p.get('step')} 步（计划 {p.get('planned_steps')} 步）停止"

@@ -30,6 +30,7 @@ from trainer.results import (
     ApiCase,
     ApiTest,
     Augmentation,
+    BackendChoice,
     BenchFiles,
     BenchmarkResult,
     BenchMemory,
@@ -378,6 +379,7 @@ def _train() -> TrainResult:
     return TrainResult(
         backend="unsloth",
         backend_reason="Unsloth 2026.10.9 导入成功（CUDA 内核）",
+        backend_choice=BackendChoice(backend="unsloth", reason="cuda_default", probe=NotMeasured()),
         precision="bf16",
         precision_reason="GPU 支持 bf16（计算能力 8.0）",
         device="NVIDIA A100-SXM4-80GB",
@@ -424,6 +426,7 @@ def _train() -> TrainResult:
             cpu_model="AMD EPYC 7763 64-Core Processor",
             disk_bytes=245_366_784,
         ),
+        utilisation=NotMeasured("four_bit"),
         files=TrainFiles(
             adapter="adapter", metrics="logs/metrics.jsonl", log="logs/training.log", tensorboard="runs"
         ),

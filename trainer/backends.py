@@ -17,7 +17,7 @@ from trainer.config import PipelineConfig
 from trainer.errors import UserError
 from trainer.models import load_tokenizer
 from trainer.recipe import lora_config
-from trainer.results import Reason
+from trainer.results import BackendChoice, NotMeasured, Reason
 from trainer.runfolder import cpu_bf16_units
 
 
@@ -32,19 +32,66 @@ def unsloth_available() -> tuple[bool, str]:
     return True, "unsloth imports"
 
 
-def choose_backend(cfg: PipelineConfig) -> tuple[str, str]:
+def choose_backend(cfg: PipelineConfig, run_dir: Any | None = None) -> BackendChoice:
+    """The training backend and why (a code, trainer/results BackendChoice). `auto` on a CPU takes
+    the faster backend by a short measured probe in child processes (trainer/backend_probe.py; needs
+    the run folder); on a CUDA GPU Unsloth when it imports. Imports Unsloth when it is the choice,
+    so call this before anything imports trl/transformers/peft."""
+    import torch
+
+    from trainer.backend_probe import choose_auto
+    from trainer.processes import world_size
+
     wanted = cfg.train.backend
     if wanted == "peft":
-        return "peft", "train.backend=peft"
+        return BackendChoice(backend="peft", reason="config", probe=NotMeasured())
+    choice: BackendChoice | None = None
+    if wanted == "auto" and not torch.cuda.is_available():
+        if run_dir is None or world_size() > 1:
+            why = (
+                "no run folder to probe with" if run_dir is None else "a multi-process launch does not probe"
+            )
+            choice = BackendChoice(backend="unsloth", reason="not_probed", detail=why, probe=NotMeasured())
+        else:
+            choice = choose_auto(cfg, run_dir)
+            if choice.backend == "peft":
+                return choice
     ok, why = unsloth_available()
     if ok:
-        return "unsloth", f"train.backend={wanted}; {why}"
+        if choice is not None:
+            return choice
+        reason = "config" if wanted == "unsloth" else "cuda_default"
+        return BackendChoice(backend="unsloth", reason=reason, probe=NotMeasured())
     if wanted == "unsloth":
         raise UserError(
             f"train.backend=unsloth but {why}.",
             fix="install the GPU extras (python3 -m trainer.bootstrap on a CUDA machine) or use train.backend=peft",
         )
-    return "peft", f"train.backend=auto fell back to peft: {why}"
+    return BackendChoice(backend="peft", reason="unsloth_unavailable", detail=why, probe=NotMeasured())
+
+
+def backend_reason(choice: BackendChoice) -> str:
+    """The choice in one English line (train.json `backend_reason`, the training log)."""
+    probe = choice.probe
+    speeds = ", ".join(
+        f"{r.backend} {r.tokens_per_s:.1f}"
+        if isinstance(r.tokens_per_s, (int, float))
+        else f"{r.backend} failed"
+        for r in probe.runs
+    )
+    measured = (
+        f" ({speeds} trained tokens/s{', cached probe' if probe.cached is True else ''})" if speeds else ""
+    )
+    text = {
+        "config": f"train.backend={choice.backend}",
+        "probe_faster": f"train.backend=auto: {choice.backend} was the faster in the probe{measured}",
+        "probe_other_failed": f"train.backend=auto: {choice.backend}, the other backend failed in the probe{measured}",
+        "probe_failed": f"train.backend=auto: the probe failed for both backends, peft{measured}",
+        "unsloth_unavailable": f"train.backend=auto fell back to peft: {choice.detail}",
+        "cuda_default": "train.backend=auto: unsloth on a CUDA GPU (not probed)",
+        "not_probed": f"train.backend=auto: unsloth, not probed ({choice.detail})",
+    }
+    return text.get(str(choice.reason), f"{choice.backend}: {choice.reason}")
 
 
 def choose_precision(requested: str, cpu_bf16: list[str] | None = None) -> tuple[str, str, Reason]:
@@ -112,6 +159,7 @@ def _dtype(precision: str) -> Any:
 
 
 def load_unsloth(cfg: PipelineConfig, model_ref: str, precision: str, four_bit: bool) -> tuple[Any, Any]:
+    import torch
     from unsloth import FastLanguageModel
 
     name = cfg.model.name_4bit if four_bit and cfg.model.name_4bit else model_ref
@@ -133,6 +181,8 @@ def load_unsloth(cfg: PipelineConfig, model_ref: str, precision: str, four_bit: 
         use_gradient_checkpointing="unsloth" if t.gradient_checkpointing else False,
         random_state=t.seed,
     )
+    if precision != "fp32" and not four_bit and not torch.cuda.is_available():
+        _autocast_lora_inputs(model)  # on a CPU Unsloth's LoRA layers are PEFT's own
     return model, tokenizer
 
 
@@ -164,7 +214,26 @@ def load_peft(cfg: PipelineConfig, model_ref: str, precision: str, four_bit: boo
     elif cfg.train.gradient_checkpointing:
         model.gradient_checkpointing_enable()
     model = get_peft_model(model, lora_config(cfg))
+    if precision != "fp32" and not four_bit:
+        _autocast_lora_inputs(model)
     return model, load_tokenizer(model_ref, cfg.model.trust_remote_code)
+
+
+def _autocast_lora_inputs(model: Any) -> None:
+    """Let autocast, not PEFT, cast the inputs of the LoRA layers.
+
+    In mixed precision the base weights are bf16/fp16 and the LoRA weights fp32; PEFT casts each LoRA
+    layer's input up to fp32 and autocast casts it straight back down for the matmul, two copies of
+    the activations per adapted layer and their backward. Both casts are exact (bf16 -> fp32 -> bf16),
+    so skipping them changes no number: measured on a bf16 CPU it cut a training step by about an
+    eighth (benchmarks/RESULTS.md). Every training forward runs under the Trainer's autocast, and a
+    forward outside it would fail loudly on the dtype mismatch rather than compute something else.
+    """
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    for module in model.modules():
+        if isinstance(module, BaseTunerLayer):
+            module.cast_input_dtype_enabled = False
 
 
 # name -> loader(cfg, model_ref, precision, four_bit) -> (model with LoRA, tokenizer)

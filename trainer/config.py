@@ -104,7 +104,8 @@ class DataConfig:
 
 @dataclass
 class TrainConfig:
-    # "auto" (Unsloth when it imports, else PEFT), "unsloth" or "peft".
+    # "auto" (on a CPU the faster of the two by a short measured probe, cached per machine, model
+    # and settings: trainer/backend_probe.py; on a CUDA GPU Unsloth when it imports), "unsloth" or "peft".
     backend: Literal["auto", "unsloth", "peft"] = "auto"
     # LoRA rank, scaling alpha, dropout and the modules that get adapters.
     lora_r: int = 8

@@ -63,9 +63,53 @@ def sft_trainer_class(backend: str) -> Any:
 
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
             inputs = {**inputs, "use_cache": False}
-            return Trainer.compute_loss(self, model, inputs, return_outputs, num_items_in_batch)
+            if return_outputs or inputs.get("labels") is None:
+                return Trainer.compute_loss(self, model, inputs, return_outputs, num_items_in_batch)
+            loss = completion_loss(model, self.accelerator.unwrap_model(model), inputs, num_items_in_batch)
+            if self.args.average_tokens_across_devices and num_items_in_batch is not None:
+                loss = loss * self.accelerator.num_processes  # as Trainer.compute_loss does
+            return loss
 
     return PlainLossSFTTrainer
+
+
+def completion_loss(
+    model: Any, unwrapped: Any, inputs: dict[str, Any], num_items_in_batch: Any = None
+) -> Any:
+    """The causal-LM loss of transformers (labels shifted by one, cross-entropy in fp32 over the
+    positions whose label is not -100, summed and divided by `num_items_in_batch`, else averaged),
+    with the LM head applied only to those positions.
+
+    The prompt tokens (about 40 % of the default data) carry no loss, so their logits over the whole
+    vocabulary (49 152 x 576 for SmolLM2, a fifth of its matmul weights) and their softmax are never
+    computed, forward or backward; Unsloth's chunked loss skips them the same way. The decoder's
+    output is taken by a forward hook while the model itself computes logits for its last position
+    only (`logits_to_keep=1`), so the model's own forward (autocast, DDP) runs unchanged.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    inputs = dict(inputs)
+    labels = inputs.pop("labels")
+    captured: dict[str, Any] = {}
+
+    def keep_output(_module: Any, _args: Any, out: Any) -> None:  # None: the output stays as it is
+        captured["h"] = out[0]
+
+    hook = unwrapped.get_decoder().register_forward_hook(keep_output)
+    try:
+        model(**inputs, logits_to_keep=1)
+    finally:
+        hook.remove()
+    targets = labels[:, 1:]
+    keep = targets != -100
+    rows = captured["h"][:, :-1][keep]
+    head = unwrapped.get_output_embeddings()
+    with torch.autocast(rows.device.type, dtype=rows.dtype, enabled=rows.dtype != head.weight.dtype):
+        logits = head(rows)
+    loss = F.cross_entropy(logits.float(), targets[keep], reduction="sum")
+    denom = num_items_in_batch if num_items_in_batch is not None else keep.sum()
+    return loss / denom
 
 
 def tokenize_conversation(tokenizer: Any, pieces: list[tuple[str, bool]]) -> dict[str, list[int]]:

@@ -32,13 +32,14 @@ from pathlib import Path
 from typing import Any
 
 from trainer import callbacks, prompt_format
-from trainer.backends import LOADERS, choose_backend, choose_precision, quantization
+from trainer.backends import LOADERS, backend_reason, choose_backend, choose_precision, quantization
 from trainer.config import PipelineConfig, config_fingerprint
 from trainer.errors import UserError
 from trainer.models import resolve_base_model
 from trainer.processes import is_main_process
 from trainer.recipe import optimizer_args, sft_trainer_class, tokenize_conversation
 from trainer.results import (
+    BackendChoice,
     Checkpoint,
     Hyperparameters,
     LoraSettings,
@@ -48,10 +49,12 @@ from trainer.results import (
     TrainResources,
     TrainResult,
     TrainTimeBudget,
+    Utilisation,
     note,
     or_not_measured,
 )
 from trainer.runfolder import RunDir, atomic_dir, cpu_model, dir_bytes, read_jsonl, write_text
+from trainer.utilisation import FLOPS_METHOD, flop_params, matmul_peak, model_flops_per_token
 
 log = logging.getLogger("trainer.train")
 CHECKPOINTS = "checkpoints"
@@ -64,6 +67,7 @@ class _Setup:
 
     backend: str
     backend_reason: str
+    backend_choice: BackendChoice
     precision: str
     precision_reason: str
     precision_code: Reason
@@ -93,7 +97,8 @@ def run(cfg: PipelineConfig, run_dir: RunDir) -> TrainResult:
 
 def _setup(cfg: PipelineConfig, run_dir: RunDir) -> _Setup:
     """Choose backend, precision and quantization; load the model with LoRA and the tokenized splits."""
-    backend, backend_reason = choose_backend(cfg)  # Unsloth first: it patches trl/transformers
+    choice = choose_backend(cfg, run_dir)  # Unsloth first: it patches trl/transformers
+    backend = str(choice.backend)
     import torch
 
     if cfg.train.num_threads > 0:
@@ -110,7 +115,7 @@ def _setup(cfg: PipelineConfig, run_dir: RunDir) -> _Setup:
     log.info(
         "backend=%s (%s); precision=%s (%s); %s",
         backend,
-        backend_reason,
+        backend_reason(choice),
         precision,
         precision_reason,
         quant_reason,
@@ -121,7 +126,8 @@ def _setup(cfg: PipelineConfig, run_dir: RunDir) -> _Setup:
     train_ds, val_ds = (_load_split(run_dir, s, fmt, tokenizer) for s in ("train", "val"))
     return _Setup(
         backend=backend,
-        backend_reason=backend_reason,
+        backend_reason=backend_reason(choice),
+        backend_choice=choice,
         precision=precision,
         precision_reason=precision_reason,
         precision_code=precision_code,
@@ -178,6 +184,19 @@ def _sft_config(cfg: PipelineConfig, run_dir: RunDir, precision: str) -> Any:
     )
 
 
+def _probe_cost_s(setup: _Setup) -> float:
+    cost = setup.backend_choice.probe.cost_s
+    return float(cost) if isinstance(cost, (int, float)) else 0.0
+
+
+def _budget_minutes(cfg: PipelineConfig, setup: _Setup) -> float:
+    """train.max_minutes less what this run spent probing the backends (0 stays: no budget)."""
+    budget, cost = cfg.train.max_minutes, _probe_cost_s(setup)
+    if budget <= 0 or cost <= 0:
+        return budget
+    return max(budget * 0.05, budget - cost / 60)  # still a budget (0 would mean none)
+
+
 @dataclass
 class _Fit:
     """The finished trainer and what training measured."""
@@ -202,7 +221,7 @@ def _fit(cfg: PipelineConfig, run_dir: RunDir, setup: _Setup) -> _Fit:
     if resume:
         log.info("resuming from %s", resume)
     os.environ["TENSORBOARD_LOGGING_DIR"] = str(run_dir / "runs")
-    budget = callbacks.TimeBudget(cfg.train.max_minutes)
+    budget = callbacks.TimeBudget(_budget_minutes(cfg, setup))
     trainer = sft_trainer_class(setup.backend)(
         model=setup.model,
         args=args,
@@ -295,11 +314,36 @@ def _resources(run_dir: RunDir, fit: _Fit) -> TrainResources:
     )
 
 
+def _utilisation(
+    setup: _Setup, resources: TrainResources, params_total: int, params_trainable: int
+) -> Utilisation | NotMeasured:
+    """Achieved model FLOP/s (FLOPs per trained token x tokens/s of the whole training) against
+    this machine's matmul peak in the training dtype, measured now (a second or two)."""
+    tps = resources.tokens_per_s
+    if not isinstance(tps, (int, float)) or tps <= 0:
+        return NotMeasured("no_tokens_per_s")  # codes: the report words them
+    if setup.four_bit:
+        return NotMeasured("four_bit")  # the dequantized compute's peak is not measured
+    per_token = model_flops_per_token(flop_params(setup.model_ref, params_total, params_trainable))
+    peak = matmul_peak(setup.precision)
+    achieved = per_token * tps
+    return Utilisation(
+        model_flops_per_token=per_token,
+        achieved_flops_per_s=round(achieved),
+        peak_flops_per_s=peak["peak_flops_per_s"],
+        peak_dtype=setup.precision,
+        peak_method=peak["method"],
+        utilisation=round(achieved / peak["peak_flops_per_s"], 4),
+        flops_method=FLOPS_METHOD + "; tokens/s of the whole trainer.train() call (first step, "
+        "evaluations and checkpoints included)",
+    )
+
+
 def _notes(cfg: PipelineConfig, setup: _Setup, fit: _Fit, world: int) -> tuple[list[str], list[Reason]]:
     """train.json `notes` (English) and `note_codes` (the same notes as codes, for the report)."""
     notes: list[str] = []
     codes: list[Reason] = []
-    if setup.backend_reason.startswith("train.backend=auto fell back"):
+    if setup.backend_choice.reason in ("unsloth_unavailable", "probe_other_failed", "probe_failed"):
         note(
             notes,
             codes,
@@ -314,6 +358,15 @@ def _notes(cfg: PipelineConfig, setup: _Setup, fit: _Fit, world: int) -> tuple[l
     if setup.precision_reason.startswith("train.precision=") and setup.precision != cfg.train.precision:
         notes.append(setup.precision_reason)
         codes.append(setup.precision_code)
+    if cfg.train.max_minutes > 0 and _probe_cost_s(setup) > 0:
+        note(
+            notes,
+            codes,
+            "probe_cost",
+            f"the backend probe took {_probe_cost_s(setup):.0f} s of train.max_minutes={cfg.train.max_minutes:g}",
+            seconds=round(_probe_cost_s(setup)),
+            max_minutes=cfg.train.max_minutes,
+        )
     if fit.resume:
         note(notes, codes, "resumed", f"resumed from {fit.resume.name}", checkpoint=fit.resume.name)
     if fit.time_budget.stopped_early is True:
@@ -352,11 +405,13 @@ def _summarize(
     evals = [r for r in history if "eval_loss" in r]
     checkpoints, best = _checkpoint_records(run_dir, losses, evals, state)
     resources = _resources(run_dir, fit)
+    util = _utilisation(setup, resources, params_total, params_trainable)
     cuda = torch.cuda.is_available()
     notes, note_codes = _notes(cfg, setup, fit, world)
     return TrainResult(
         backend=setup.backend,
         backend_reason=setup.backend_reason,
+        backend_choice=setup.backend_choice,
         precision=setup.precision,
         precision_reason=setup.precision_reason,
         precision_code=setup.precision_code,
@@ -395,6 +450,8 @@ def _summarize(
         # null: trained from scratch
         resumed_from=str(fit.resume.relative_to(run_dir.path)) if fit.resume else NotMeasured(),
         resources=resources,
+        utilisation=util,
+        utilisation_reason=util.why if isinstance(util, NotMeasured) else NotMeasured(absent=True),
         time_budget=fit.time_budget,
         files=TrainFiles(
             adapter="adapter", metrics="logs/metrics.jsonl", log="logs/training.log", tensorboard="runs"

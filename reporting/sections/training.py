@@ -25,7 +25,7 @@ from reporting.text import (
     image,
     is_number,
 )
-from trainer.results import Checkpoint, TrainResult, measured
+from trainer.results import BackendChoice, Checkpoint, TrainResult, measured
 
 
 def _loss_change(first: Measured, last: Measured) -> str:
@@ -53,6 +53,56 @@ def _config_source(run: RunFiles) -> tuple[bool, str]:
     return False, f"{tr.why_missing}：下表为 config.resolved.yaml 中的配置值，不是实际使用值。"
 
 
+def _probe_speeds(probe: Any) -> str:
+    parts = [
+        f"{r.backend} {fmt_float(r.tokens_per_s, 1)}" if is_number(r.tokens_per_s) else f"{r.backend} 失败"
+        for r in probe.runs
+    ]
+    if not parts:
+        return ""
+    how = (
+        "沿用本机此前的测速缓存" if probe.cached is True else f"本次测速耗时 {fmt_float(probe.cost_s, 0)} 秒"
+    )
+    return f"实测训练吞吐 {'，'.join(parts)} tokens/秒，各训练 {fmt_general(probe.steps)} 步（首步预热不计），{how}"
+
+
+def backend_choice_text(choice: BackendChoice) -> str:
+    """Why this backend trained, in Chinese, from train.json's `backend_choice` code."""
+    speeds = _probe_speeds(choice.probe)
+    detail = str(choice.detail) if choice.detail else ""
+    reason = {
+        "config": "配置 train.backend 指定",
+        "probe_faster": f"自动选择：本机测速更快（{speeds}）",
+        "probe_other_failed": f"自动选择：另一后端测速失败（{speeds}；{detail}）",
+        "probe_failed": f"自动选择：两个后端测速均失败，使用 peft（{detail}）",
+        "unsloth_unavailable": f"自动选择：Unsloth 不可用，使用 peft（{detail}）",
+        "cuda_default": "自动选择：CUDA GPU 上默认使用 Unsloth（未测速）",
+        "not_probed": f"自动选择：未测速，使用 Unsloth（{detail}）",
+    }.get(str(choice.reason))
+    return reason or f"{choice.reason}"
+
+
+UTILISATION_REASONS = {
+    "four_bit": "4-bit 量化权重，未测量其反量化计算的矩阵乘峰值",
+    "no_tokens_per_s": "没有训练吞吐",
+}
+
+
+def utilisation_text(tr: Any) -> str:
+    """训练算力利用率: achieved model FLOP/s against the measured matmul peak in the training dtype."""
+    u = tr.result.utilisation
+    if not measured(u) and u.why in UTILISATION_REASONS:
+        return nm(UTILISATION_REASONS[u.why])
+    got = tr.m(u)
+    if not got.ok or not is_number(u.utilisation):
+        return got.text() if not got.ok else nm("train.json 未记录利用率")
+    return (
+        f"{fmt_float(u.utilisation * 100, 1)}%（实际 {fmt_float(u.achieved_flops_per_s / 1e9, 1)} GFLOP/秒，"
+        f"本机 {u.peak_dtype} 矩阵乘峰值 {fmt_float(u.peak_flops_per_s / 1e9, 1)} GFLOP/秒；"
+        f"每个训练 token {fmt_float(u.model_flops_per_token / 1e6, 0)} MFLOP，不含注意力分数）"
+    )
+
+
 def _used_settings(run: RunFiles) -> dict[str, str]:
     """Model, quantization, device, backend, precision and parameters as train.json records them."""
     tr = run.train
@@ -76,7 +126,9 @@ def _used_settings(run: RunFiles) -> dict[str, str]:
         "base_model": tr.m(r.base_model).text(),
         "quantization": quantization,
         "device": device,
-        "backend": with_reason(tr.m(r.backend).text(), wording.text(r.backend_reason)),
+        "backend": with_reason(tr.m(r.backend).text(), backend_choice_text(r.backend_choice))
+        if measured(r.backend_choice)
+        else with_reason(tr.m(r.backend).text(), wording.text(r.backend_reason)),
         "precision": with_reason(
             tr.m(r.precision).text(), wording.reason(r.precision_code, r.precision_reason)
         ),
@@ -230,6 +282,7 @@ def training(run: RunFiles, charts: dict[str, Chart | None], chart_reasons: dict
         else nm(tr.why_missing),
         "global_step": tr.m(r.global_step).text(fmt_int),
         "throughput": throughput,
+        "utilisation": utilisation_text(tr) if tr.ok else nm(tr.why_missing),
         "resumed": resumed_text,
         "checkpoints": checkpoints,
         "checkpoints_note": checkpoints_note,

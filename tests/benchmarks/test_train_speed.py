@@ -63,6 +63,10 @@ def test_tiny_run_writes_every_contestant(tmp_path: Path) -> None:
         assert 0 < r["mfu"] < 1
         assert r["n_frozen_matmul"] > 0 and r["n_lora"] > 0
     assert by_name["baseline"]["speedup_vs_baseline"] == 1.0
+    auto = by_name["auto"]  # the default configuration: the backend its own probe measured faster
+    assert auto["status"] == "ok", auto
+    assert auto["backend_choice"]["reason"] in ("probe_faster", "probe_other_failed")
+    assert auto["backend"] == auto["backend_choice"]["backend"] and auto["backend_choice"]["probe_cost_s"] > 0
     assert by_name["unsloth"]["status"] in ("ok", "failed")
     if by_name["unsloth"]["status"] == "ok":
         assert by_name["unsloth"]["speedup_vs_baseline"] > 0

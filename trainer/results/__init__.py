@@ -64,6 +64,8 @@ from trainer.results.serving import (
 )
 from trainer.results.training import (
     Augmentation,
+    BackendChoice,
+    BackendProbe,
     Checkpoint,
     DropWarning,
     EvalExample,
@@ -83,6 +85,7 @@ from trainer.results.training import (
     LoraSettings,
     PrepareResult,
     ProbeOverlap,
+    ProbeRun,
     Qualitative,
     QualitativeMeasure,
     Splits,
@@ -90,6 +93,7 @@ from trainer.results.training import (
     TrainResources,
     TrainResult,
     TrainTimeBudget,
+    Utilisation,
 )
 
 # ---- env.json -------------------------------------------------------------------------------------
@@ -172,6 +176,8 @@ __all__ = [
     "ApiCase",
     "ApiTest",
     "Augmentation",
+    "BackendChoice",
+    "BackendProbe",
     "BenchFiles",
     "BenchMemory",
     "BenchSettings",
@@ -208,6 +214,7 @@ __all__ = [
     "Percentiles",
     "PrepareResult",
     "ProbeOverlap",
+    "ProbeRun",
     "PromptTokens",
     "Qualitative",
     "QualitativeMeasure",
@@ -227,6 +234,7 @@ __all__ = [
     "TrainResources",
     "TrainResult",
     "TrainTimeBudget",
+    "Utilisation",
     "load_env",
     "load_result",
     "measured",

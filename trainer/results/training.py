@@ -206,9 +206,60 @@ class TrainTimeBudget(Record):
 
 
 @dataclass(kw_only=True)
+class ProbeRun(Record):
+    """One backend's short training in the backend probe (trainer/backend_probe.py)."""
+
+    backend: OptStr = ABSENT
+    tokens_per_s: OptNum = ABSENT  # trained (non-padding) tokens/s over the timed steps; null: failed
+    s_per_step: OptNum = ABSENT
+    timed_tokens: OptNum = ABSENT
+    process_s: OptNum = ABSENT  # the child process, start to end (imports and model load included)
+    error: OptStr = ABSENT
+
+
+@dataclass(kw_only=True)
+class BackendProbe(Record):
+    """The probe behind `train.backend=auto` on a CPU: each backend's tokens/s on this machine."""
+
+    key: OptStr = ABSENT  # cache key: machine, libraries, model and speed settings (key_fields)
+    key_fields: dict[str, Any] | NotMeasured = ABSENT
+    measured_at: OptStr = ABSENT
+    steps: OptNum = ABSENT  # optimizer steps per backend; the first is warm-up, not timed
+    cached: bool | NotMeasured = ABSENT  # true: read from .cache/backend_probe/, measured earlier
+    cost_s: OptNum = ABSENT  # seconds this run spent probing (0 when cached)
+    runs: list[ProbeRun] | NotMeasured = ABSENT
+
+
+@dataclass(kw_only=True)
+class BackendChoice(Record):
+    """Which backend trained and why, as a code the report words (reporting/sections/training.py)."""
+
+    backend: OptStr = ABSENT  # unsloth | peft
+    # config (train.backend set explicitly) | probe_faster | probe_other_failed | probe_failed |
+    # unsloth_unavailable | cuda_default (auto on a CUDA GPU: Unsloth, not probed)
+    reason: OptStr = ABSENT
+    detail: OptStr = ABSENT  # e.g. why Unsloth is unavailable or which probe failed
+    probe: BackendProbe | NotMeasured = ABSENT  # null: no probe (reason says why)
+
+
+@dataclass(kw_only=True)
+class Utilisation(Record):
+    """Achieved training FLOP/s against this machine's measured matrix-multiply peak."""
+
+    model_flops_per_token: OptNum = ABSENT  # 4 x N_frozen + 6 x N_lora (flops_method)
+    achieved_flops_per_s: OptNum = ABSENT  # model_flops_per_token x resources.tokens_per_s
+    peak_flops_per_s: OptNum = ABSENT  # measured matmul peak in the training dtype
+    peak_dtype: OptStr = ABSENT  # bf16 | fp16 | fp32
+    peak_method: OptStr = ABSENT
+    utilisation: OptNum = ABSENT  # achieved / peak, 0-1
+    flops_method: OptStr = ABSENT
+
+
+@dataclass(kw_only=True)
 class TrainResult(StageResult):
     backend: OptStr = ABSENT
     backend_reason: OptStr = ABSENT
+    backend_choice: BackendChoice | NotMeasured = ABSENT  # the reason as a code, and the probe's numbers
     precision: OptStr = ABSENT
     precision_reason: OptStr = ABSENT  # English; precision_code is the same reason as data
     precision_code: Reason | NotMeasured = ABSENT
@@ -231,6 +282,8 @@ class TrainResult(StageResult):
     best_checkpoint: Checkpoint | NotMeasured = ABSENT
     resumed_from: OptStr = ABSENT  # null: trained from scratch
     resources: TrainResources | NotMeasured = ABSENT
+    utilisation: Utilisation | NotMeasured = ABSENT  # null with utilisation_reason when not measured
+    utilisation_reason: OptStr = ABSENT  # four_bit | no_tokens_per_s
     time_budget: TrainTimeBudget | NotMeasured = ABSENT  # train.max_minutes
     files: TrainFiles | NotMeasured = ABSENT
 
