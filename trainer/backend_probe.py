@@ -33,14 +33,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-from trainer.config import PipelineConfig
+from trainer.config import PipelineConfig, TrainConfig, choices
 from trainer.paths import ROOT
 from trainer.results import BackendChoice, BackendProbe, NotMeasured, ProbeRun
 from trainer.runfolder import cpu_flags, cpu_model, now_iso, read_json, write_json
 
 PROBE_STEPS = 3  # the first is warm-up; the others are timed
 PROBE_VERSION = 1  # bump when the training code changes what the probe would measure
-BACKENDS = ("unsloth", "peft")
+BACKENDS = tuple(b for b in choices(TrainConfig, "backend") if b != "auto")  # unsloth, peft
 
 _chosen: dict[str, BackendChoice] = {}  # this process's choice, by cache key
 
