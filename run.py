@@ -217,10 +217,11 @@ def _preload_unsloth(cfg, run_dir, args) -> None:
         # auto on a CPU: the backend probe (child processes) decides first, so that only the
         # faster backend's imports happen in this process; the train stage reuses the choice.
         # Unsloth's banner and import-time warnings go to logs/training.log.
+        main = is_main_process()
         with (
-            console.details_to_log(run_dir, write=is_main_process()),
-            console.printed_to_log(run_dir),
-            console.stage_line("backend", show=is_main_process()) as line,
+            console.details_to_log(run_dir, write=main),
+            console.stage_line("backend", show=main) as line,
+            console.printed_to_log(run_dir, write=main),
             contextlib.suppress(UserError),  # the train stage reports it, with its fix
         ):
             line.conclude(backend_reason(choose_backend(cfg, run_dir)))

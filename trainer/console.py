@@ -103,17 +103,23 @@ def details_to_log(run_dir: RunDir, write: bool = True) -> Iterator[Path]:
 
 
 @contextlib.contextmanager
-def printed_to_log(run_dir: RunDir) -> Iterator[None]:
-    """What a library prints itself (Unsloth's banner, llama.cpp's loader lines through
-    llama-cpp-python) goes to the log file too, for the length of the block."""
+def printed_to_log(run_dir: RunDir, stderr: bool = True, write: bool = True) -> Iterator[None]:
+    """What a library prints itself (Unsloth's banners, llama.cpp's loader lines through
+    llama-cpp-python) goes to the log file too, for the length of the block: standard output, and
+    standard error unless `stderr=False` (a stage's own warnings to the user, such as prepare's, are
+    printed there). Open the stage line first: it keeps writing to the terminal."""
+    if not write:
+        with open(os.devnull, "w") as sink, contextlib.redirect_stdout(sink):
+            yield
+        return
     path = run_dir / LOG_FILE
     path.parent.mkdir(parents=True, exist_ok=True)
-    with (
-        open(path, "a", encoding="utf-8") as log,
-        contextlib.redirect_stdout(log),
-        contextlib.redirect_stderr(log),
-    ):
-        yield
+    with open(path, "a", encoding="utf-8") as log, contextlib.redirect_stdout(log):
+        if stderr:
+            with contextlib.redirect_stderr(log):
+                yield
+        else:
+            yield
 
 
 class StageLine:

@@ -126,8 +126,9 @@ def run_stage(stage: Stage, cfg: PipelineConfig, run_dir: RunDir, force: bool = 
         write_json(run_dir.stage_file(stage.name), {**base, "status": "running"})
     try:
         with console.details_to_log(run_dir, write=main), console.stage_line(stage.name, show=main) as line:
-            log.info("stage %s started (config fingerprint %s)", stage.name, base["config_fingerprint"])
-            returned = stage.run(cfg, run_dir)
+            with console.printed_to_log(run_dir, stderr=False, write=main):  # what libraries print
+                log.info("stage %s started (config fingerprint %s)", stage.name, base["config_fingerprint"])
+                returned = stage.run(cfg, run_dir)
             line.conclude(str(getattr(returned, "headline", "") or ""))
         results = _results_to_write(stage, returned)
     except BaseException as exc:
