@@ -28,6 +28,7 @@ from reporting.text import image
 from trainer.config import ReportConfig
 from trainer.errors import UserError, problem_list
 from trainer.pipeline import Stage
+from trainer.results import measured
 from trainer.runfolder import RunDir, now_iso, write_json, write_text
 
 TITLE = "微调运行对比报告"
@@ -88,8 +89,8 @@ def _report_config(runs: list[comparison.Run]) -> ReportConfig:
     cfg = ReportConfig()
     for key in ("project_name", "author"):
         value = runs[0].files.config_value("report", key)
-        if value.ok:
-            setattr(cfg, key, value.value)
+        if measured(value):
+            setattr(cfg, key, value)
     return cfg
 
 

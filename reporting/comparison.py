@@ -23,8 +23,9 @@ from pathlib import Path
 from typing import Any
 
 from reporting import facts
-from reporting.runfiles import RunFiles, eval_items, known
+from reporting.runfiles import RunFiles, eval_items
 from reporting.text import is_number
+from trainer.results import known
 from trainer.significance import CONFIDENCE, change_interval
 
 PRIMARY_METRIC = "rougeL"
@@ -100,7 +101,7 @@ def prompt_setup(run: Run) -> tuple[str, str]:
     """How the run built its prompts: prepare's prompt format and the system prompt of its config."""
     fmt = known(run.files.prepare.result.prompt_format, None) if run.files.prepare.ok else None
     system = run.files.config_value("model", "system_prompt")
-    return str(fmt or run.files.config_value("model", "prompt_format").value), str(system.value)
+    return str(fmt or known(run.files.config_value("model", "prompt_format"), None)), str(known(system, None))
 
 
 def different_items(a: Run, b: Run) -> str:

@@ -18,6 +18,7 @@ from reporting.charts import Chart
 from reporting.runfiles import RunFiles
 from reporting.sections import data, deployment, evaluation, overview, resources, training
 from trainer.config import ReportConfig
+from trainer.results import measured
 
 
 def build(
@@ -39,8 +40,8 @@ def build(
         "training": training.training(run, charts, chart_reasons),
         "evaluation": evaluation.evaluation(
             run,
-            str(assistant.value) if assistant.ok else "（助手名称未记录）",
-            str(maker.value) if maker.ok else "（开发者名称未记录）",
+            str(assistant) if measured(assistant) else "（助手名称未记录）",
+            str(maker) if measured(maker) else "（开发者名称未记录）",
         ),
         "deployment": deployment.deployment(run),
         "resources": resources.resources(run, charts, chart_reasons),

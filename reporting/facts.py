@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from reporting import labels, wording
-from reporting.runfiles import RunFiles, known
+from reporting.runfiles import RunFiles
 from reporting.text import (
     fmt_bytes,
     fmt_duration,
@@ -21,8 +21,9 @@ from reporting.text import (
     fmt_signed,
     is_number,
     shorten,
+    shown,
 )
-from trainer.results import EvalExample, EvalMetric, QualitativeMeasure, measured
+from trainer.results import EvalExample, EvalMetric, QualitativeMeasure, known, measured
 
 # ROUGE-L change (points, 0-100 scale) above which one example counts as better or worse.
 EXAMPLE_DELTA_POINTS = 5.0
@@ -211,11 +212,11 @@ def qualitative(run: RunFiles) -> list[tuple[str, str]]:
     ev = run.evaluate
     rows = []
     for key, label in QUALITATIVE_LABELS.items():
-        got = ev.m(getattr(ev.result.qualitative, key))
-        if not got.ok:
-            rows.append((label, f"未测量：{got.reason}"))
+        got = ev.value(getattr(ev.result.qualitative, key))
+        if not measured(got):
+            rows.append((label, shown(got)))
             continue
-        item: QualitativeMeasure = got.value
+        item: QualitativeMeasure = got
         measure = labels.qualitative_measure(key, item) or "evaluate.json 未说明度量方式"
         unit = str(item.unit or "")
         before, after = item.before, item.after

@@ -12,7 +12,7 @@ from typing import Any
 
 from reporting import wording
 from reporting.facts import DROP_REASON_ZH, metric, metric_change, metrics
-from reporting.runfiles import RunFiles, known
+from reporting.runfiles import RunFiles
 from reporting.text import (
     first_line,
     fmt_duration,
@@ -23,7 +23,7 @@ from reporting.text import (
     is_number,
     verbatim,
 )
-from trainer.results import measured
+from trainer.results import known, measured
 
 # Validation loss this much above its minimum at the last evaluation: a sign of overfitting.
 OVERFIT_RATIO = 1.02
@@ -74,7 +74,7 @@ def _train_findings(run: RunFiles) -> list[Finding]:
     if not tr.ok:
         return []
     out = []
-    requested_backend = run.config_value("train", "backend").value
+    requested_backend = known(run.config_value("train", "backend"), None)
     backend = known(r.backend, None)
     if requested_backend in ("unsloth", "auto") and backend and backend != "unsloth":
         out.append(
@@ -84,7 +84,7 @@ def _train_findings(run: RunFiles) -> list[Finding]:
                 "安装可用的 Unsloth（或在 GPU 机器上运行）以使用其优化内核。",
             )
         )
-    wants_4bit = run.config_value("model", "load_in_4bit").value is True
+    wants_4bit = run.config_value("model", "load_in_4bit") is True
     quant = known(r.quantization, None)
     if wants_4bit and quant != "4-bit NF4":
         out.append(

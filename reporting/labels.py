@@ -14,10 +14,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from reporting.runfiles import known
 from reporting.text import is_number
 from trainer.metrics import answer_chars
-from trainer.results import Augmentation, EvalExample, EvalMetric, QualitativeMeasure
+from trainer.results import Augmentation, EvalExample, EvalMetric, QualitativeMeasure, known
 
 # Keyed by evaluate.json `metrics[].key` (trainer.metrics.METRIC_KEYS).
 METRIC_NAME_ZH: dict[str, str] = {

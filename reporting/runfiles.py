@@ -2,8 +2,9 @@
 
 Reads `config.resolved.yaml`, `env.json`, every `<stage>.json`, `logs/metrics.jsonl` and
 `evaluation_results.csv` (its row count; `eval_items` reads its rows) (see docs/ARTIFACTS.md);
-writes nothing. A missing or unreadable file, a stage that failed or never ran, and a `null` value are all normal: every lookup returns a
-`Measured` that carries either the value or the reason it is missing, worded for the report.
+writes nothing. A missing or unreadable file, a stage that failed or never ran, and a `null` value
+are all normal: every lookup (`Stage.value`, `RunFiles.config_value`, `RunFiles.env_value`) returns
+the value or a `NotMeasured` whose `why` is worded for the report (in Chinese).
 Stage files and env.json are read only through their types in `trainer.results` (the contract).
 """
 
@@ -19,7 +20,7 @@ from typing import Any, Generic, TypeVar, cast
 import yaml
 
 from reporting import wording
-from reporting.text import NOT_MEASURED, first_line, is_number, shorten, verbatim
+from reporting.text import first_line, is_number, shorten, verbatim
 from trainer.config import PipelineConfig, read_config
 from trainer.pipeline import Stage as StageEntry
 from trainer.results import (
@@ -34,6 +35,7 @@ from trainer.results import (
     StageRecord,
     StageResult,
     TrainResult,
+    known,
     load_env,
     load_result,
     measured,
@@ -50,33 +52,6 @@ STATUS_ZH = {
     "running": "未完成",
     "missing": "未运行",
 }
-
-
-@dataclass(frozen=True)
-class Measured:
-    """A value from an artifact, or `None` with the reason it was not measured."""
-
-    value: Any
-    reason: str = ""
-
-    @property
-    def ok(self) -> bool:
-        return self.value is not None
-
-    def text(self, fmt: Any = str) -> str:
-        return fmt(self.value) if self.ok else f"{NOT_MEASURED}{self.reason}"
-
-    def or_else(self, other: Measured) -> Measured:
-        return self if self.ok else other
-
-
-def missing(reason: str) -> Measured:
-    return Measured(None, reason)
-
-
-def known(value: Any, default: Any) -> Any:
-    """`value` when it was measured, else `default` (for rules that only need to know what is there)."""
-    return value if measured(value) else default
 
 
 @dataclass
@@ -104,6 +79,7 @@ class Stage(Generic[R]):
 
     @property
     def ok(self) -> bool:
+        """Whether the stage completed (a word for the stage, not a value: ask `measured` of those)."""
         return self.status == "completed"
 
     @property
@@ -123,7 +99,8 @@ class Stage(Generic[R]):
 
     @property
     def why_missing(self) -> str:
-        """Why this stage's values are not available, for a 未测量 line."""
+        """Why this stage's values are missing (the stage did not complete, or its file is unreadable):
+        the `why` of every value `self.value` gives for it."""
         if self.file_error:
             return f"{self.name}.json 无法读取（{verbatim(self.file_error)}）"
         status = self.status
@@ -137,21 +114,23 @@ class Stage(Generic[R]):
             return f"{self.name_zh}阶段未完成（{self.name}.json 状态为 running，进程可能被终止）"
         return f"{self.name_zh}阶段状态为 {status}"
 
-    def m(self, value: Any) -> Measured:
-        """A typed field of this stage's result as a `Measured`: the value, or why it is missing.
+    def value(self, value: Any) -> Any:
+        """A typed field of this stage's result, or a `NotMeasured` whose `why` is worded for the report.
 
         The reason is the stage's own (`*_reason` beside a null), else says the key is not recorded
         or empty; for a stage that did not complete it is the stage's.
         """
         if not self.ok:
-            return missing(self.why_missing)
+            return NotMeasured(self.why_missing)
+        if value is None:
+            return NotMeasured(f"{self.name}.json 中的值为空，未说明原因")
         if not isinstance(value, NotMeasured):
-            return Measured(value)
+            return value
         if value.absent:
-            return missing(f"{self.name}.json 未记录 {value.key_path}")
+            return NotMeasured(f"{self.name}.json 未记录 {value.key_path}")
         if value.why.strip():
-            return missing(wording.text(shorten(" ".join(value.why.split()), 300)))
-        return missing(f"{self.name}.json 中 {value.key_path} 为空，未说明原因")
+            return NotMeasured(wording.text(shorten(" ".join(value.why.split()), 300)))
+        return NotMeasured(f"{self.name}.json 中 {value.key_path} 为空，未说明原因")
 
     @property
     def duration_s(self) -> float | None:
@@ -212,27 +191,27 @@ class RunFiles:
     def stage(self, name: str) -> Stage[Any]:
         return self.stages[name]
 
-    def config_value(self, section: str, key: str) -> Measured:
-        """A field of the run's typed config (`run.config`) as a `Measured`: its value, or why the
-        run's config.resolved.yaml does not say it."""
+    def config_value(self, section: str, key: str) -> Any:
+        """A field of the run's typed config (`run.config`), or a `NotMeasured` saying why the run's
+        config.resolved.yaml does not say it."""
         if self.config_error:
-            return missing(self.config_error)
+            return NotMeasured(self.config_error)
         if f"{section}.{key}" not in self.config_recorded:
-            return missing(f"config.resolved.yaml 未记录 {section}.{key}")
+            return NotMeasured(f"config.resolved.yaml 未记录 {section}.{key}")
         value = getattr(getattr(self.config, section), key)
-        return (
-            Measured(value) if value is not None else missing(f"config.resolved.yaml 中 {section}.{key} 为空")
-        )
+        return value if value is not None else NotMeasured(f"config.resolved.yaml 中 {section}.{key} 为空")
 
-    def env_m(self, value: Any) -> Measured:
-        """A field of env.json as a `Measured` (e.g. `run.env_m(run.env.python)`)."""
+    def env_value(self, value: Any) -> Any:
+        """A field of env.json, or a `NotMeasured` worded for the report (e.g. `run.env_value(run.env.python)`)."""
         if self.env_error:
-            return missing(self.env_error)
+            return NotMeasured(self.env_error)
+        if value is None:
+            return NotMeasured("env.json 中的值为空")
         if not isinstance(value, NotMeasured):
-            return Measured(value)
+            return value
         if value.absent:
-            return missing(f"env.json 未记录 {value.key_path}")
-        return missing(f"env.json 中 {value.key_path} 为空")
+            return NotMeasured(f"env.json 未记录 {value.key_path}")
+        return NotMeasured(f"env.json 中 {value.key_path} 为空")
 
     @property
     def has_gpu(self) -> bool | None:

@@ -13,7 +13,10 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Callable
 from typing import Any
+
+from trainer.results import NotMeasured, measured
 
 NOT_MEASURED = "未测量："
 
@@ -134,7 +137,17 @@ def first_line(text: str, limit: int = 160) -> str:
 # ---- numbers ------------------------------------------------------------------------------------
 
 
+def shown(value: Any, fmt: Callable[[Any], str] = str) -> str:
+    """The report's text for a value: `fmt(value)` when it was measured, else `未测量：<why>`."""
+    if measured(value):
+        return fmt(value)
+    if not isinstance(value, NotMeasured):
+        raise ValueError("a None value has no reason to show; give it a NotMeasured(why)")
+    return f"{NOT_MEASURED}{value.why}"
+
+
 def is_number(value: Any) -> bool:
+    """A type check, not a `measured` one: a finite int or float (not a bool, NaN or infinity)."""
     return (
         isinstance(value, (int, float))
         and not isinstance(value, bool)

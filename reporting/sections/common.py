@@ -4,15 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from reporting.text import NOT_MEASURED, shorten
+from reporting.text import shorten, shown
+from trainer.results import NotMeasured
 
 # Longest reason or note quoted from a stage file.
 REASON_CHARS = 300
-
-
-def nm(reason: str) -> str:
-    """`未测量：<reason>`, the one wording of a value that is not there."""
-    return f"{NOT_MEASURED}{reason}"
 
 
 def with_reason(value: str, reason: Any) -> str:
@@ -25,5 +21,5 @@ def list_note(stage: Any, items: Any, empty_text: str) -> str:
     """The line under a table or list: why the stage file is missing, `empty_text` when it lists
     nothing, else nothing."""
     if not stage.ok:
-        return nm(stage.why_missing)
+        return shown(NotMeasured(stage.why_missing))
     return "" if items else empty_text

@@ -11,8 +11,6 @@ from typing import Any
 
 from reporting import comparison, facts, labels
 from reporting.comparison import PairedDifference, Run
-from reporting.runfiles import known
-from reporting.sections.common import nm
 from reporting.text import (
     fmt_bytes,
     fmt_float,
@@ -23,8 +21,9 @@ from reporting.text import (
     fmt_time,
     is_number,
     shorten,
+    shown,
 )
-from trainer.results import EvalMetric
+from trainer.results import EvalMetric, NotMeasured, known, measured
 
 VALUE_CHARS = 60  # longest config value shown in the differences table
 
@@ -44,9 +43,9 @@ def runs_table(runs: list[Run]) -> list[list[str]]:
     rows = []
     for r in runs:
         tr = r.files.train
-        when = fmt_time(tr.started_at) if tr.started_at else nm(tr.why_missing)
-        commit = r.files.env_m(r.files.env.git_commit).text(lambda v: str(v)[:12])
-        items = f"{fmt_int(len(r.items))} 条" if not r.items_error else nm(r.items_error)
+        when = fmt_time(tr.started_at) if tr.started_at else shown(NotMeasured(tr.why_missing))
+        commit = shown(r.files.env_value(r.files.env.git_commit), lambda v: str(v)[:12])
+        items = f"{fmt_int(len(r.items))} 条" if not r.items_error else shown(NotMeasured(r.items_error))
         fmt, _ = comparison.prompt_setup(r)
         rows.append([r.label, str(r.files.path), when, commit, items, fmt])
     return rows
@@ -58,9 +57,13 @@ def config_rows(runs: list[Run]) -> list[list[str]]:
 
 def _metric_cell(m: EvalMetric | None, why_missing: str) -> str:
     if m is None:
-        return nm(why_missing)
+        return shown(NotMeasured(why_missing))
     digits = 4 if m.key == "loss" else 2
-    after = fmt_float(m.after, digits) if is_number(m.after) else nm(str(known(m.after.why, "") or "未记录"))
+    after = (
+        fmt_float(m.after, digits)
+        if is_number(m.after)
+        else shown(NotMeasured(str(known(m.after.why, "") or "未记录")))
+    )
     if not is_number(m.improvement):
         return after
     change = facts.change_text(m, m.improvement)
@@ -91,7 +94,7 @@ def metric_table(runs: list[Run]) -> tuple[list[list[str]], list[str]]:
             if is_number(m.improvement) and not facts.interval_text(m):
                 missing.setdefault(facts.no_interval_reason(m), []).append(labels.metric_name(m))
         for reason, names in missing.items():
-            notes.append(f"{r.label}：{'、'.join(names)} 的变化区间{nm(reason)}")
+            notes.append(f"{r.label}：{'、'.join(names)} 的变化区间{shown(NotMeasured(reason))}")
     return rows, notes
 
 
@@ -101,7 +104,7 @@ def training_rows(runs: list[Run]) -> tuple[list[list[str]], list[str]]:
     for r in runs:
         tr = r.files.train
         if not tr.ok:
-            notes.append(f"{r.label}：{nm(tr.why_missing)}")
+            notes.append(f"{r.label}：{shown(NotMeasured(tr.why_missing))}")
             continue
         res = tr.result
 
@@ -131,9 +134,9 @@ def speed_rows(runs: list[Run]) -> tuple[list[list[str]], list[str]]:
         if not tr.ok:
             continue  # already named under the training table
         res = tr.result.resources
-        gpu = tr.m(res.peak_gpu_reserved_bytes)
-        if not gpu.ok and r.files.has_gpu is False:
-            notes.append(f"{r.label}：峰值显存{nm('本次运行无GPU（env.json 中 gpu 为空）')}")
+        gpu = tr.value(res.peak_gpu_reserved_bytes)
+        if not measured(gpu) and r.files.has_gpu is False:
+            notes.append(f"{r.label}：峰值显存{shown(NotMeasured('本次运行无GPU（env.json 中 gpu 为空）'))}")
         eval_s = r.files.evaluate.duration_s
         rows.append(
             [
@@ -143,7 +146,7 @@ def speed_rows(runs: list[Run]) -> tuple[list[list[str]], list[str]]:
                 f"{fmt_float(res.tokens_per_s, 1)}" if is_number(res.tokens_per_s) else "未记录",
                 f"{fmt_float(res.s_per_step, 2)}" if is_number(res.s_per_step) else "未记录",
                 fmt_bytes(res.peak_rss_bytes) if is_number(res.peak_rss_bytes) else "未记录",
-                fmt_bytes(gpu.value) if gpu.ok else "无GPU" if r.files.has_gpu is False else "未记录",
+                fmt_bytes(gpu) if measured(gpu) else "无GPU" if r.files.has_gpu is False else "未记录",
                 fmt_float(eval_s, 1) if eval_s is not None else "未记录",
             ]
         )
@@ -157,7 +160,7 @@ def serving_rows(runs: list[Run]) -> tuple[list[list[str]], list[str]]:
     for r in runs:
         bm = r.files.benchmark
         if not bm.ok:
-            notes.append(f"{r.label}：{nm(bm.why_missing)}")
+            notes.append(f"{r.label}：{shown(NotMeasured(bm.why_missing))}")
             continue
         res = bm.result
         levels = [row for row in res.summary if is_number(row.concurrency)]
@@ -200,20 +203,24 @@ def verdict(runs: list[Run], pairs: list[PairedDifference]) -> list[str]:
     the best run by validation loss."""
     best = comparison.best_by_primary(runs)
     if best is None:
-        return [nm("没有任何运行的 evaluate.json 记录了微调后的 ROUGE-L，无法判断哪次运行更好")]
+        return [
+            shown(NotMeasured("没有任何运行的 evaluate.json 记录了微调后的 ROUGE-L，无法判断哪次运行更好"))
+        ]
     tied = [r.label for r in runs if r is not best and r.primary == best.primary]
     tie = f"，与 {'、'.join(tied)} 并列" if tied else ""
     lines = [f"主要指标（测试集 ROUGE-L，微调后）最高：{best.label}（{fmt_float(best.primary)}{tie}）。"]
     lines += [_pair_sentence(best, p) for p in pairs]
     lines += [
-        f"{r.label}：ROUGE-L {nm('evaluate.json 未记录微调后的 ROUGE-L')}" for r in runs if r.primary is None
+        f"{r.label}：ROUGE-L {shown(NotMeasured('evaluate.json 未记录微调后的 ROUGE-L'))}"
+        for r in runs
+        if r.primary is None
     ]
     by_loss = comparison.best_by_val_loss(runs)
     if by_loss is not None and by_loss.val_loss is not None:
         loss, where = by_loss.val_loss
         lines.append(f"验证 Loss 最低：{by_loss.label}（{fmt_loss(loss)}，{where}）。")
     else:
-        lines.append(f"验证 Loss：{nm('没有任何运行的 train.json 记录验证 Loss')}")
+        lines.append(f"验证 Loss：{shown(NotMeasured('没有任何运行的 train.json 记录验证 Loss'))}")
     return lines
 
 

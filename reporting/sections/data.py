@@ -9,11 +9,10 @@ from __future__ import annotations
 from typing import Any
 
 from reporting import facts, labels
-from reporting.runfiles import RunFiles, Stage, known
-from reporting.sections.common import nm
-from reporting.text import fmt_general, fmt_int, is_number, shorten
+from reporting.runfiles import RunFiles, Stage
+from reporting.text import fmt_general, fmt_int, is_number, shorten, shown
 from trainer.config import ReportConfig
-from trainer.results import LengthStats, PrepareResult, measured
+from trainer.results import LengthStats, NotMeasured, PrepareResult, known, measured
 
 FORMAT_NAMES_ZH = {
     "sharegpt": "ShareGPT（conversations: from/value）",
@@ -27,48 +26,49 @@ def dataset(run: RunFiles, report_cfg: ReportConfig) -> dict[str, Any]:
     pr = run.prepare
     r = pr.result
     splits = {
-        k: pr.m(getattr(r.splits, k)).text(lambda v: f"{fmt_int(v)} 条") for k in ("train", "val", "test")
+        k: shown(pr.value(getattr(r.splits, k)), lambda v: f"{fmt_int(v)} 条")
+        for k in ("train", "val", "test")
     }
     sources, format_type = _sources_and_format(pr)
-    identity = pr.m(r.identity_records)
-    if identity.ok and measured(identity.value):
+    identity = pr.value(r.identity_records)
+    if measured(identity):
         identity_text = "，".join(
-            f"{zh} {fmt_int(getattr(identity.value, k))} 条"
+            f"{zh} {fmt_int(getattr(identity, k))} 条"
             for k, zh in SPLIT_NAMES_ZH
-            if is_number(getattr(identity.value, k))
+            if is_number(getattr(identity, k))
         )
     else:
-        identity_text = identity.text()
+        identity_text = shown(identity)
     return {
-        "name": pr.m(r.dataset_name).text(),
+        "name": shown(pr.value(r.dataset_name)),
         "sources": sources,
         "splits": splits,
         "identity": identity_text,
-        "split_rule": _split_rule(r) if pr.ok else nm(pr.why_missing),
-        "leakage": _leakage(r) if pr.ok else nm(pr.why_missing),
+        "split_rule": _split_rule(r) if pr.ok else shown(NotMeasured(pr.why_missing)),
+        "leakage": _leakage(r) if pr.ok else shown(NotMeasured(pr.why_missing)),
         "format_type": format_type,
-        "prompt_format": pr.m(r.prompt_format).text(),
+        "prompt_format": shown(pr.value(r.prompt_format)),
         "language": report_cfg.language,
         "domain": report_cfg.domain,
-        "cleaning": _cleaning(r) if pr.ok else nm(pr.why_missing),
-        "augmentation": _augmentation(r) if pr.ok else nm(pr.why_missing),
-        "conversion": _conversion(r) if pr.ok else nm(pr.why_missing),
+        "cleaning": _cleaning(r) if pr.ok else shown(NotMeasured(pr.why_missing)),
+        "augmentation": _augmentation(r) if pr.ok else shown(NotMeasured(pr.why_missing)),
+        "conversion": _conversion(r) if pr.ok else shown(NotMeasured(pr.why_missing)),
         "lengths": _lengths(pr),
     }
 
 
 def _sources_and_format(pr: Stage[PrepareResult]) -> tuple[str, str]:
     """数据来源 (each input file and its record count) and 数据格式 (record formats, file formats)."""
-    inputs = pr.m(pr.result.inputs)
-    if not (inputs.ok and isinstance(inputs.value, list)):
-        return inputs.text(), inputs.text()
+    inputs = pr.value(pr.result.inputs)
+    if not isinstance(inputs, list):
+        return shown(inputs), shown(inputs)
     sources = "；".join(
         f"{known(i.path, None)}（{known(i.format, None)}，{fmt_int(i.records)} 条）"
         if is_number(i.records)
         else f"{known(i.path, None)}（{known(i.format, None)}）"
-        for i in inputs.value
+        for i in inputs
     )
-    formats = sorted({str(i.format) for i in inputs.value if i.format})
+    formats = sorted({str(i.format) for i in inputs if i.format})
     format_type = "Alpaca 指令格式（instruction / input / output）"
     kinds = known(pr.result.record_formats, {}) or {}
     conversational = {k: v for k, v in kinds.items() if k != "alpaca" and is_number(v) and v}
@@ -85,7 +85,7 @@ def _split_rule(r: PrepareResult) -> str:
     """划分规则: the val/test cap and, below the useful size, the small-train warning with its fix."""
     cap = r.eval_split_cap
     if not measured(cap):
-        return nm("prepare.json 未记录划分规则（较早版本的运行）")
+        return shown(NotMeasured("prepare.json 未记录划分规则（较早版本的运行）"))
     text = (
         f"验证集、测试集各不超过保留记录的 {fmt_general(round(float(cap.max_share) * 100, 1))}%"
         f"（至少 {fmt_int(cap.min_items)} 条）；配置要求验证集 {fmt_int(cap.val_requested)} 条、"
@@ -105,7 +105,7 @@ def _leakage(r: PrepareResult) -> str:
     """训练/测试重复检查: the method, what was found and what was done, with up to three examples."""
     lk = r.leakage
     if not measured(lk):
-        return nm("prepare.json 未记录重复检查（较早版本的运行）")
+        return shown(NotMeasured("prepare.json 未记录重复检查（较早版本的运行）"))
     checked, found = lk.checked, lk.found
     n_found = sum(int(v) for v in (found.test, found.val) if is_number(v))
     text = (
@@ -201,15 +201,13 @@ def _lengths(pr: Stage[PrepareResult]) -> list[list[str]]:
         ("回答（字）", r.length_chars.output),
         ("完整样本（tokens）", r.length_tokens.total),
     ):
-        got = pr.m(value)
-        if got.ok and isinstance(got.value, LengthStats):
+        got = pr.value(value)
+        if isinstance(got, LengthStats):
             cells = [
-                fmt_general(round(float(getattr(got.value, k)), 1))
-                if is_number(getattr(got.value, k))
-                else "未记录"
+                fmt_general(round(float(getattr(got, k)), 1)) if is_number(getattr(got, k)) else "未记录"
                 for k in ("min", "mean", "p50", "p95", "max")
             ]
             rows.append([label, *cells])
         else:
-            rows.append([label, got.text(), "", "", "", ""])
+            rows.append([label, shown(got), "", "", "", ""])
     return rows

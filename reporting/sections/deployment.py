@@ -10,11 +10,10 @@ import json
 from typing import Any
 
 from reporting import facts, wording
-from reporting.runfiles import RunFiles, known
-from reporting.sections.common import nm
-from reporting.text import code, fmt_bytes, fmt_float, fmt_general, is_number, shorten, verbatim
+from reporting.runfiles import RunFiles
+from reporting.text import code, fmt_bytes, fmt_float, fmt_general, is_number, shorten, shown, verbatim
 from trainer.metrics import percentile
-from trainer.results import ApiCase, ApiTest, GgufVerification, ModelFile, measured
+from trainer.results import ApiCase, ApiTest, GgufVerification, ModelFile, NotMeasured, known, measured
 
 API_ANSWER_CHARS = 80
 DEPLOY_STATUS_ZH = {"deployed": "已部署", "not_deployed": "未部署", "failed": "部署失败"}
@@ -23,10 +22,10 @@ DEPLOY_STATUS_ZH = {"deployed": "已部署", "not_deployed": "未部署", "faile
 def _export(run: RunFiles) -> dict[str, str]:
     """GGUF format, quantization, size (and its share of the F16 file), merged model and the load check."""
     ex = run.export
-    gguf = ex.m(ex.result.gguf)
+    gguf = ex.value(ex.result.gguf)
     out: dict[str, str] = {}
-    if gguf.ok and isinstance(gguf.value, ModelFile):
-        g = gguf.value
+    if isinstance(gguf, ModelFile):
+        g = gguf
         out["format"] = "GGUF" + (f"（file_type {g.file_type}）" if g.file_type else "")
         out["quantization"] = str(g.quantization or "未记录")
         size = fmt_bytes(g.size_bytes) if is_number(g.size_bytes) else "未记录"
@@ -36,26 +35,26 @@ def _export(run: RunFiles) -> dict[str, str]:
         out["size"] = size
         out["gguf_path"] = str(g.path or "未记录")
     else:
-        out["format"] = out["quantization"] = out["size"] = out["gguf_path"] = gguf.text()
-    merged = ex.m(ex.result.merged)
-    if merged.ok and isinstance(merged.value, ModelFile):
-        mv = merged.value
+        out["format"] = out["quantization"] = out["size"] = out["gguf_path"] = shown(gguf)
+    merged = ex.value(ex.result.merged)
+    if isinstance(merged, ModelFile):
+        mv = merged
         out["merged"] = f"{known(mv.path, None)}（{mv.dtype or 'dtype 未记录'}，" + (
             f"{fmt_bytes(mv.size_bytes)}）" if is_number(mv.size_bytes) else "大小未记录）"
         )
     else:
-        out["merged"] = merged.text()
-    verification = ex.m(ex.result.verification)
-    if verification.ok and isinstance(verification.value, GgufVerification):
-        v = verification.value
+        out["merged"] = shown(merged)
+    verification = ex.value(ex.result.verification)
+    if isinstance(verification, GgufVerification):
+        v = verification
         out["verification"] = (
             f"llama.cpp 读取成功：架构 {known(v.architecture, None)}，"
             f"{fmt_general(known(v.tensor_count, None))} 个张量；"
             f"生成文本：{verbatim(shorten(' '.join(str(v.generated_text or '').split()), 120)) or '（空）'}"
         )
     else:
-        out["verification"] = verification.text()
-    out["modelfile"] = ex.m(ex.result.modelfile).text()
+        out["verification"] = shown(verification)
+    out["modelfile"] = shown(ex.value(ex.result.modelfile))
     return out
 
 
@@ -127,7 +126,7 @@ def _case_row(n: int, c: ApiCase) -> list[str]:
 def _template_text(a: ApiTest) -> str:
     t = a.template
     if not measured(t):
-        return nm("deploy.json 没有模板验证结果（旧版运行目录）")
+        return shown(NotMeasured("deploy.json 没有模板验证结果（旧版运行目录）"))
     if t.status == "verified":
         return (
             f"已验证：Ollama 实际使用的提示 token（回答中 context 的前 prompt_eval_count 个）与训练格式的提示"
@@ -151,7 +150,7 @@ def _template_text(a: ApiTest) -> str:
 def _stops_text(a: ApiTest) -> str:
     st = a.stops
     if not measured(st) or st.status == "not_checked":
-        return nm("没有完成的回答")
+        return shown(NotMeasured("没有完成的回答"))
     total = len(list(a.cases))
     text = f"{fmt_general(st.stopped)}/{total} 个回答以停止标记结束"
     if st.status == "failed":
@@ -164,9 +163,9 @@ def _stops_text(a: ApiTest) -> str:
 def _llamacpp_text(a: ApiTest) -> str:
     cmp = a.llamacpp
     if not measured(cmp):
-        return nm(wording.text(a.reason) or "deploy.json 中没有 llama.cpp 对比")
+        return shown(NotMeasured(wording.text(a.reason) or "deploy.json 中没有 llama.cpp 对比"))
     if isinstance(cmp.reason, str):
-        return nm(wording.text(cmp.reason))
+        return shown(NotMeasured(wording.text(cmp.reason)))
     if cmp.matches_llamacpp is True:
         return "参考信息：第 1 个请求的回答与 llama.cpp 直接推理的回答完全相同"
     parts = ["参考信息（不作为判定依据）"]
@@ -198,30 +197,30 @@ def deployment(run: RunFiles) -> dict[str, Any]:
     """The 模型导出与部署 section's slots."""
     dp = run.deploy
     r = dp.result
-    status = dp.m(r.status)
+    status = dp.value(r.status)
     reason = wording.reason(r.reason_code, r.reason) or None
-    if status.ok:
-        status_text = DEPLOY_STATUS_ZH.get(str(status.value), str(status.value))
-        if status.value != "deployed":
+    if measured(status):
+        status_text = DEPLOY_STATUS_ZH.get(str(status), str(status))
+        if status != "deployed":
             status_text += f"：{reason or 'deploy.json 未说明原因'}"
     else:
-        status_text = status.text()
-    api = dp.m(r.api_test)
+        status_text = shown(status)
+    api = dp.value(r.api_test)
     cases: list[list[str]] = []
-    if api.ok and isinstance(api.value, ApiTest):
-        a = api.value
+    if isinstance(api, ApiTest):
+        a = api
         api_text, template_text = _api_test(a, reason), _template_text(a)
         stops_text, matches_text = _stops_text(a), _llamacpp_text(a)
         cases = [_case_row(n, c) for n, c in enumerate(a.cases, start=1)]
         if a.status == "not_run":
             template_text = stops_text = matches_text = "未运行"
     else:
-        api_text = template_text = stops_text = matches_text = api.text()
+        api_text = template_text = stops_text = matches_text = shown(api)
     command = known(r.deploy_command, None)
     return {
         **_export(run),
-        "model_name": dp.m(r.model_name).text(),
-        "host": dp.m(r.host).text(),
+        "model_name": shown(dp.value(r.model_name)),
+        "host": shown(dp.value(r.host)),
         "status": status_text,
         "api_test": api_text,
         "template": template_text,

@@ -11,10 +11,10 @@ from __future__ import annotations
 from typing import Any
 
 from reporting import facts, labels, wording
-from reporting.runfiles import RunFiles, known
-from reporting.sections.common import list_note, nm
-from reporting.text import fenced, first_line, fmt_float, fmt_general, fmt_int, is_number, shorten
-from trainer.results import EvalExample, EvalMetric, IdentityCheck, NotMeasured
+from reporting.runfiles import RunFiles
+from reporting.sections.common import list_note
+from reporting.text import fenced, first_line, fmt_float, fmt_general, fmt_int, is_number, shorten, shown
+from trainer.results import EvalExample, EvalMetric, IdentityCheck, NotMeasured, known
 
 # Longest example text shown in full; the CSV holds every answer in full.
 EXAMPLE_CHARS = 1500
@@ -26,7 +26,7 @@ def _improvement_text(m: EvalMetric) -> str:
     if not is_number(improvement):
         if not (is_number(before) and is_number(after)):
             return "未测量：微调前或微调后无数值"
-        return nm("evaluate.json 未给出提升值")
+        return shown(NotMeasured("evaluate.json 未给出提升值"))
     return facts.change_text(m, improvement)
 
 
@@ -44,7 +44,7 @@ def _side(m: EvalMetric, value: Any) -> str:
     if is_number(value):
         return fmt_float(value, 4 if m.key == "loss" else 2)
     reason = value.why if isinstance(value, NotMeasured) else ""
-    return nm(wording.text(reason) or "evaluate.json 中该值为空，未说明原因")
+    return shown(NotMeasured(wording.text(reason) or "evaluate.json 中该值为空，未说明原因"))
 
 
 def _metric_rows(run: RunFiles) -> tuple[list[list[str]], list[str]]:
@@ -88,10 +88,10 @@ def _settings_text(run: RunFiles) -> str:
 
 
 def _identity_text(run: RunFiles, assistant_name: str) -> str:
-    identity = run.evaluate.m(run.evaluate.result.identity)
-    if not (identity.ok and isinstance(identity.value, IdentityCheck)):
-        return identity.text()
-    i = identity.value
+    identity = run.evaluate.value(run.evaluate.result.identity)
+    if not isinstance(identity, IdentityCheck):
+        return shown(identity)
+    i = identity
     return (
         f"测试集的 {fmt_general(known(i.questions, None))} 道身份问题中，回答含助手名称“{assistant_name}”的："
         f"微调前 {fmt_general(known(i.before_hits, None))} 道，"
@@ -103,10 +103,12 @@ def _probe_text(run: RunFiles, assistant_name: str, author: str) -> str:
     """身份探针: what was asked, the scoring rule, the hits and the interval's verdict."""
     p = run.evaluate.result.identity_probe
     if isinstance(p, NotMeasured):
-        return nm(
-            "evaluate.json 未记录身份探针（较早版本的运行）"
-            if p.absent
-            else "evaluate.identity_probe 为空，未运行"
+        return shown(
+            NotMeasured(
+                "evaluate.json 未记录身份探针（较早版本的运行）"
+                if p.absent
+                else "evaluate.identity_probe 为空，未运行"
+            )
         )
     m = facts.metric(run, "identity_probe_pct")
     text = (
@@ -152,7 +154,7 @@ def evaluation(run: RunFiles, assistant_name: str, author: str = "") -> dict[str
         identity_text = _identity_text(run, assistant_name)
         probe_text = _probe_text(run, assistant_name, author)
     else:
-        settings = identity_text = probe_text = nm(ev.why_missing)
+        settings = identity_text = probe_text = shown(NotMeasured(ev.why_missing))
         judge_text = ""
     examples = [_example(n, e) for n, e in enumerate(ev.result.examples, start=1)] if ev.ok else []
     examples_note = list_note(ev, examples, "evaluate.json 未记录示例。")

@@ -9,8 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from reporting.runfiles import STATUS_ZH, Measured, RunFiles, Stage, inside, known, missing
-from reporting.sections.common import nm
+from reporting.runfiles import STATUS_ZH, RunFiles, Stage, inside
 from reporting.text import (
     code,
     first_line,
@@ -20,6 +19,7 @@ from reporting.text import (
     fmt_int,
     fmt_time,
     is_number,
+    shown,
     verbatim,
 )
 from trainer.config import ReportConfig
@@ -28,17 +28,20 @@ from trainer.results import (
     DeployResult,
     EvaluateResult,
     ExportResult,
+    NotMeasured,
     PrepareResult,
     ReportResult,
     TrainResult,
+    known,
     measured,
+    or_not_measured,
 )
 
 
 def project(run: RunFiles, report_cfg: ReportConfig) -> dict[str, Any]:
     """项目概述: base model, LoRA or QLoRA and the backend actually used, training date, git commit."""
     tr = run.train
-    base = tr.m(tr.result.base_model).or_else(run.config_value("model", "name"))
+    base = known(tr.value(tr.result.base_model), run.config_value("model", "name"))
     if tr.ok:
         method = (
             "QLoRA（4-bit NF4 量化基础模型 + LoRA 适配器）"
@@ -48,16 +51,20 @@ def project(run: RunFiles, report_cfg: ReportConfig) -> dict[str, Any]:
         method += f"，训练后端 {known(tr.result.backend, '未记录')}"
     else:
         wants_4bit = run.config_value("model", "load_in_4bit")
-        planned = "QLoRA" if wants_4bit.value is True else "LoRA"
-        method = f"{planned}（配置值；实际方法{nm(tr.why_missing)}）"
-    started = Measured(tr.started_at, "train.json 未记录 started_at") if tr.ok else missing(tr.why_missing)
+        planned = "QLoRA" if wants_4bit is True else "LoRA"
+        method = f"{planned}（配置值；实际方法{shown(NotMeasured(tr.why_missing))}）"
+    started = (
+        or_not_measured(tr.started_at, "train.json 未记录 started_at")
+        if tr.ok
+        else NotMeasured(tr.why_missing)
+    )
     return {
         "name": report_cfg.project_name,
-        "base_model": base.text(),
+        "base_model": shown(base),
         "method": method,
-        "train_date": started.text(fmt_date),
+        "train_date": shown(started, fmt_date),
         "run_name": run.path.name,
-        "git_commit": run.env_m(run.env.git_commit).text(),
+        "git_commit": shown(run.env_value(run.env.git_commit)),
     }
 
 
@@ -67,16 +74,16 @@ def _attachment(run: RunFiles, label: str, rel: Any, stage: Stage[Any], extra: s
     if path.is_dir():
         size = sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
         state = f"存在，{fmt_bytes(size)}"
-        shown = rel_text.rstrip("/") + "/"
+        shown_path = rel_text.rstrip("/") + "/"
     elif path.is_file():
         state = f"存在，{fmt_bytes(path.stat().st_size)}"
-        shown = rel_text
+        shown_path = rel_text
     else:
         state = "不存在" + ("" if stage.ok else f"（{stage.why_missing}）")
-        shown = rel_text
+        shown_path = rel_text
     if extra and path.exists():
         state += f"，{extra}"
-    return [label, code(shown), state]
+    return [label, code(shown_path), state]
 
 
 def attachments(run: RunFiles) -> list[list[Any]]:
@@ -187,18 +194,18 @@ def environment(run: RunFiles) -> list[list[str]]:
             f"（{mem}，计算能力 {known(gpu.capability, None)}）"
         )
     elif run.env_error:
-        gpu_text = nm(run.env_error)
+        gpu_text = shown(NotMeasured(run.env_error))
     else:
         gpu_text = "无（env.json 中 gpu 为空：本次运行无GPU）"
     libs = known(env.libraries, {})
-    lib_text = "，".join(f"{k} {v}" for k, v in libs.items() if v) or run.env_m(env.libraries).text()
+    lib_text = "，".join(f"{k} {v}" for k, v in libs.items() if v) or shown(run.env_value(env.libraries))
     return [
-        ["记录时间", run.env_m(env.created_at).text(fmt_time)],
-        ["Python", run.env_m(env.python).text()],
-        ["平台", run.env_m(env.platform).text()],
-        ["CPU", run.env_m(env.cpu_model).text() + (f"（{env.cpu_count} 核）" if env.cpu_count else "")],
-        ["内存", run.env_m(env.memory_bytes).text(fmt_bytes)],
+        ["记录时间", shown(run.env_value(env.created_at), fmt_time)],
+        ["Python", shown(run.env_value(env.python))],
+        ["平台", shown(run.env_value(env.platform))],
+        ["CPU", shown(run.env_value(env.cpu_model)) + (f"（{env.cpu_count} 核）" if env.cpu_count else "")],
+        ["内存", shown(run.env_value(env.memory_bytes), fmt_bytes)],
         ["GPU", gpu_text],
-        ["代码版本（git）", run.env_m(env.git_commit).text()],
+        ["代码版本（git）", shown(run.env_value(env.git_commit))],
         ["主要库版本", lib_text],
     ]

@@ -11,10 +11,18 @@ from typing import Any
 
 from reporting import wording
 from reporting.charts import Chart
-from reporting.runfiles import RunFiles, known, missing
-from reporting.sections.common import nm
-from reporting.text import fmt_bytes, fmt_duration, fmt_float, fmt_general, fmt_params, image, is_number
-from trainer.results import BenchmarkResult, LevelSummary, NotMeasured, Roofline, measured
+from reporting.runfiles import RunFiles
+from reporting.text import (
+    fmt_bytes,
+    fmt_duration,
+    fmt_float,
+    fmt_general,
+    fmt_params,
+    image,
+    is_number,
+    shown,
+)
+from trainer.results import BenchmarkResult, LevelSummary, NotMeasured, Roofline, known, measured
 
 # benchmark.json settings shown in the report, in this order.
 BENCH_SETTING_KEYS = (
@@ -44,33 +52,33 @@ def _train_resources(run: RunFiles) -> dict[str, str]:
     tr = run.train
     res = tr.result.resources
     no_gpu = run.has_gpu is False
-    reserved = tr.m(res.peak_gpu_reserved_bytes)
-    if not reserved.ok and tr.ok and no_gpu:
-        reserved = missing(f"本次运行无GPU（env.json 中 gpu 为空；train.json：{reserved.reason}）")
-    if reserved.ok:
-        gpu_mem = f"峰值保留 {fmt_bytes(reserved.value)}"
+    reserved = tr.value(res.peak_gpu_reserved_bytes)
+    if not measured(reserved) and tr.ok and no_gpu:
+        reserved = NotMeasured(f"本次运行无GPU（env.json 中 gpu 为空；train.json：{reserved.why}）")
+    if measured(reserved):
+        gpu_mem = f"峰值保留 {fmt_bytes(reserved)}"
         if is_number(res.peak_gpu_allocated_bytes):
             gpu_mem += f"，峰值分配 {fmt_bytes(res.peak_gpu_allocated_bytes)}"
         gpu = run.env.gpu
         if measured(gpu) and is_number(gpu.memory_bytes):
             gpu_mem += f"（{known(gpu.name, None)}，总显存 {fmt_bytes(gpu.memory_bytes)}）"
     else:
-        gpu_mem = reserved.text()
-    rss = tr.m(res.peak_rss_bytes)
-    memory = rss.text(lambda v: f"峰值 RSS {fmt_bytes(v)}")
-    if rss.ok and is_number(run.env.memory_bytes):
+        gpu_mem = shown(reserved)
+    rss = tr.value(res.peak_rss_bytes)
+    memory = shown(rss, lambda v: f"峰值 RSS {fmt_bytes(v)}")
+    if measured(rss) and is_number(run.env.memory_bytes):
         memory += f"（本机内存 {fmt_bytes(run.env.memory_bytes)}）"
     env = run.env
     return {
         "gpu_memory": gpu_mem,
         "memory": memory,
-        "time": tr.m(res.wall_time_s).text(fmt_duration),
-        "disk": tr.m(res.disk_bytes).text(lambda v: f"{fmt_bytes(v)}（适配器与检查点）"),
-        "throughput": tr.m(res.tokens_per_s).text(lambda v: f"{fmt_float(v, 1)} tokens/秒"),
+        "time": shown(tr.value(res.wall_time_s), fmt_duration),
+        "disk": shown(tr.value(res.disk_bytes), lambda v: f"{fmt_bytes(v)}（适配器与检查点）"),
+        "throughput": shown(tr.value(res.tokens_per_s), lambda v: f"{fmt_float(v, 1)} tokens/秒"),
         "cpu": (
             f"{env.cpu_model or '型号未记录'}，{fmt_general(env.cpu_count)} 核"
             if measured(env.cpu_count)
-            else run.env_m(env.cpu_model).text()
+            else shown(run.env_value(env.cpu_model))
         ),
     }
 
@@ -79,16 +87,20 @@ def _speed_and_latency(run: RunFiles, summary: list[LevelSummary]) -> tuple[str,
     """Decode speed and latency at the lowest concurrency level."""
     bm = run.benchmark
     if not bm.ok:
-        return nm(bm.why_missing), nm(bm.why_missing)
+        return shown(NotMeasured(bm.why_missing)), shown(NotMeasured(bm.why_missing))
     if not summary:
-        return nm("benchmark.json 的 summary 为空"), nm("benchmark.json 的 summary 为空")
+        return shown(NotMeasured("benchmark.json 的 summary 为空")), shown(
+            NotMeasured("benchmark.json 的 summary 为空")
+        )
     lowest = min(summary, key=lambda r: known(r.concurrency, 0) or 0)
     level = known(lowest.concurrency, None)
     tps = lowest.decode_tokens_per_s
     speed = (
         f"{fmt_float(tps, 1)} tokens/秒（并发 {level}，单请求解码速度均值）"
         if is_number(tps)
-        else nm((tps.why if isinstance(tps, NotMeasured) else "") or "benchmark.json 未记录解码速度")
+        else shown(
+            NotMeasured((tps.why if isinstance(tps, NotMeasured) else "") or "benchmark.json 未记录解码速度")
+        )
     )
     ttft, e2e = lowest.ttft_ms, lowest.e2e_ms
     if is_number(e2e.p50):
@@ -97,14 +109,14 @@ def _speed_and_latency(run: RunFiles, summary: list[LevelSummary]) -> tuple[str,
             latency += f"，首 token p50 {_pctl(ttft, 'p50')} ms"
         latency += f"（并发 {level}）"
     else:
-        latency = nm("benchmark.json 未记录延迟")
+        latency = shown(NotMeasured("benchmark.json 未记录延迟"))
     return speed, latency
 
 
 def _engine(run: RunFiles) -> str:
     bm = run.benchmark
     r = bm.result
-    engine = bm.m(r.engine).text()
+    engine = shown(bm.value(r.engine))
     if not bm.ok:
         return engine
     quant, size = r.quantization, r.model_size_bytes
@@ -123,12 +135,12 @@ def _engine(run: RunFiles) -> str:
 
 def _roofline(run: RunFiles) -> str:
     """The decode speed limit the machine allows (memory bandwidth or compute) and the share reached."""
-    roof = run.benchmark.m(run.benchmark.result.roofline)
-    if not (roof.ok and isinstance(roof.value, Roofline)):
-        return roof.text()
-    r = roof.value
+    roof = run.benchmark.value(run.benchmark.result.roofline)
+    if not isinstance(roof, Roofline):
+        return shown(roof)
+    r = roof
     if not is_number(r.limit_tokens_per_s):
-        return nm(wording.text(r.reason) or "benchmark.json 的 roofline 未给出上限与原因")
+        return shown(NotMeasured(wording.text(r.reason) or "benchmark.json 的 roofline 未给出上限与原因"))
     text = f"{fmt_float(r.limit_tokens_per_s, 1)} tokens/秒"
     if r.bound == "compute" and is_number(r.peak_flops_per_s) and is_number(r.params):
         text += (
@@ -150,7 +162,9 @@ def _timing_check(r: BenchmarkResult) -> str:
     agreement = r.timing_agreement
     if not measured(agreement) or not agreement.requests:
         reason = wording.text(agreement.reason) if measured(agreement) else ""
-        return nm(f"推理服务器未报告自身计时（{reason or 'benchmark.json 无 timing_agreement'}）")
+        return shown(
+            NotMeasured(f"推理服务器未报告自身计时（{reason or 'benchmark.json 无 timing_agreement'}）")
+        )
     parts = []
     for pair, label, unit in (
         (agreement.ttft_ms, "首 token 时间", " ms"),
@@ -162,7 +176,7 @@ def _timing_check(r: BenchmarkResult) -> str:
                 f"相差 {pair.difference * 100:+.1f}%"
             )
     if not parts:
-        return nm("没有可对比的请求")
+        return shown(NotMeasured("没有可对比的请求"))
     return (
         f"并发 {fmt_general(known(agreement.concurrency, None))}，{fmt_general(agreement.requests)} 个请求；"
         + "；".join(parts)
@@ -170,17 +184,17 @@ def _timing_check(r: BenchmarkResult) -> str:
 
 
 def _settings_text(run: RunFiles) -> str:
-    settings = run.benchmark.m(run.benchmark.result.settings)
-    if not settings.ok:
-        return settings.text()
-    shown = []
+    settings = run.benchmark.value(run.benchmark.result.settings)
+    if not measured(settings):
+        return shown(settings)
+    parts = []
     for key in BENCH_SETTING_KEYS:
-        value = getattr(settings.value, key)
+        value = getattr(settings, key)
         if isinstance(value, list):
             value = ",".join(map(str, value))
         if isinstance(value, (str, int, float)) and not isinstance(value, bool):
-            shown.append(f"{key}={fmt_general(value)}")
-    return "，".join(shown) or "benchmark.json 的 settings 中没有已知设置项"
+            parts.append(f"{key}={fmt_general(value)}")
+    return "，".join(parts) or "benchmark.json 的 settings 中没有已知设置项"
 
 
 def _level_row(r: LevelSummary) -> list[str]:
@@ -204,9 +218,9 @@ def resources(
     """The 资源与性能 section's slots."""
     bm = run.benchmark
     summary = list(bm.result.summary) if bm.ok else []
-    vram = bm.m(bm.result.memory.vram_bytes)
-    if not vram.ok and bm.ok and run.has_gpu is False:
-        vram = missing(f"本次运行无GPU（env.json 中 gpu 为空；benchmark.json：{vram.reason}）")
+    vram = bm.value(bm.result.memory.vram_bytes)
+    if not measured(vram) and bm.ok and run.has_gpu is False:
+        vram = NotMeasured(f"本次运行无GPU（env.json 中 gpu 为空；benchmark.json：{vram.why}）")
     speed, latency = _speed_and_latency(run, summary)
     levels = [_level_row(r) for r in summary]
     bench_charts = [
@@ -218,18 +232,20 @@ def resources(
         "train": _train_resources(run),
         "inference": {
             "engine": _engine(run),
-            "vram": vram.text(fmt_bytes),
-            "server_rss": bm.m(bm.result.memory.server_peak_rss_bytes).text(fmt_bytes),
+            "vram": shown(vram, fmt_bytes),
+            "server_rss": shown(bm.value(bm.result.memory.server_peak_rss_bytes), fmt_bytes),
             "speed": speed,
             "latency": latency,
             "roofline": _roofline(run),
-            "timing_check": _timing_check(bm.result) if bm.ok else nm(bm.why_missing),
+            "timing_check": _timing_check(bm.result) if bm.ok else shown(NotMeasured(bm.why_missing)),
             "settings": _settings_text(run),
         },
         "levels": levels,
         "levels_note": ""
         if levels
-        else (nm(bm.why_missing) if not bm.ok else "benchmark.json 的 summary 为空。"),
+        else (shown(NotMeasured(bm.why_missing)) if not bm.ok else "benchmark.json 的 summary 为空。"),
         "charts": bench_charts,
-        "charts_missing": "" if bench_charts else nm(chart_reasons.get("benchmark", bm.why_missing)),
+        "charts_missing": ""
+        if bench_charts
+        else shown(NotMeasured(chart_reasons.get("benchmark", bm.why_missing))),
     }

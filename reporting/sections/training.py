@@ -12,8 +12,8 @@ from typing import Any
 
 from reporting import wording
 from reporting.charts import Chart
-from reporting.runfiles import Measured, RunFiles, known, missing
-from reporting.sections.common import list_note, nm, with_reason
+from reporting.runfiles import RunFiles
+from reporting.sections.common import list_note, with_reason
 from reporting.text import (
     fmt_duration,
     fmt_float,
@@ -24,18 +24,19 @@ from reporting.text import (
     fmt_signed,
     image,
     is_number,
+    shown,
 )
-from trainer.results import BackendChoice, Checkpoint, TrainResult, measured
+from trainer.results import BackendChoice, Checkpoint, NotMeasured, TrainResult, known, measured
 
 
-def _loss_change(first: Measured, last: Measured) -> str:
-    if not first.ok:
-        return first.text()
-    if not last.ok:
-        return last.text()
-    text = f"{fmt_loss(first.value)} → {fmt_loss(last.value)}"
-    if is_number(first.value) and first.value:
-        text += f"（{fmt_signed((last.value - first.value) / first.value * 100, 1)}%）"
+def _loss_change(first: Any, last: Any) -> str:
+    if not measured(first):
+        return shown(first)
+    if not measured(last):
+        return shown(last)
+    text = f"{fmt_loss(first)} → {fmt_loss(last)}"
+    if is_number(first) and first:
+        text += f"（{fmt_signed((last - first) / first * 100, 1)}%）"
     return text
 
 
@@ -92,10 +93,10 @@ def utilisation_text(tr: Any) -> str:
     """训练算力利用率: achieved model FLOP/s against the measured matmul peak in the training dtype."""
     u = tr.result.utilisation
     if not measured(u) and u.why in UTILISATION_REASONS:
-        return nm(UTILISATION_REASONS[u.why])
-    got = tr.m(u)
-    if not got.ok or not is_number(u.utilisation):
-        return got.text() if not got.ok else nm("train.json 未记录利用率")
+        return shown(NotMeasured(UTILISATION_REASONS[u.why]))
+    got = tr.value(u)
+    if not measured(got) or not is_number(u.utilisation):
+        return shown(got) if not measured(got) else shown(NotMeasured("train.json 未记录利用率"))
     return (
         f"{fmt_float(u.utilisation * 100, 1)}%（实际 {fmt_float(u.achieved_flops_per_s / 1e9, 1)} GFLOP/秒，"
         f"本机 {u.peak_dtype} 矩阵乘峰值 {fmt_float(u.peak_flops_per_s / 1e9, 1)} GFLOP/秒；"
@@ -107,10 +108,10 @@ def _used_settings(run: RunFiles) -> dict[str, str]:
     """Model, quantization, device, backend, precision and parameters as train.json records them."""
     tr = run.train
     r = tr.result
-    quant = tr.m(r.quantization)
+    quant = tr.value(r.quantization)
     quant_why = wording.reason(r.quantization_code, r.quantization_reason)
-    quantization = with_reason(quant.text(), quant_why) if quant.ok else quant.text()
-    device = tr.m(r.device).text()
+    quantization = with_reason(shown(quant), quant_why) if measured(quant) else shown(quant)
+    device = shown(tr.value(r.device))
     detail = r.resources.gpu_name or r.resources.cpu_model
     if detail and str(detail) not in device:
         device += f"（{detail}）"
@@ -121,16 +122,16 @@ def _used_settings(run: RunFiles) -> dict[str, str]:
             f"占 {fmt_float(trainable / total * 100, 3)}%"
         )
     else:
-        params = tr.m(trainable).text(fmt_int)
+        params = shown(tr.value(trainable), fmt_int)
     return {
-        "base_model": tr.m(r.base_model).text(),
+        "base_model": shown(tr.value(r.base_model)),
         "quantization": quantization,
         "device": device,
-        "backend": with_reason(tr.m(r.backend).text(), backend_choice_text(r.backend_choice))
+        "backend": with_reason(shown(tr.value(r.backend)), backend_choice_text(r.backend_choice))
         if measured(r.backend_choice)
-        else with_reason(tr.m(r.backend).text(), wording.text(r.backend_reason)),
+        else with_reason(shown(tr.value(r.backend)), wording.text(r.backend_reason)),
         "precision": with_reason(
-            tr.m(r.precision).text(), wording.reason(r.precision_code, r.precision_reason)
+            shown(tr.value(r.precision)), wording.reason(r.precision_code, r.precision_reason)
         ),
         "params": params,
     }
@@ -138,16 +139,16 @@ def _used_settings(run: RunFiles) -> dict[str, str]:
 
 def _configured_settings(run: RunFiles) -> dict[str, str]:
     """The same rows from config.resolved.yaml, for a training that did not complete."""
-    why = nm(run.train.why_missing)
+    why = shown(NotMeasured(run.train.why_missing))
     wants = run.config_value("model", "load_in_4bit")
     return {
-        "base_model": run.config_value("model", "name").text(),
+        "base_model": shown(run.config_value("model", "name")),
         "quantization": (
-            f"{'4-bit NF4' if wants.value else '无'}（配置值；实际{why}）" if wants.ok else wants.text()
+            f"{'4-bit NF4' if wants else '无'}（配置值；实际{why}）" if measured(wants) else shown(wants)
         ),
         "device": why,
-        "backend": run.config_value("train", "backend").text(),
-        "precision": run.config_value("train", "precision").text(),
+        "backend": shown(run.config_value("train", "backend")),
+        "precision": shown(run.config_value("train", "precision")),
         "params": why,
     }
 
@@ -160,10 +161,10 @@ def training_config(run: RunFiles) -> dict[str, Any]:
 
     def pick(value: Any, cfg_key: tuple[str, str] | None, fmt: Callable[[Any], str] = fmt_general) -> str:
         if used:
-            return tr.m(value).text(fmt)
+            return shown(tr.value(value), fmt)
         if cfg_key is None:
-            return nm(tr.why_missing)
-        return run.config_value(*cfg_key).text(fmt)
+            return shown(NotMeasured(tr.why_missing))
+        return shown(run.config_value(*cfg_key), fmt)
 
     settings = _used_settings(run) if used else _configured_settings(run)
     hyper = {
@@ -218,12 +219,12 @@ def _checkpoint_rows(r: TrainResult) -> list[list[str]]:
     ]
 
 
-def _best_text(best: Measured) -> str:
-    if best.ok and isinstance(best.value, Checkpoint):
-        b = best.value
+def _best_text(best: Any) -> str:
+    if isinstance(best, Checkpoint):
+        b = best
         loss = fmt_loss(b.eval_loss) if is_number(b.eval_loss) else "未记录"
         return f"step {known(b.step, None)}，验证 Loss {loss}（{b.path or '路径未记录'}）"
-    return best.text()
+    return shown(best)
 
 
 def _losses(run: RunFiles) -> tuple[str, str]:
@@ -232,18 +233,14 @@ def _losses(run: RunFiles) -> tuple[str, str]:
     r = tr.result
     train_series = _metric_series(run, "loss")
     eval_series = _metric_series(run, "eval_loss")
-    log_first = (
-        Measured(train_series[0][1]) if train_series else missing(run.metrics_error or "日志中无训练 Loss")
-    )
-    log_last = Measured(train_series[-1][1]) if train_series else log_first
-    eval_first = (
-        Measured(eval_series[0][1]) if eval_series else missing(run.metrics_error or "日志中无验证 Loss")
-    )
-    eval_last = Measured(eval_series[-1][1]) if eval_series else eval_first
+    log_first = train_series[0][1] if train_series else NotMeasured(run.metrics_error or "日志中无训练 Loss")
+    log_last = train_series[-1][1] if train_series else log_first
+    eval_first = eval_series[0][1] if eval_series else NotMeasured(run.metrics_error or "日志中无验证 Loss")
+    eval_last = eval_series[-1][1] if eval_series else eval_first
 
-    def first_of(value: Any, fallback: Measured) -> Measured:
-        got = tr.m(value)
-        return got if got.ok or not tr.ok else got.or_else(fallback)
+    def first_of(value: Any, fallback: Any) -> Any:
+        got = tr.value(value)
+        return known(got, fallback) if tr.ok else got
 
     return (
         _loss_change(first_of(r.train_loss_first, log_first), first_of(r.train_loss_last, log_last)),
@@ -259,12 +256,12 @@ def training(run: RunFiles, charts: dict[str, Chart | None], chart_reasons: dict
     if is_number(tokens) and is_number(tps):
         throughput = f"{fmt_int(tokens)} tokens，{fmt_float(tps, 1)} tokens/秒"
     else:
-        throughput = tr.m(tps).text(lambda v: f"{fmt_float(v, 1)} tokens/秒")
-    resumed = tr.m(r.resumed_from)
-    if resumed.ok:
-        resumed_text = f"是，自 {resumed.value} 继续"
+        throughput = shown(tr.value(tps), lambda v: f"{fmt_float(v, 1)} tokens/秒")
+    resumed = tr.value(r.resumed_from)
+    if measured(resumed):
+        resumed_text = f"是，自 {resumed} 继续"
     else:  # null means trained from scratch; absent means train.json did not say
-        resumed_text = "否（从头训练）" if tr.ok and not r.resumed_from.absent else resumed.text()
+        resumed_text = "否（从头训练）" if tr.ok and not r.resumed_from.absent else shown(resumed)
     checkpoints = _checkpoint_rows(r) if tr.ok else []
     checkpoints_note = list_note(tr, checkpoints, "train.json 未记录任何检查点。")
     train_loss, eval_loss = _losses(run)
@@ -272,19 +269,19 @@ def training(run: RunFiles, charts: dict[str, Chart | None], chart_reasons: dict
     return {
         "chart": image(f"report_assets/{chart.file}", chart.caption) if chart else None,
         "chart_caption": chart.caption if chart else "",
-        "chart_missing": nm(chart_reasons.get("loss", "")) if not chart else "",
+        "chart_missing": shown(NotMeasured(chart_reasons.get("loss", ""))) if not chart else "",
         "metrics_warning": run.metrics_error if run.metrics and run.metrics_error else "",
         "train_loss": train_loss,
         "eval_loss": eval_loss,
-        "wall_time": tr.m(r.resources.wall_time_s).text(fmt_duration),
+        "wall_time": shown(tr.value(r.resources.wall_time_s), fmt_duration),
         "stage_time": fmt_duration(tr.duration_s)
         if tr.ok and tr.duration_s is not None
-        else nm(tr.why_missing),
-        "global_step": tr.m(r.global_step).text(fmt_int),
+        else shown(NotMeasured(tr.why_missing)),
+        "global_step": shown(tr.value(r.global_step), fmt_int),
         "throughput": throughput,
-        "utilisation": utilisation_text(tr) if tr.ok else nm(tr.why_missing),
+        "utilisation": utilisation_text(tr) if tr.ok else shown(NotMeasured(tr.why_missing)),
         "resumed": resumed_text,
         "checkpoints": checkpoints,
         "checkpoints_note": checkpoints_note,
-        "best": _best_text(tr.m(r.best_checkpoint)),
+        "best": _best_text(tr.value(r.best_checkpoint)),
     }

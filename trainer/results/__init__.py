@@ -9,6 +9,7 @@ A value that was not measured is a `NotMeasured`, never `None` or a placeholder:
 becomes `NotMeasured(why)` with the stage's own `*_reason` beside it, a key that is not in the
 file at all becomes `NotMeasured(absent=True)` (and is left out again by `to_dict`). Wording a
 reason for a reader (in Chinese) is the report's job; this module carries the stage's words only.
+The vocabulary (`NotMeasured`, `measured`, `known`, the report's `shown`) is listed in base.py.
 
 A stage builds and writes its result as `write_json(run_dir / "train.json", record)` where the
 runner wraps `TrainResult(...).to_dict()`; a reader calls
@@ -31,6 +32,7 @@ from trainer.results.base import (
     Record,
     ResultError,
     StageResult,
+    known,
     measured,
     note,
     or_not_measured,
@@ -235,6 +237,7 @@ __all__ = [
     "TrainResult",
     "TrainTimeBudget",
     "Utilisation",
+    "known",
     "load_env",
     "load_result",
     "measured",

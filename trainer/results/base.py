@@ -1,5 +1,16 @@
 """Decoding and encoding of the run folder contract (`trainer.results`): `Record` and `NotMeasured`.
 
+A value that is not there, in four words (the stages, the report and deploy all use these):
+
+- `NotMeasured(why)`: the one object for a missing value; `why` says why (a stage's words in its
+  file, the report's own in Chinese). It is falsy, as is a measured 0 or "", so ask `measured`.
+- `measured(v)`: is `v` a value (not a NotMeasured, not None)?
+- `known(v, default)`: `v` when measured, else `default` (for code that only needs what is there).
+- `shown(v, fmt)` (reporting/text.py): the report's text, `fmt(v)` or `未测量：<why>`.
+
+Writers build results with two more: `ABSENT`, the default of an optional field (the key is not in
+the file), and `or_not_measured(v, why)`, which turns a measurement's None into `NotMeasured(why)`.
+
 Stdlib only. Reads and writes nothing: `Record.from_dict` turns one JSON object into its dataclass
 (nested objects, lists and maps of objects included) and `Record.to_dict` turns it back, keeping
 the keys no field names in `extra` so that `to_dict(from_dict(d)) == d`.
@@ -54,12 +65,18 @@ def measured(value: Any) -> bool:
     return value is not None and not isinstance(value, NotMeasured)
 
 
+def known(value: Any, default: Any) -> Any:
+    """`value` when it was measured, else `default` (for rules that only need to know what is there)."""
+    return value if measured(value) else default
+
+
 V = TypeVar("V")
 
 
 def or_not_measured(value: V | None, why: str = "") -> V | NotMeasured:
-    """`value`, or `NotMeasured(why)` when it is None: for a stage whose measurement gives None when
-    it could not be made (an empty loss log, a header field the file lacks)."""
+    """`value`, or `NotMeasured(why)` when it is None: how a writer turns a measurement that gives
+    None when it could not be made (an empty loss log, a header field the file lacks) into the value
+    or its reason that `measured`, `known` and the report read."""
     return NotMeasured(why) if value is None else value
 
 
@@ -77,7 +94,8 @@ def _reason_for(key: str, parent: dict[str, Any], reason_key: str | None) -> str
     return ""
 
 
-# The default of every optional field: a key the file does not have.
+# The default of every optional field: a key the file does not have. A NotMeasured like any other
+# (`measured(ABSENT)` is False); a decoded one also names its key (`key_path`) for the report.
 ABSENT = NotMeasured(absent=True)
 
 
