@@ -123,6 +123,21 @@ def test_an_absent_key_is_not_measured_and_stays_absent() -> None:
     assert train.to_dict() == data
 
 
+def test_measured_and_known_tell_a_value_from_a_reason() -> None:
+    # 0, "" and False are values; only a NotMeasured (falsy too) or None is not.
+    for value in (0, 0.0, "", False, [], "peft"):
+        assert results.measured(value)
+        assert results.known(value, "default") == value
+    for missing in (results.NotMeasured("no GPU"), results.ABSENT, None):
+        assert not results.measured(missing)
+        assert results.known(missing, "default") == "default"
+    train = results.TrainResult.from_dict({"backend": "peft"})
+    assert results.known(train.backend, None) == "peft"
+    assert results.known(train.best_checkpoint.step, -1) == -1  # through a missing object
+    assert results.or_not_measured(None, "empty log") == results.NotMeasured("empty log")
+    assert results.or_not_measured(0, "empty log") == 0
+
+
 def test_keys_without_a_field_are_kept() -> None:
     data = {"backend": "peft", "future_key": {"a": 1}, "resources": {"wall_time_s": 1.5, "new": 2}}
     train = results.TrainResult.from_dict(data)

@@ -11,10 +11,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from reporting import report, runfiles
+from reporting.text import shown
 from stages import reported
 from tests import fake_run
 from trainer.config import load_config
+from trainer.results import NotMeasured
 from trainer.runfolder import RunDir
 
 
@@ -61,3 +65,26 @@ def test_a_null_shows_the_reason_written_beside_it(tmp_path: Path) -> None:
     md = _markdown(path)
     assert "未测量：ollama ps 未报告显存" in md
     assert "未测量：train.json 未记录 global_step" in md
+
+
+def test_shown_is_the_value_or_its_reason() -> None:
+    assert shown(0) == "0"
+    assert shown(0.5, lambda v: f"{v:.2f} 秒") == "0.50 秒"
+    assert shown("") == ""  # a measured empty text is shown as it is, not as 未测量
+    assert shown(NotMeasured("训练阶段未运行")) == "未测量：训练阶段未运行"
+    assert shown(NotMeasured("没有 GPU"), lambda v: f"{v} 字节") == "未测量：没有 GPU"
+    with pytest.raises(ValueError, match="NotMeasured"):
+        shown(None)  # a None carries no reason: the report never shows one
+
+
+def test_a_stage_value_is_the_value_or_a_reason_worded_for_the_report(tmp_path: Path) -> None:
+    files = runfiles.load(RunDir(fake_run.gpu_less_run().write(tmp_path / "run")), reported())
+    train = files.train
+    assert train.value(train.result.backend) == train.result.backend  # a value comes back as it is
+    reserved = train.value(train.result.resources.peak_gpu_reserved_bytes)
+    assert isinstance(reserved, NotMeasured) and reserved.why  # the stage's own reason, worded
+    absent = train.value(NotMeasured(absent=True, key_path="resources.gpu_utilization"))
+    assert absent == NotMeasured("train.json 未记录 resources.gpu_utilization")
+    assert files.config_value("train", "backend") == files.config.train.backend
+    nothing = runfiles.load(RunDir(fake_run.empty_run().write(tmp_path / "empty")), reported())
+    assert nothing.train.value(nothing.train.result.backend) == NotMeasured(nothing.train.why_missing)
