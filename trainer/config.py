@@ -311,10 +311,10 @@ def config_fingerprint(cfg: PipelineConfig, sections: Sequence[str]) -> str:
 def choices(section: type, key: str) -> tuple[str, ...]:
     """The allowed values of a `Literal[...]` field (e.g. `choices(TrainConfig, "backend")`): what
     validation accepts and what a command line offers."""
-    values = typing.get_args(typing.get_type_hints(section)[key])
-    if typing.get_origin(typing.get_type_hints(section)[key]) is not Literal:
+    hint = typing.get_type_hints(section)[key]
+    if typing.get_origin(hint) is not Literal:
         raise TypeError(f"{section.__name__}.{key} is not a Literal field")
-    return tuple(values)
+    return typing.get_args(hint)
 
 
 def _type_name(tp: Any) -> str:

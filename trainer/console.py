@@ -67,18 +67,22 @@ def quiet_progress_bars() -> None:
         datasets.disable_progress_bars()
 
 
+def _log_file(run_dir: RunDir) -> Path:
+    """The run's log file, its folder created."""
+    path = run_dir / LOG_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path
+
+
 @contextlib.contextmanager
 def details_to_log(run_dir: RunDir, write: bool = True) -> Iterator[Path]:
     """Library and project log lines and Python warnings go to `logs/training.log` (appended) while
     the block runs; `write=False` (a non-main process of a launch) drops them instead."""
     quiet_progress_bars()
     path = run_dir / LOG_FILE
-    handler: logging.Handler
-    if write:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        handler = logging.FileHandler(path, encoding="utf-8")
-    else:
-        handler = logging.NullHandler()
+    handler: logging.Handler = (
+        logging.FileHandler(_log_file(run_dir), encoding="utf-8") if write else logging.NullHandler()
+    )
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     saved: list[tuple[logging.Logger, list[logging.Handler], bool, int]] = []
     for name in (*LIBRARY_LOGGERS, *PROJECT_LOGGERS):
@@ -112,9 +116,7 @@ def printed_to_log(run_dir: RunDir, stderr: bool = True, write: bool = True) -> 
         with open(os.devnull, "w") as sink, contextlib.redirect_stdout(sink):
             yield
         return
-    path = run_dir / LOG_FILE
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a", encoding="utf-8") as log, contextlib.redirect_stdout(log):
+    with open(_log_file(run_dir), "a", encoding="utf-8") as log, contextlib.redirect_stdout(log):
         if stderr:
             with contextlib.redirect_stderr(log):
                 yield

@@ -22,10 +22,9 @@ DEPLOY_STATUS_ZH = {"deployed": "已部署", "not_deployed": "未部署", "faile
 def _export(run: RunFiles) -> dict[str, str]:
     """GGUF format, quantization, size (and its share of the F16 file), merged model and the load check."""
     ex = run.export
-    gguf = ex.value(ex.result.gguf)
+    g = ex.value(ex.result.gguf)
     out: dict[str, str] = {}
-    if isinstance(gguf, ModelFile):
-        g = gguf
+    if isinstance(g, ModelFile):
         out["format"] = "GGUF" + (f"（file_type {g.file_type}）" if g.file_type else "")
         out["quantization"] = str(g.quantization or "未记录")
         size = fmt_bytes(g.size_bytes) if is_number(g.size_bytes) else "未记录"
@@ -35,25 +34,23 @@ def _export(run: RunFiles) -> dict[str, str]:
         out["size"] = size
         out["gguf_path"] = str(g.path or "未记录")
     else:
-        out["format"] = out["quantization"] = out["size"] = out["gguf_path"] = shown(gguf)
+        out["format"] = out["quantization"] = out["size"] = out["gguf_path"] = shown(g)
     merged = ex.value(ex.result.merged)
     if isinstance(merged, ModelFile):
-        mv = merged
-        out["merged"] = f"{known(mv.path, None)}（{mv.dtype or 'dtype 未记录'}，" + (
-            f"{fmt_bytes(mv.size_bytes)}）" if is_number(mv.size_bytes) else "大小未记录）"
+        out["merged"] = f"{known(merged.path, None)}（{merged.dtype or 'dtype 未记录'}，" + (
+            f"{fmt_bytes(merged.size_bytes)}）" if is_number(merged.size_bytes) else "大小未记录）"
         )
     else:
         out["merged"] = shown(merged)
-    verification = ex.value(ex.result.verification)
-    if isinstance(verification, GgufVerification):
-        v = verification
+    v = ex.value(ex.result.verification)
+    if isinstance(v, GgufVerification):
         out["verification"] = (
             f"llama.cpp 读取成功：架构 {known(v.architecture, None)}，"
             f"{fmt_general(known(v.tensor_count, None))} 个张量；"
             f"生成文本：{verbatim(shorten(' '.join(str(v.generated_text or '').split()), 120)) or '（空）'}"
         )
     else:
-        out["verification"] = shown(verification)
+        out["verification"] = shown(v)
     out["modelfile"] = shown(ex.value(ex.result.modelfile))
     return out
 
@@ -205,17 +202,16 @@ def deployment(run: RunFiles) -> dict[str, Any]:
             status_text += f"：{reason or 'deploy.json 未说明原因'}"
     else:
         status_text = shown(status)
-    api = dp.value(r.api_test)
+    a = dp.value(r.api_test)
     cases: list[list[str]] = []
-    if isinstance(api, ApiTest):
-        a = api
+    if isinstance(a, ApiTest):
         api_text, template_text = _api_test(a, reason), _template_text(a)
         stops_text, matches_text = _stops_text(a), _llamacpp_text(a)
         cases = [_case_row(n, c) for n, c in enumerate(a.cases, start=1)]
         if a.status == "not_run":
             template_text = stops_text = matches_text = "未运行"
     else:
-        api_text = template_text = stops_text = matches_text = shown(api)
+        api_text = template_text = stops_text = matches_text = shown(a)
     command = known(r.deploy_command, None)
     return {
         **_export(run),

@@ -88,10 +88,9 @@ def _settings_text(run: RunFiles) -> str:
 
 
 def _identity_text(run: RunFiles, assistant_name: str) -> str:
-    identity = run.evaluate.value(run.evaluate.result.identity)
-    if not isinstance(identity, IdentityCheck):
-        return shown(identity)
-    i = identity
+    i = run.evaluate.value(run.evaluate.result.identity)
+    if not isinstance(i, IdentityCheck):
+        return shown(i)
     return (
         f"测试集的 {fmt_general(known(i.questions, None))} 道身份问题中，回答含助手名称“{assistant_name}”的："
         f"微调前 {fmt_general(known(i.before_hits, None))} 道，"

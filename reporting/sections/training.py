@@ -221,9 +221,8 @@ def _checkpoint_rows(r: TrainResult) -> list[list[str]]:
 
 def _best_text(best: Any) -> str:
     if isinstance(best, Checkpoint):
-        b = best
-        loss = fmt_loss(b.eval_loss) if is_number(b.eval_loss) else "未记录"
-        return f"step {known(b.step, None)}，验证 Loss {loss}（{b.path or '路径未记录'}）"
+        loss = fmt_loss(best.eval_loss) if is_number(best.eval_loss) else "未记录"
+        return f"step {known(best.step, None)}，验证 Loss {loss}（{best.path or '路径未记录'}）"
     return shown(best)
 
 
