@@ -168,6 +168,9 @@ KNOWN: list[tuple[re.Pattern[str], Callable[[re.Match[str]], str]]] = [
     (re.compile(r"no Ollama at (\S+)"), lambda m: f"在 {m.group(1)} 没有可用的 Ollama 服务"),
     (re.compile(r"deployment failed"), lambda m: "部署失败"),
     (re.compile(r"no successful request"), lambda m: "没有成功的请求"),
+    (re.compile(r"no request produced 2 or more tokens"), lambda m: "没有一个请求生成 2 个或更多 token"),
+    (re.compile(r"all requests failed"), lambda m: "所有请求都失败了"),
+    (re.compile(r"no requests were run"), lambda m: "没有运行任何请求"),
     (re.compile(r"not measured \(--no-roofline\)"), lambda m: "未测量（--no-roofline）"),
     (re.compile(r"interrupted \(Ctrl-C\)"), lambda m: "被中断（Ctrl-C）"),
     (

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from reporting import comparison, facts, labels
+from reporting import comparison, facts, labels, wording
 from reporting.comparison import PairedDifference, Run
 from reporting.text import (
     fmt_bytes,
@@ -62,7 +62,7 @@ def _metric_cell(m: EvalMetric | None, why_missing: str) -> str:
     after = (
         fmt_float(m.after, digits)
         if is_number(m.after)
-        else shown(NotMeasured(str(known(m.after.why, "") or "未记录")))
+        else shown(NotMeasured(wording.text(known(m.after.why, "")) or "未记录"))
     )
     if not is_number(m.improvement):
         return after

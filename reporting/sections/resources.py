@@ -99,7 +99,10 @@ def _speed_and_latency(run: RunFiles, summary: list[LevelSummary]) -> tuple[str,
         f"{fmt_float(tps, 1)} tokens/秒（并发 {level}，单请求解码速度均值）"
         if is_number(tps)
         else shown(
-            NotMeasured((tps.why if isinstance(tps, NotMeasured) else "") or "benchmark.json 未记录解码速度")
+            NotMeasured(
+                wording.text(tps.why if isinstance(tps, NotMeasured) else "")
+                or "benchmark.json 未记录解码速度"
+            )
         )
     )
     ttft, e2e = lowest.ttft_ms, lowest.e2e_ms

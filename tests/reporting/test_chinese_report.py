@@ -18,7 +18,7 @@ from stages import reported
 from tests import fake_run
 from tests.english_check import english_report_lines, english_sentences
 from trainer.config import load_config
-from trainer.results import Reason
+from trainer.results import NotMeasured, Reason
 from trainer.runfolder import RunDir
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
@@ -160,4 +160,19 @@ def test_report_of_the_recorded_default_run_has_no_english_sentence(tmp_path: Pa
     missing = [rel for rel in DEFAULT_RUN_FILES if not (run / rel).exists()]
     assert not missing, f"tests/fixtures/default_run/ lacks {missing}"
     md = _render_md(run)
+    assert english_sentences(md) == [], english_report_lines(md)
+
+
+def test_a_benchmark_whose_requests_gave_too_few_tokens_reads_in_chinese(tmp_path: Path) -> None:
+    """The benchmark's reason for a decode speed it could not measure (every answer ended before its
+    second token, as a tiny model's may) is worded, not pasted as English prose."""
+    path = fake_run.build("gpu_less", tmp_path / "run")
+
+    def too_few_tokens(result) -> None:
+        for level in result.summary:
+            level.decode_tokens_per_s = NotMeasured("no request produced 2 or more tokens")
+
+    fake_run.edit(path, "benchmark", too_few_tokens)
+    md = _render_md(path)
+    assert "没有一个请求生成 2 个或更多 token" in md
     assert english_sentences(md) == [], english_report_lines(md)
