@@ -187,12 +187,12 @@ def load_unsloth(cfg: PipelineConfig, model_ref: str, precision: str, four_bit: 
 
 
 def load_peft(cfg: PipelineConfig, model_ref: str, precision: str, four_bit: bool) -> tuple[Any, Any]:
+    import torch
     from peft import get_peft_model, prepare_model_for_kbit_training
     from transformers import AutoModelForCausalLM
 
     kwargs: dict[str, Any] = {"trust_remote_code": cfg.model.trust_remote_code}
     if four_bit:
-        import torch
         from transformers import BitsAndBytesConfig
 
         kwargs["quantization_config"] = BitsAndBytesConfig(
@@ -216,7 +216,18 @@ def load_peft(cfg: PipelineConfig, model_ref: str, precision: str, four_bit: boo
     model = get_peft_model(model, lora_config(cfg))
     if precision != "fp32" and not four_bit:
         _autocast_lora_inputs(model)
+    if not four_bit and not torch.cuda.is_available():
+        _cpu_speedups(model)
     return model, load_tokenizer(model_ref, cfg.model.trust_remote_code)
+
+
+def _cpu_speedups(model: Any) -> None:
+    """On a CPU, the exact reformulations of trainer/speedups.py: the grouped attention (for the
+    model types whose eager attention it reproduces) and the one-`addmm` LoRA layers."""
+    from trainer.speedups import fuse_lora_scaling, use_grouped_attention
+
+    use_grouped_attention(model.get_base_model())
+    fuse_lora_scaling(model)
 
 
 def _autocast_lora_inputs(model: Any) -> None:

@@ -83,11 +83,15 @@ def completion_loss(
     The prompt tokens (about 40 % of the default data) carry no loss, so their logits over the whole
     vocabulary (49 152 x 576 for SmolLM2, a fifth of its matmul weights) and their softmax are never
     computed, forward or backward; Unsloth's chunked loss skips them the same way. The decoder's
-    output is taken by a forward hook while the model itself computes logits for its last position
-    only (`logits_to_keep=1`), so the model's own forward (autocast, DDP) runs unchanged.
+    output is taken by a forward hook while the model itself computes logits for no position
+    (`logits_to_keep` an empty index), so the model's own forward (autocast, DDP) runs unchanged.
+    A frozen plain head goes through `trainer.speedups.head_cross_entropy` (in row chunks, the
+    rows' gradient computed in the same pass); a trained or adapted head through the stock ops.
     """
     import torch
     import torch.nn.functional as F
+
+    from trainer.speedups import head_cross_entropy
 
     inputs = dict(inputs)
     labels = inputs.pop("labels")
@@ -98,16 +102,21 @@ def completion_loss(
 
     hook = unwrapped.get_decoder().register_forward_hook(keep_output)
     try:
-        model(**inputs, logits_to_keep=1)
+        model(**inputs, logits_to_keep=torch.zeros(0, dtype=torch.long, device=labels.device))
     finally:
         hook.remove()
     targets = labels[:, 1:]
     keep = targets != -100
     rows = captured["h"][:, :-1][keep]
     head = unwrapped.get_output_embeddings()
-    with torch.autocast(rows.device.type, dtype=rows.dtype, enabled=rows.dtype != head.weight.dtype):
-        logits = head(rows)
-    loss = F.cross_entropy(logits.float(), targets[keep], reduction="sum")
+    device = rows.device.type
+    dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else head.weight.dtype
+    if type(head) is torch.nn.Linear and head.bias is None and not head.weight.requires_grad:
+        loss = head_cross_entropy(rows.to(dtype), head.weight, targets[keep])
+    else:
+        with torch.autocast(device, dtype=rows.dtype, enabled=rows.dtype != head.weight.dtype):
+            logits = head(rows)
+        loss = F.cross_entropy(logits.float(), targets[keep], reduction="sum")
     denom = num_items_in_batch if num_items_in_batch is not None else keep.sum()
     return loss / denom
 
