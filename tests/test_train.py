@@ -198,3 +198,16 @@ def test_an_empty_val_split_is_a_clear_error_not_a_traceback(tiny_trained, tmp_p
     out = done.stdout + done.stderr
     assert "val.jsonl has no records: nothing to validate on" in out and "data.val_size" in out
     assert "Traceback" not in out
+
+
+@pytest.mark.parametrize("on", [False, True])
+def test_gradient_checkpointing_is_what_the_config_says(tiny_cfg, tmp_path, on):
+    """TRL's SFTConfig turns gradient checkpointing on by default (every forward recomputed in the
+    backward, about a third more compute); the stage passes train.gradient_checkpointing through."""
+    from dataclasses import replace
+
+    from trainer.runfolder import RunDir
+    from trainer.train import _sft_config
+
+    cfg = replace(tiny_cfg, train=replace(tiny_cfg.train, gradient_checkpointing=on))
+    assert _sft_config(cfg, RunDir(tmp_path), "fp32").gradient_checkpointing is on

@@ -174,6 +174,7 @@ def _sft_config(cfg: PipelineConfig, run_dir: RunDir, precision: str) -> Any:
         greater_is_better=False,
         report_to=["tensorboard"],
         max_length=cfg.data.max_length,
+        gradient_checkpointing=t.gradient_checkpointing,  # TRL's default is on: recomputes every forward
         train_sampling_strategy="group_by_length" if t.group_by_length else "random",
         include_num_input_tokens_seen="non_padding",
         dataloader_num_workers=0,
