@@ -69,8 +69,10 @@ def run_benchmark(
     timeout_s: float = 3600,
     matmul_n: int = 1024,
     progress: Any = print,
+    rounds: int = 1,
 ) -> dict[str, Any]:
-    """Run every contestant on one shared prepared data folder; the report that `main` saves."""
+    """Run every contestant on one shared prepared data folder (`rounds` times, interleaved); the
+    report that `main` saves."""
     from trainer.config import load_config
 
     overrides = list(overrides or [])
@@ -80,7 +82,7 @@ def run_benchmark(
     work.mkdir(parents=True, exist_ok=True)
     try:
         measured = _run_contestants(
-            config, overrides, steps, contestants, work, timeout_s, matmul_n, progress
+            config, overrides, steps, contestants, work, timeout_s, matmul_n, progress, rounds
         )
     finally:
         if not keep:
@@ -102,6 +104,11 @@ def run_benchmark(
         "TensorBoard wall times; baseline: a callback at the same point); tokens = non-padding input tokens "
         "(Trainer include_num_input_tokens_seen='non_padding')",
         "rss_method": "psutil RSS of the contestant's process tree, every 100 ms (model load and evaluation included)",
+        "rounds": rounds,
+        "rounds_method": "each round runs every contestant once, in an order rotated by one per round; a "
+        "contestant's figures are those of its lower-median round by tokens/s (with 2 rounds: the slower), "
+        "`speedup_vs_baseline` divides the lower medians and `speedup_worst_pairing` its slowest round by "
+        "the baseline's fastest",
         "work_dir": str(work) if keep else None,
         "results": measured["results"],
     }
@@ -116,8 +123,11 @@ def _run_contestants(
     timeout_s: float,
     matmul_n: int,
     progress: Any,
+    rounds: int = 1,
 ) -> dict[str, Any]:
-    """The machine's load and matmul peak, one shared `prepare`, then each contestant in turn."""
+    """The machine's load and matmul peak, one shared `prepare`, then each contestant in turn, the
+    whole sequence `rounds` times (each round starts one contestant later, so no contestant always
+    runs first or last while the machine's speed drifts)."""
     load_before = machine_load()
     progress(f"load before: {load_before}")
     peak = matmul_peak(matmul_n)
@@ -128,23 +138,51 @@ def _run_contestants(
         progress(f"bf16 matmul peak: {peaks['bf16']['peak_flops_per_s'] / 1e9:.1f} GFLOP/s")
     progress("prepare: one shared data folder")
     prepared = prepare_once(config, overrides, work, timeout_s)
-    results = []
-    for name in contestants:
-        progress(f"{name}: training {steps} steps ...")
-        t0 = time.perf_counter()
-        if name == "baseline":
-            one = run_baseline(config, overrides, prepared, work, steps, timeout_s)
-        else:
-            one = run_stage_backend(name, config, overrides, prepared, work, steps, timeout_s)
-        one["process_wall_s"] = round(time.perf_counter() - t0, 1)
-        progress(f"{name}: {one['status']} in {one['process_wall_s']} s")
-        results.append(one)
+    by_name: dict[str, list[dict[str, Any]]] = {name: [] for name in contestants}
+    for index in range(rounds):
+        round_work = work / f"round-{index + 1}" if rounds > 1 else work
+        round_work.mkdir(parents=True, exist_ok=True)
+        shift = index % len(contestants)
+        for name in contestants[shift:] + contestants[:shift]:
+            label = f"{name} (round {index + 1}/{rounds})" if rounds > 1 else name
+            progress(f"{label}: training {steps} steps ...")
+            t0 = time.perf_counter()
+            if name == "baseline":
+                one = run_baseline(config, overrides, prepared, round_work, steps, timeout_s)
+            else:
+                one = run_stage_backend(name, config, overrides, prepared, round_work, steps, timeout_s)
+            one["process_wall_s"] = round(time.perf_counter() - t0, 1)
+            progress(f"{label}: {one['status']} in {one['process_wall_s']} s")
+            by_name[name].append(one)
     return {
         "machine_load": {"before": load_before, "after": machine_load()},
         "matmul_peak": peak,
         "matmul_peak_by_dtype": peaks,
-        "results": results,
+        "results": [combine_rounds(by_name[name]) for name in contestants],
     }
+
+
+def combine_rounds(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """One contestant's rounds as one result: the lower-median round by steady tokens/s (the first
+    failed round when any failed), with every round's tokens/s and s/step under `rounds`."""
+    if len(runs) == 1:
+        return runs[0]
+    failed = [r for r in runs if r["status"] != "ok"]
+    if failed:
+        chosen = dict(failed[0])
+    else:
+        ranked = sorted(runs, key=lambda r: r["steady"]["tokens_per_s"])
+        chosen = dict(ranked[(len(ranked) - 1) // 2])
+    chosen["rounds"] = [
+        {
+            "round": i + 1,
+            "status": r["status"],
+            "tokens_per_s": r.get("steady", {}).get("tokens_per_s"),
+            "s_per_step": r.get("steady", {}).get("s_per_step"),
+        }
+        for i, r in enumerate(runs)
+    ]
+    return chosen
 
 
 def _compare(results: list[dict[str, Any]], peaks: dict[str, dict[str, Any]]) -> None:
@@ -157,6 +195,10 @@ def _compare(results: list[dict[str, Any]], peaks: dict[str, dict[str, Any]]) ->
             continue
         tps = r["steady"].get("tokens_per_s")
         r["speedup_vs_baseline"] = round(tps / base_tps, 3) if tps and base_tps else None
+        if base and "rounds" in r and "rounds" in base:
+            slowest = min(x["tokens_per_s"] for x in r["rounds"])
+            fastest_base = max(x["tokens_per_s"] for x in base["rounds"])
+            r["speedup_worst_pairing"] = round(slowest / fastest_base, 3)
         peak = peaks.get(r.get("precision", "fp32"), {}).get("peak_flops_per_s")
         r.update(mfu(tps, r, peak))
 
@@ -206,6 +248,13 @@ def _steps(text: str) -> int:
     return value
 
 
+def _rounds(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("needs at least 1 round")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m benchmarks.train_speed",
@@ -229,6 +278,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=list(CONTESTANTS),
         help=f"comma-separated contestants from {', '.join(CONTESTANTS)} (default: all four; auto is the "
         "default configuration, train.backend=auto with its probe)",
+    )
+    p.add_argument(
+        "--rounds",
+        type=_rounds,
+        default=1,
+        help="run every contestant this many times, interleaved; each is reported by its lower-median "
+        "round, with the spread (default: 1)",
     )
     p.add_argument(
         "--out",
@@ -281,6 +337,7 @@ def print_table(report: dict[str, Any]) -> None:
         "peak RSS MiB",
         "vs baseline",
         "MFU",
+        *(["rounds tokens/s", "worst pairing"] if report.get("rounds", 1) > 1 else []),
     ):
         table.add_column(col, justify="left" if col in ("contestant", "precision", "status") else "right")
     for r in report["results"]:
@@ -294,6 +351,15 @@ def print_table(report: dict[str, Any]) -> None:
             _fmt(r["peak_rss_bytes"] / 2**20 if r.get("peak_rss_bytes") else None, ".0f"),
             _fmt(r.get("speedup_vs_baseline"), ".2f") + ("x" if r.get("speedup_vs_baseline") else ""),
             _fmt(r["mfu"] * 100 if r.get("mfu") is not None else None, ".1f") + ("%" if r.get("mfu") else ""),
+            *(
+                [
+                    " / ".join(_fmt(x["tokens_per_s"], ".1f") for x in r.get("rounds", [])),
+                    _fmt(r.get("speedup_worst_pairing"), ".2f")
+                    + ("x" if r.get("speedup_worst_pairing") else ""),
+                ]
+                if report.get("rounds", 1) > 1
+                else []
+            ),
         )
     console = Console(width=None if sys.stdout.isatty() else 120)
     console.print(table)
@@ -333,6 +399,7 @@ def main(argv: list[str] | None = None) -> int:
             timeout_s=args.timeout,
             matmul_n=args.matmul_n,
             progress=lambda msg: print(msg, file=sys.stderr, flush=True),
+            rounds=args.rounds,
         )
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)

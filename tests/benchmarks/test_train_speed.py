@@ -72,3 +72,32 @@ def test_tiny_run_writes_every_contestant(tmp_path: Path) -> None:
         assert by_name["unsloth"]["speedup_vs_baseline"] > 0
     assert done.returncode == (0 if by_name["unsloth"]["status"] == "ok" else 1)
     assert "Training speed" in done.stdout
+
+
+def _run(status: str, tps: float | None, tag: str) -> dict:
+    steady = {"tokens_per_s": tps, "s_per_step": 1000 / tps} if tps else {}
+    params = {"n_frozen_matmul": 1_000_000, "n_lora": 10_000}
+    return {"contestant": "peft", "status": status, "steady": steady, "tag": tag, **params}
+
+
+def test_rounds_report_the_lower_median_round_and_the_worst_pairing() -> None:
+    from benchmarks.train_speed import _compare, combine_rounds
+
+    assert combine_rounds([_run("ok", 300.0, "only")])["tag"] == "only"  # one round: as it ran
+    three = combine_rounds([_run("ok", 390.0, "a"), _run("ok", 310.0, "b"), _run("ok", 350.0, "c")])
+    assert three["tag"] == "c" and [r["tokens_per_s"] for r in three["rounds"]] == [390.0, 310.0, 350.0]
+    two = combine_rounds([_run("ok", 400.0, "a"), _run("ok", 320.0, "b")])
+    assert two["tag"] == "b"  # two rounds: the slower one, never the luckier
+    failed = combine_rounds([_run("ok", 400.0, "a"), _run("failed", None, "b")])
+    assert failed["status"] == "failed" and failed["tag"] == "b"
+    base = combine_rounds([_run("ok", 100.0, "x"), _run("ok", 125.0, "y")]) | {"contestant": "baseline"}
+    results = [two, base]
+    _compare(results, {"fp32": {"peak_flops_per_s": 1e11}})
+    assert two["speedup_vs_baseline"] == 3.2  # 320 / 100: the lower medians
+    assert two["speedup_worst_pairing"] == 2.56  # 320 / 125: its slowest round over the fastest baseline
+
+
+def test_rounds_must_be_positive() -> None:
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["--rounds", "0"])
+    assert build_parser().parse_args(["--rounds", "3"]).rounds == 3
