@@ -70,3 +70,19 @@ def test_report_words_the_choice_in_chinese():
     assert "更快" in text and "unsloth 270.0" in text and "peft 314.4" in text and "61 秒" in text
     cached = BackendProbe(steps=3, cached=True, cost_s=0.0, runs=runs)
     assert "缓存" in backend_choice_text(BackendChoice(backend="peft", reason="probe_faster", probe=cached))
+
+
+def test_the_probe_cache_key_changes_with_the_training_code(tiny_cfg, tmp_path, monkeypatch):
+    """A cached choice never outlives the code it measured: editing a file that makes the training
+    step (here a stand-in for trainer/speedups.py) gives a new key, so the next run probes again."""
+    from trainer import backend_probe
+
+    assert all(p.is_file() for p in backend_probe.TRAINING_CODE)  # the real files, each hashed
+    code = tmp_path / "speedups.py"
+    code.write_text("# one version\n")
+    monkeypatch.setattr(backend_probe, "TRAINING_CODE", (code,))
+    key, fields = backend_probe.probe_key(tiny_cfg)
+    assert backend_probe.probe_key(tiny_cfg)[0] == key  # the same code, the same key
+    code.write_text("# another version\n")
+    new_key, new_fields = backend_probe.probe_key(tiny_cfg)
+    assert new_key != key and new_fields["training_code_sha1"] != fields["training_code_sha1"]

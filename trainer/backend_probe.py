@@ -39,7 +39,12 @@ from trainer.results import BackendChoice, BackendProbe, NotMeasured, ProbeRun
 from trainer.runfolder import cpu_flags, cpu_model, now_iso, read_json, write_json
 
 PROBE_STEPS = 3  # the first is warm-up; the others are timed
-PROBE_VERSION = 1  # bump when the training code changes what the probe would measure
+PROBE_VERSION = 1  # bump when the probe itself changes what it measures
+# The code that makes a training step: a change to any of them can change which backend is faster, so
+# their contents are part of the cache key (a cached choice never outlives the code it measured).
+TRAINING_CODE = tuple(
+    ROOT / "trainer" / name for name in ("backends.py", "recipe.py", "speedups.py", "train.py")
+)
 BACKENDS = tuple(b for b in choices(TrainConfig, "backend") if b != "auto")  # unsloth, peft
 
 _chosen: dict[str, BackendChoice] = {}  # this process's choice, by cache key
@@ -94,8 +99,12 @@ def probe_key(cfg: PipelineConfig) -> tuple[str, dict[str, Any]]:
             versions[dist] = importlib.metadata.version(dist)
         except importlib.metadata.PackageNotFoundError:
             versions[dist] = None
+    code = hashlib.sha1()
+    for path in TRAINING_CODE:
+        code.update(path.read_bytes() if path.is_file() else b"")
     fields = {
         "probe_version": PROBE_VERSION,
+        "training_code_sha1": code.hexdigest()[:12],
         "cpu_model": cpu_model(),
         "cpu_flags_sha1": hashlib.sha1(" ".join(sorted(cpu_flags())).encode()).hexdigest()[:12],
         "cpu_count": os.cpu_count(),
