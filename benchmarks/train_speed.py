@@ -1,6 +1,7 @@
 """Training speed: the train stage's Unsloth and PEFT backends against a plain transformers baseline.
 
     python -m benchmarks.train_speed --config configs/default.yaml --steps 6
+    python -m benchmarks.train_speed --config configs/default.yaml --steps 6 --rounds 3
     python -m benchmarks.train_speed --config configs/tiny.yaml --steps 2 --backends peft,baseline
     python -m benchmarks.train_speed --help
 
@@ -23,6 +24,11 @@ matmul peak (torch, n x n, best of several). Model FLOPs per trained token for L
 gradients only, 2N; LoRA weights also get weight gradients), N counting the weights used in
 matrix multiplies (the LM head, not the embedding lookup); attention-score FLOPs are left out,
 as in the usual 6N rule (benchmarks/train_speed_measure.py).
+
+On a machine whose speed drifts (a shared VM), `--rounds N` runs the whole sequence N times, each
+round starting one contestant later, and reports every contestant by its lower-median round (with
+two rounds, the slower), its every round, and the worst pairing: its slowest round over the
+baseline's fastest.
 
 Prints a table and writes JSON (`--out`, default benchmarks/results/train_speed-<timestamp>.json)
 with the environment, settings, machine load and every contestant's numbers. The run folders go to

@@ -68,6 +68,10 @@ def _stage_findings(run: RunFiles) -> list[Finding]:
     return out
 
 
+# train.json `backend_choice` codes that mean the wanted backend could not train (older runs have none)
+FALLBACK_CHOICES = ("unsloth_unavailable", "probe_other_failed", "probe_failed")
+
+
 def _train_findings(run: RunFiles) -> list[Finding]:
     tr = run.train
     r = tr.result
@@ -76,11 +80,17 @@ def _train_findings(run: RunFiles) -> list[Finding]:
     out = []
     requested_backend = known(run.config_value("train", "backend"), None)
     backend = known(r.backend, None)
-    if requested_backend in ("unsloth", "auto") and backend and backend != "unsloth":
+    choice = r.backend_choice
+    # A fallback, not a choice: `auto` measuring the other backend faster is not a problem.
+    fell_back = choice.reason in FALLBACK_CHOICES if measured(choice) else True
+    if requested_backend in ("unsloth", "auto") and backend and backend != "unsloth" and fell_back:
+        from reporting.sections.training import backend_choice_text
+
+        why = backend_choice_text(choice) if measured(choice) else wording.text(r.backend_reason)
         out.append(
             Finding(
                 f"训练后端回退为 {backend}（配置 train.backend={requested_backend}）："
-                f"{wording.text(r.backend_reason) or 'train.json 未说明原因'}。",
+                f"{why or 'train.json 未说明原因'}。",
                 "安装可用的 Unsloth（或在 GPU 机器上运行）以使用其优化内核。",
             )
         )

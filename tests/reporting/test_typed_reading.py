@@ -88,3 +88,35 @@ def test_a_stage_value_is_the_value_or_a_reason_worded_for_the_report(tmp_path: 
     assert files.config_value("train", "backend") == files.config.train.backend
     nothing = runfiles.load(RunDir(fake_run.empty_run().write(tmp_path / "empty")), reported())
     assert nothing.train.value(nothing.train.result.backend) == NotMeasured(nothing.train.why_missing)
+
+
+@pytest.mark.parametrize(
+    ("reason", "fallback"),
+    [("probe_faster", False), ("unsloth_unavailable", True), ("probe_other_failed", True)],
+)
+def test_a_backend_auto_measured_faster_is_not_reported_as_a_fallback(tmp_path, reason, fallback):
+    """`auto` taking PEFT because its probe measured it faster is a choice; only a backend that could
+    not train (Unsloth missing, its probe failed) is a fallback in 问题与改进."""
+    from reporting.findings import findings
+    from trainer.results import BackendChoice, BackendProbe, ProbeRun
+
+    run = fake_run.complete_run()
+    run.overrides.append("train.backend=auto")
+    path = run.write(tmp_path / "run")
+    probe = BackendProbe(
+        steps=3,
+        cached=False,
+        cost_s=72.5,
+        runs=[ProbeRun(backend="unsloth", tokens_per_s=406.6), ProbeRun(backend="peft", tokens_per_s=496.2)],
+    )
+
+    def chose_peft(result):
+        result.backend = "peft"
+        result.backend_reason = f"train.backend=auto: peft ({reason})"
+        result.backend_choice = BackendChoice(backend="peft", reason=reason, detail="why", probe=probe)
+
+    fake_run.edit(path, "train", chose_peft)
+    problems = [f.problem for f in findings(runfiles.load(RunDir(path), reported()))]
+    said = [p for p in problems if "训练后端回退" in p]
+    assert bool(said) is fallback, problems
+    assert all("train.backend=auto: peft" not in p for p in said)  # worded in Chinese, not quoted
