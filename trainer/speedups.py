@@ -7,9 +7,11 @@ Measured on a CPU, where none of these steps has a fused kernel (benchmarks/RESU
 
 - `grouped_attention`: the attention of a model with grouped key/value heads, without copying the
   keys and values once per query head (the stock eager path repeats them) and with the softmax in the
-  activations' dtype (PyTorch's CPU softmax accumulates a bf16 input in fp32 either way, so the only
-  rounding is the one the stock path does when it casts the fp32 softmax down). The CPU flash kernel
-  of `sdpa` spends most of a training step's attention time in its backward.
+  activations' dtype (PyTorch's CPU softmax accumulates a bf16 input in fp32 either way, so its only
+  rounding is the one the stock path does when it casts the fp32 softmax down). The scale goes on
+  the queries instead of the scores: exact for a power-of-two scale (64- or 256-dim heads), else one
+  more rounding of the queries in bf16. The CPU flash kernel of `sdpa` spends most of a training
+  step's attention time in its backward.
 - `fuse_lora_scaling`: a LoRA layer's `result + lora_B(lora_A(x)) * scaling` as one `addmm`
   (the scaling is applied inside the matrix multiply), instead of a scaling pass and an addition
   over the whole output.
