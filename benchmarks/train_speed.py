@@ -330,6 +330,7 @@ def print_table(report: dict[str, Any]) -> None:
     from rich.table import Table
 
     s = report["settings"]
+    several_rounds = report.get("rounds", 1) > 1
     table = Table(
         title=f"Training speed: {s['model']}, {s['steps']} steps, batch {s['per_device_batch_size']}"
         f"x{s['gradient_accumulation_steps']}, max_length {s['max_length']}, LoRA r={s['lora']['r']}"
@@ -343,7 +344,7 @@ def print_table(report: dict[str, Any]) -> None:
         "peak RSS MiB",
         "vs baseline",
         "MFU",
-        *(["rounds tokens/s", "worst pairing"] if report.get("rounds", 1) > 1 else []),
+        *(["rounds tokens/s", "worst pairing"] if several_rounds else []),
     ):
         table.add_column(col, justify="left" if col in ("contestant", "precision", "status") else "right")
     for r in report["results"]:
@@ -363,7 +364,7 @@ def print_table(report: dict[str, Any]) -> None:
                     _fmt(r.get("speedup_worst_pairing"), ".2f")
                     + ("x" if r.get("speedup_worst_pairing") else ""),
                 ]
-                if report.get("rounds", 1) > 1
+                if several_rounds
                 else []
             ),
         )

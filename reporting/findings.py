@@ -13,6 +13,7 @@ from typing import Any
 from reporting import wording
 from reporting.facts import DROP_REASON_ZH, metric, metric_change, metrics
 from reporting.runfiles import RunFiles
+from reporting.sections.training import backend_choice_text
 from reporting.text import (
     first_line,
     fmt_duration,
@@ -84,8 +85,6 @@ def _train_findings(run: RunFiles) -> list[Finding]:
     # A fallback, not a choice: `auto` measuring the other backend faster is not a problem.
     fell_back = choice.reason in FALLBACK_CHOICES if measured(choice) else True
     if requested_backend in ("unsloth", "auto") and backend and backend != "unsloth" and fell_back:
-        from reporting.sections.training import backend_choice_text
-
         why = backend_choice_text(choice) if measured(choice) else wording.text(r.backend_reason)
         out.append(
             Finding(

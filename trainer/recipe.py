@@ -110,8 +110,8 @@ def completion_loss(
     rows = captured["h"][:, :-1][keep]
     head = unwrapped.get_output_embeddings()
     device = rows.device.type
-    dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else head.weight.dtype
     if type(head) is torch.nn.Linear and head.bias is None and not head.weight.requires_grad:
+        dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else head.weight.dtype
         loss = head_cross_entropy(rows.to(dtype), head.weight, targets[keep])
     else:
         with torch.autocast(device, dtype=rows.dtype, enabled=rows.dtype != head.weight.dtype):

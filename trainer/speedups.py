@@ -154,7 +154,7 @@ class _HeadCrossEntropy(torch.autograd.Function):
     def forward(ctx: Any, rows: Any, weight: Any, targets: Any) -> Any:
         with torch.autocast(rows.device.type, enabled=False):  # the rows' dtype is the compute dtype
             loss, grad = _head_cross_entropy_chunks(rows, weight, targets, rows.requires_grad)
-        ctx.save_for_backward(grad if grad is not None else loss)
+        ctx.save_for_backward(grad)  # None when the rows need no gradient: no backward then
         return loss
 
     @staticmethod
